@@ -1,0 +1,138 @@
+"""CPU time and peak memory of the server's process tree, read from /proc.
+
+`npx pkg` or `uvx pkg` make the real server a grandchild, so the figures cover the whole
+tree under the child. CPU counts utime+stime of each live process plus cutime+cstime,
+which already hold the time of children that exited and were reaped. Peak memory is the
+largest VmHWM in the tree; before a call the relay resets the high-water marks
+(clear_refs "5") so the figure belongs to the call.
+
+This runs twice per tool call, so each process keeps its /proc files open and re-reads
+them with pread at offset 0 (about 2 us instead of 15 us for open+read+close). Members
+are found through the main thread's `children` file on every refresh, and through every
+thread's at most once a second (a thread other than the main one rarely forks).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+
+_TICK_MS = 1000.0 / os.sysconf("SC_CLK_TCK")
+_FULL_SCAN_EVERY = 1.0
+
+
+class _Proc:
+    __slots__ = ("children", "clear", "pid", "stat", "status")
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        base = f"/proc/{pid}"
+        self.stat = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
+        self.status = os.open(f"{base}/status", os.O_RDONLY | os.O_CLOEXEC)
+        self.children = os.open(f"{base}/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            self.clear = os.open(f"{base}/clear_refs", os.O_WRONLY | os.O_CLOEXEC)
+        except OSError:
+            self.clear = -1  # not ours to reset: its figure stays a lifetime peak
+
+    def close(self) -> None:
+        for fd in (self.stat, self.status, self.children, self.clear):
+            if fd >= 0:
+                os.close(fd)
+
+
+class ProcessTree:
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._procs: dict[int, _Proc] = {}
+        self._last_full = 0.0
+
+    def refresh(self) -> list[int]:
+        """Bring the member list up to date and return it."""
+        full = time.monotonic() - self._last_full >= _FULL_SCAN_EVERY
+        if full:
+            self._last_full = time.monotonic()
+        seen: set[int] = set()
+        todo = [self.root]
+        while todo:
+            pid = todo.pop()
+            if pid in seen:
+                continue
+            proc = self._member(pid)
+            if proc is None:
+                continue
+            seen.add(pid)
+            todo.extend(_all_children(pid) if full else _read_ints(proc.children))
+        for pid in set(self._procs) - seen:
+            self._procs.pop(pid).close()
+        return sorted(seen)
+
+    def _member(self, pid: int) -> _Proc | None:
+        proc = self._procs.get(pid)
+        if proc is None:
+            try:
+                proc = self._procs[pid] = _Proc(pid)
+            except OSError:
+                return None
+        return proc
+
+    def cpu_ms(self) -> float:
+        """CPU time of the known members so far, in milliseconds."""
+        return sum(_cpu_ticks(p.stat) for p in self._procs.values()) * _TICK_MS
+
+    def peak_rss_kb(self) -> int:
+        """The largest high-water mark of resident memory among the members, in KiB."""
+        return max((_hwm_kb(p.status) for p in self._procs.values()), default=0)
+
+    def reset_peaks(self) -> None:
+        for proc in self._procs.values():
+            if proc.clear >= 0:
+                with contextlib.suppress(OSError):  # exited since the last refresh
+                    os.pwrite(proc.clear, b"5", 0)
+
+    def close(self) -> None:
+        for proc in self._procs.values():
+            proc.close()
+        self._procs.clear()
+
+
+def _read_ints(fd: int) -> list[int]:
+    try:
+        return [int(x) for x in os.pread(fd, 65536, 0).split()]
+    except OSError:
+        return []
+
+
+def _all_children(pid: int) -> list[int]:
+    out: list[int] = []
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except OSError:
+            continue
+    return out
+
+
+def _cpu_ticks(fd: int) -> int:
+    try:
+        data = os.pread(fd, 2048, 0)
+    except OSError:
+        return 0  # exited: its time now sits in its parent's cutime, once reaped
+    # The command name may hold spaces and parentheses: fields start after the last ")".
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
+
+
+def _hwm_kb(fd: int) -> int:
+    try:
+        data = os.pread(fd, 8192, 0)
+    except OSError:
+        return 0
+    at = data.find(b"VmHWM:")
+    return int(data[at + 6 :].split(None, 1)[0]) if at >= 0 else 0

@@ -1,0 +1,97 @@
+"""Token buckets shared by every mcpwrap process of this user.
+
+A desktop app starts one wrapper per server and several apps may run at once, so a
+per-process counter would multiply every limit. The buckets live in SQLite under the
+state dir; each take is one short IMMEDIATE transaction. The arithmetic is a pure
+function so it is tested without a database.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import TYPE_CHECKING
+
+from mcpwrap.errors import MCPWrapError
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from mcpwrap.units import Rate
+
+
+class RateStateError(MCPWrapError):
+    """The shared rate state could not be read or written."""
+
+
+def take(tokens: float, updated: float, now: float, rate: Rate) -> tuple[float, float]:
+    """Refill a bucket of capacity rate.count to `now` and take one token.
+
+    Returns (tokens left, seconds to wait). A wait above 0 means nothing was taken.
+    A clock that went backwards refills nothing rather than minting tokens.
+    """
+    per_token = rate.per_seconds / rate.count
+    elapsed = max(0.0, now - updated)
+    tokens = min(float(rate.count), tokens + elapsed / per_token)
+    if tokens >= 1.0:
+        return tokens - 1.0, 0.0
+    return tokens, (1.0 - tokens) * per_token
+
+
+class RateLimiter:
+    """Bucket store in SQLite; the connection opens on the first call that has a rate."""
+
+    def __init__(self, path: str) -> None:
+        self._path = path
+        self._db: sqlite3.Connection | None = None
+
+    def take(self, key: str, rate: Rate, now: float) -> float:
+        """Seconds to wait before `key` may run again; 0.0 means a token was taken."""
+        import sqlite3
+
+        try:
+            return self._take(self._connect(), key, rate, now)
+        except sqlite3.Error as exc:
+            raise RateStateError(
+                f"rate state {self._path}: {exc}; check that the state directory is "
+                "writable, or remove the file to reset every rate limit"
+            ) from exc
+
+    def _take(self, db: sqlite3.Connection, key: str, rate: Rate, now: float) -> float:
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            row = db.execute("SELECT tokens, updated FROM buckets WHERE key = ?", (key,)).fetchone()
+            tokens, updated = (float(rate.count), now) if row is None else row
+            left, wait = take(tokens, updated, now, rate)
+            db.execute(
+                "INSERT INTO buckets (key, tokens, updated) VALUES (?, ?, ?) ON CONFLICT(key) "
+                "DO UPDATE SET tokens = excluded.tokens, updated = excluded.updated",
+                (key, left, now),
+            )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return wait
+
+    def _connect(self) -> sqlite3.Connection:
+        if self._db is None:
+            import sqlite3
+
+            os.makedirs(os.path.dirname(self._path) or ".", mode=0o700, exist_ok=True)
+            db = sqlite3.connect(
+                self._path, timeout=5.0, isolation_level=None, check_same_thread=False
+            )
+            # WAL + NORMAL: a commit costs no fsync, and readers never block the writer.
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(
+                "CREATE TABLE IF NOT EXISTS buckets "
+                "(key TEXT PRIMARY KEY, tokens REAL, updated REAL)"
+            )
+            self._db = db
+        return self._db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
