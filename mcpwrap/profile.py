@@ -1,0 +1,1203 @@
+"""Load and validate a capability profile (format 1, shared/design/PROFILE.md).
+
+A profile is parsed once into frozen values. Every problem is a ProfileError of the shape
+`FILE:LINE: key.path: what was expected, what was found`: a typo must never silently weaken
+a profile, so unknown keys are errors too. tomllib keeps no positions, so `_KeyLines`, a
+small scanner of already-valid TOML, maps key paths to lines; it runs only on an error.
+
+Discovery (`find_profile`, `profile_name_for_command`) lives here as well: it is the other
+half of the contract in PROFILE.md.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import dataclasses
+import difflib
+import enum
+import fnmatch
+import functools
+import hashlib
+import ipaddress
+import json
+import math
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import MappingProxyType
+from typing import NoReturn, TypeVar
+
+from mcpwrap.errors import DiscoveryError, ProfileError
+from mcpwrap.units import (
+    DURATION_FORMS,
+    RATE_FORMS,
+    SIZE_FORMS,
+    Rate,
+    parse_duration,
+    parse_rate,
+    parse_size,
+)
+
+FORMAT_VERSION = 1
+
+
+class Access(enum.Enum):
+    ALLOW = "allow"
+    DENY = "deny"
+
+
+class ToolClass(enum.Enum):
+    READ = "read"
+    WRITE = "write"
+    ADMIN = "admin"
+
+
+class Network(enum.Enum):
+    NONE = "none"
+    ALLOWLIST = "allowlist"
+    HOST = "host"
+
+
+class Syscalls(enum.Enum):
+    DEFAULT = "default"
+    STRICT = "strict"
+
+
+class ArgumentsMode(enum.Enum):
+    DIGEST = "digest"
+    FULL = "full"
+    NONE = "none"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """[policy] resources / prompts: everything, or the names matching some glob."""
+
+    allow_all: bool
+    patterns: tuple[str, ...] = ()
+
+    def allows(self, name: str) -> bool:
+        return self.allow_all or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
+
+
+@dataclass(frozen=True)
+class Constraint:
+    """One entry of [tools.X.args]; a field is None when its kind is not given."""
+
+    within: tuple[str, ...] | None = None
+    one_of: tuple[object, ...] | None = None
+    pattern: re.Pattern[str] | None = None
+    max_length: int | None = None
+    min: float | None = None
+    max: float | None = None
+    hosts: tuple[str, ...] | None = None
+    sql: str | None = None  # never set: a profile with `sql` is refused (not enforced yet)
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    cls: ToolClass
+    timeout: float | None
+    rate: Rate | None
+    concurrency: int | None
+    effects: tuple[str, ...]
+    args: Mapping[str, Constraint]
+
+
+@dataclass(frozen=True)
+class ServerSpec:
+    command: tuple[str, ...] | None
+    cwd: str | None
+    env: Mapping[str, str]
+    passthrough: tuple[str, ...]
+    secrets: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    enforce: bool = True
+    network: Network = Network.NONE
+    egress: tuple[str, ...] = ()
+    read: tuple[str, ...] = ()
+    write: tuple[str, ...] = ()
+    memory: int | None = None
+    cpu: float | None = None
+    processes: int | None = None
+    open_files: int | None = None
+    file_size: int | None = None
+    syscalls: Syscalls = Syscalls.DEFAULT
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    default: Access = Access.DENY
+    timeout: float = 60.0
+    sampling: Access = Access.DENY
+    elicitation: Access = Access.ALLOW
+    roots: Access = Access.ALLOW
+    resources: Selection = Selection(False)
+    prompts: Selection = Selection(True)
+
+
+@dataclass(frozen=True)
+class AuditSpec:
+    path: str
+    arguments: ArgumentsMode = ArgumentsMode.DIGEST
+
+
+@dataclass(frozen=True)
+class Placeholders:
+    project: str
+    home: str
+    cwd: str
+    state: str
+    tenant: str | None = None
+
+
+_NO_ARGS: Mapping[str, Constraint] = MappingProxyType({})
+
+
+@dataclass(frozen=True)
+class Profile:
+    version: int
+    name: str
+    source: str
+    digest: str
+    project: str
+    server: ServerSpec
+    sandbox: SandboxSpec
+    policy: PolicySpec
+    tools: Mapping[str, ToolSpec]
+    audit: AuditSpec
+
+    def tool(self, name: str) -> ToolSpec | None:
+        """The spec governing `name`; None when it is hidden and refused."""
+        spec = self.tools.get(name)
+        if spec is not None or self.policy.default is Access.DENY:
+            return spec
+        return ToolSpec(
+            name=name,
+            cls=ToolClass.WRITE,
+            timeout=None,
+            rate=None,
+            concurrency=None,
+            effects=(),
+            args=_NO_ARGS,
+        )
+
+
+# --- loading -------------------------------------------------------------------------------
+
+
+def load_profile(
+    path: str | os.PathLike[str],
+    *,
+    cwd: str | None = None,
+    state_dir: str,
+    tenant: str | None = None,
+    builtin_dir: str | None = None,
+) -> Profile:
+    """Read and validate the profile at `path`.
+
+    {project} is the nearest parent of the file holding `.git`, else the file's directory;
+    for a file directly in `builtin_dir` (a built-in profile) it is the current directory.
+    """
+    file = os.fspath(path)
+    text = _read_text(file)
+    here = os.path.abspath(cwd if cwd is not None else os.getcwd())
+    builtin = builtin_dir is not None and _is_directly_in(file, builtin_dir)
+    places = Placeholders(
+        project=here if builtin else _project_of(file),
+        home=os.path.expanduser("~"),
+        cwd=here,
+        state=os.path.abspath(state_dir),
+        tenant=tenant,
+    )
+    source = f"<builtin:{Path(file).stem}>" if builtin else file
+    return parse_profile(text, source=source, places=places)
+
+
+def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
+    """Validate profile `text`; `source` names it in errors and in Profile.source."""
+    doc = _parse_toml(text, source)
+    ctx = _Ctx(text, source, places)
+    version = _version(ctx, doc)
+    top = _Table.of(ctx, (), doc, _TOP_KEYS)
+    return Profile(
+        version=version,
+        name=top.get("name", _profile_name, _default_name(source)),
+        source=source,
+        digest="sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        project=places.project,
+        server=_server(_Table.of(ctx, ("server",), doc.get("server"), _SERVER_KEYS)),
+        sandbox=_sandbox(_Table.of(ctx, ("sandbox",), doc.get("sandbox"), _SANDBOX_KEYS)),
+        policy=_policy(_Table.of(ctx, ("policy",), doc.get("policy"), _POLICY_KEYS)),
+        tools=_tools(_Table.of(ctx, ("tools",), doc.get("tools"), None)),
+        audit=_audit(_Table.of(ctx, ("audit",), doc.get("audit"), _AUDIT_KEYS)),
+    )
+
+
+def _read_text(file: str) -> str:
+    try:
+        data = Path(file).read_bytes()
+    except OSError as exc:
+        raise ProfileError(f"{file}: cannot read the profile: {exc.strerror or exc}") from exc
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ProfileError(
+            f"{file}:{line}: not valid UTF-8 (byte {exc.start}); save the profile as UTF-8"
+        ) from exc
+
+
+_TOP_KEYS = ("version", "name", "server", "sandbox", "policy", "tools", "audit")
+_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+
+
+def _parse_toml(text: str, source: str) -> dict[str, object]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        at = _TOML_AT.search(message)
+        if at is None:  # "(at end of document)"
+            where = f"{source}:{text.count(chr(10)) + 1}"
+        else:
+            where, message = f"{source}:{at[1]}:{at[2]}", message[: at.start()]
+        raise ProfileError(f"{where}: invalid TOML: {message}") from exc
+
+
+def _version(ctx: _Ctx, doc: Mapping[str, object]) -> int:
+    # Checked before unknown keys: a newer format's keys are better explained by its version.
+    path = ("version",)
+    value = doc.get("version")
+    if value is None:
+        ctx.fail(path, f"missing; add `version = {FORMAT_VERSION}` at the top of the profile")
+    if not isinstance(value, int) or isinstance(value, bool):
+        _expect(ctx, path, str(FORMAT_VERSION), value)
+    if value != FORMAT_VERSION:
+        ctx.fail(
+            path,
+            f"this mcpwrap reads profile format version {FORMAT_VERSION} only, got {value}; "
+            "use an mcpwrap that reads it, or rewrite the profile for version 1",
+        )
+    return value
+
+
+def _default_name(source: str) -> str:
+    builtin = re.fullmatch(r"<builtin:(.+)>", source)
+    if builtin:
+        return builtin[1]
+    return "profile" if source.startswith("<") else Path(source).stem
+
+
+def _profile_name(ctx: _Ctx, path: _Path, value: object) -> str:
+    name = _string(ctx, path, value)
+    if not name or not name.isprintable() or "/" in name:
+        _expect(ctx, path, 'a non-empty printable name without "/"', value)
+    return name
+
+
+# --- errors and their positions ------------------------------------------------------------
+
+_Path = tuple[str | int, ...]
+T = TypeVar("T")
+D = TypeVar("D")
+E = TypeVar("E", bound=enum.Enum)
+_Convert = Callable[["_Ctx", _Path, object], T]
+
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+
+
+class _Ctx:
+    """What every check needs: the text (for line numbers), the source and placeholders."""
+
+    def __init__(self, text: str, source: str, places: Placeholders) -> None:
+        self.text = text
+        self.source = source
+        self.places = places
+
+    @functools.cached_property
+    def _lines(self) -> dict[_Path, int]:
+        return _key_lines(self.text)
+
+    def line(self, path: _Path) -> int:
+        """The line of `path`, else of its nearest enclosing key, else 1."""
+        for end in range(len(path), 0, -1):
+            line = self._lines.get(path[:end])
+            if line is not None:
+                return line
+        return 1
+
+    def fail(self, path: _Path, message: str) -> NoReturn:
+        key = f"{_dotted(path)}: " if path else ""
+        raise ProfileError(f"{self.source}:{self.line(path)}: {key}{message}")
+
+
+def _dotted(path: _Path) -> str:
+    out = ""
+    for part in path:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            out += f".{key}" if out else key
+    return out
+
+
+def _show(value: object) -> str:
+    """A found value as the error shows it: TOML-like scalars, a word for the rest."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        text = json.dumps(value, ensure_ascii=False)
+        return text if len(text) <= 80 else text[:76] + '..."'
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "a table"
+    return f"a {type(value).__name__}"  # dates and times
+
+
+def _expect(ctx: _Ctx, path: _Path, what: str, value: object) -> NoReturn:
+    ctx.fail(path, f"expected {what}, got {_show(value)}")
+
+
+def _check_keys(ctx: _Ctx, path: _Path, table: Mapping[str, object], known: Sequence[str]) -> None:
+    for key in table:
+        if key in known:
+            continue
+        close = difflib.get_close_matches(key, known, n=1)
+        hint = f'did you mean "{close[0]}"? ' if close else ""
+        where = f"in [{_dotted(path)}]" if path else "at the top level"
+        ctx.fail((*path, key), f"unknown key; {hint}known keys {where}: {', '.join(known)}")
+
+
+@dataclass(frozen=True)
+class _Table:
+    """A checked TOML table and where it is; `get` converts one optional key."""
+
+    ctx: _Ctx
+    path: _Path
+    data: Mapping[str, object]
+
+    @classmethod
+    def of(cls, ctx: _Ctx, path: _Path, value: object, known: Sequence[str] | None) -> _Table:
+        """`value` as a table (None: an absent, empty one), unknown keys refused if `known`."""
+        if value is None:
+            return cls(ctx, path, {})
+        if not isinstance(value, dict):
+            _expect(ctx, path, "a table", value)
+        if known is not None:
+            _check_keys(ctx, path, value, known)
+        return cls(ctx, path, value)
+
+    def get(self, key: str, convert: _Convert[T], default: D) -> T | D:
+        value = self.data.get(key)
+        return default if value is None else convert(self.ctx, (*self.path, key), value)
+
+    def need(self, key: str, convert: _Convert[T], hint: str) -> T:
+        if key not in self.data:
+            self.ctx.fail(self.path, f"missing {key}; {hint}")
+        return convert(self.ctx, (*self.path, key), self.data[key])
+
+    def items(self) -> Iterator[tuple[_Path, str, object]]:
+        for key, value in self.data.items():
+            yield (*self.path, key), key, value
+
+
+# --- value converters: (ctx, path, value) -> checked value -----------------------------------
+
+
+def _string(ctx: _Ctx, path: _Path, value: object) -> str:
+    if not isinstance(value, str):
+        _expect(ctx, path, "a string", value)
+    return value
+
+
+def _word(ctx: _Ctx, path: _Path, value: object) -> str:
+    if not isinstance(value, str) or not value:
+        _expect(ctx, path, "a non-empty string", value)
+    return value
+
+
+def _boolean(ctx: _Ctx, path: _Path, value: object) -> bool:
+    if not isinstance(value, bool):
+        _expect(ctx, path, "true or false", value)
+    return value
+
+
+def _at_least(minimum: int) -> _Convert[int]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            _expect(ctx, path, f"an integer >= {minimum}", value)
+        return value
+
+    return convert
+
+
+def _number(ctx: _Ctx, path: _Path, value: object) -> float:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        _expect(ctx, path, "a number", value)
+    if not math.isfinite(value):
+        _expect(ctx, path, "a finite number", value)
+    return float(value)
+
+
+def _enum_of(kind: type[E]) -> _Convert[E]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> E:
+        for member in kind:
+            if member.value == value:
+                return member
+        _expect(ctx, path, "one of " + ", ".join(f'"{m.value}"' for m in kind), value)
+
+    return convert
+
+
+def _array_of(
+    convert: _Convert[T], what: str, *, non_empty: bool = False
+) -> _Convert[tuple[T, ...]]:
+    def convert_all(ctx: _Ctx, path: _Path, value: object) -> tuple[T, ...]:
+        if not isinstance(value, list) or (non_empty and not value):
+            _expect(ctx, path, what, value)
+        return tuple(convert(ctx, (*path, i), item) for i, item in enumerate(value))
+
+    return convert_all
+
+
+def _duration(ctx: _Ctx, path: _Path, value: object) -> float:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        _expect(ctx, path, DURATION_FORMS, value)
+    seconds = _parsed(ctx, path, parse_duration, value)
+    if seconds <= 0:
+        _expect(ctx, path, "a duration greater than zero", value)
+    return seconds
+
+
+def _size(ctx: _Ctx, path: _Path, value: object) -> int:
+    if not isinstance(value, str | int) or isinstance(value, bool):
+        _expect(ctx, path, SIZE_FORMS, value)
+    size = _parsed(ctx, path, parse_size, value)
+    if size <= 0:
+        _expect(ctx, path, "a size greater than zero", value)
+    return size
+
+
+def _rate(ctx: _Ctx, path: _Path, value: object) -> Rate:
+    if not isinstance(value, str):
+        _expect(ctx, path, RATE_FORMS, value)
+    rate = _parsed(ctx, path, parse_rate, value)
+    if rate.count < 1:
+        _expect(ctx, path, "a rate of at least 1 call per period", value)
+    return rate
+
+
+def _parsed(ctx: _Ctx, path: _Path, parse: Callable[[D], T], value: D) -> T:
+    try:
+        return parse(value)
+    except ValueError as exc:
+        ctx.fail(path, str(exc))
+
+
+# --- placeholders and paths ----------------------------------------------------------------
+
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+_PLACEHOLDER_NAMES = ("project", "home", "cwd", "state", "tenant")
+
+
+def _expanded(ctx: _Ctx, path: _Path, value: object) -> str:
+    """A string with {project}, {home}, {cwd}, {state}, {tenant} replaced; {{ }} are braces."""
+    text = _string(ctx, path, value)
+    return _PLACEHOLDER.sub(lambda match: _placeholder(ctx, path, match), text)
+
+
+def _placeholder(ctx: _Ctx, path: _Path, match: re.Match[str]) -> str:
+    token = match[0]
+    if token in ("{{", "}}"):
+        return token[0]
+    if token in ("{", "}"):
+        ctx.fail(path, f'unmatched "{token}"; write "{token * 2}" for a literal brace')
+    name = match[1]
+    if name not in _PLACEHOLDER_NAMES:
+        known = ", ".join(f"{{{n}}}" for n in _PLACEHOLDER_NAMES)
+        ctx.fail(path, f"unknown placeholder {token}; known placeholders: {known}")
+    value: str | None = getattr(ctx.places, name)
+    if value is None:
+        ctx.fail(
+            path,
+            "{tenant} needs a tenant, and none is known: run with a token that carries "
+            "a tenant, or remove {tenant} from the profile",
+        )
+    return value
+
+
+def _fs_path(ctx: _Ctx, path: _Path, value: object) -> str:
+    """An expanded path, made absolute against {project} and normalised."""
+    text = _expanded(ctx, path, value)
+    if not text:
+        _expect(ctx, path, "a path", value)
+    return os.path.normpath(os.path.join(ctx.places.project, text))
+
+
+_fs_paths = _array_of(_fs_path, "an array of paths")
+_roots = _array_of(_fs_path, "a non-empty array of paths", non_empty=True)
+
+
+# --- [server] ------------------------------------------------------------------------------
+
+_SERVER_KEYS = ("command", "cwd", "env", "passthrough", "secrets")
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_SECRET_REF = re.compile(r"keyring:[^/]+/.+")
+
+
+def _server(t: _Table) -> ServerSpec:
+    env = t.get("env", _env, _NO_STRINGS)
+    passthrough = t.get("passthrough", _env_names, ())
+    secrets = t.get("secrets", _secrets, _NO_STRINGS)
+    _check_env_sources(
+        t, {"env": tuple(env), "passthrough": passthrough, "secrets": tuple(secrets)}
+    )
+    return ServerSpec(
+        command=t.get("command", _command, None),
+        cwd=t.get("cwd", _fs_path, None),
+        env=env,
+        passthrough=passthrough,
+        secrets=secrets,
+    )
+
+
+_NO_STRINGS: Mapping[str, str] = MappingProxyType({})
+
+
+def _command(ctx: _Ctx, path: _Path, value: object) -> tuple[str, ...]:
+    command = _expanded_strings(ctx, path, value)
+    if not command[0]:
+        _expect(ctx, (*path, 0), "a program name", command[0])
+    return command
+
+
+def _env_name(ctx: _Ctx, path: _Path, value: object) -> str:
+    if not isinstance(value, str) or not _ENV_NAME.fullmatch(value):
+        _expect(ctx, path, "an environment variable name ([A-Za-z_][A-Za-z0-9_]*)", value)
+    return value
+
+
+_env_names = _array_of(_env_name, "an array of environment variable names")
+_expanded_strings = _array_of(_expanded, "a non-empty array of strings", non_empty=True)
+
+
+def _env(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, str]:
+    table = _Table.of(ctx, path, value, None)
+    env = {_env_name(ctx, p, k): _expanded(ctx, p, v) for p, k, v in table.items()}
+    return MappingProxyType(env)
+
+
+def _secrets(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, str]:
+    table = _Table.of(ctx, path, value, None)
+    return MappingProxyType(
+        {_env_name(ctx, p, k): _secret_ref(ctx, p, v) for p, k, v in table.items()}
+    )
+
+
+def _secret_ref(ctx: _Ctx, path: _Path, value: object) -> str:
+    if not isinstance(value, str) or not _SECRET_REF.fullmatch(value):
+        _expect(ctx, path, 'a keyring reference "keyring:SERVICE/USER"', value)
+    return value
+
+
+def _check_env_sources(t: _Table, sources: Mapping[str, tuple[str, ...]]) -> None:
+    # One variable, one source: otherwise which value the child sees is a guess.
+    seen: dict[str, str] = {}
+    for kind, names in sources.items():
+        for index, name in enumerate(names):
+            other = seen.setdefault(name, kind)
+            if other != kind:
+                where = index if kind == "passthrough" else name
+                t.ctx.fail(
+                    (*t.path, kind, where),
+                    f"{name} is also in server.{other}; each variable comes from one of "
+                    "env, passthrough and secrets: remove one",
+                )
+
+
+# --- [sandbox] -----------------------------------------------------------------------------
+
+_SANDBOX_KEYS = (
+    "enforce",
+    "network",
+    "egress",
+    "read",
+    "write",
+    "memory",
+    "cpu",
+    "processes",
+    "open_files",
+    "file_size",
+    "syscalls",
+)
+_EGRESS_FORMS = 'HOST:PORT (e.g. "api.github.com:443", "*.example.com:443") or tcp:ADDR:PORT'
+
+
+def _sandbox(t: _Table) -> SandboxSpec:
+    network = t.get("network", _enum_of(Network), Network.NONE)
+    egress = t.get("egress", _egress, ())
+    if egress and network is not Network.ALLOWLIST:
+        t.ctx.fail(
+            (*t.path, "egress"),
+            f'egress applies only with network = "allowlist", and network is "{network.value}": '
+            'set network = "allowlist" or remove egress',
+        )
+    return SandboxSpec(
+        enforce=t.get("enforce", _boolean, True),
+        network=network,
+        egress=egress,
+        read=t.get("read", _fs_paths, ()),
+        write=t.get("write", _fs_paths, ()),
+        memory=t.get("memory", _size, None),
+        cpu=t.get("cpu", _duration, None),
+        processes=t.get("processes", _at_least(1), None),
+        open_files=t.get("open_files", _at_least(1), None),
+        file_size=t.get("file_size", _size, None),
+        syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
+    )
+
+
+def _egress_entry(ctx: _Ctx, path: _Path, value: object) -> str:
+    text = _expanded(ctx, path, value)
+    try:
+        return _normal_egress(text)
+    except ValueError as exc:
+        ctx.fail(path, f"{exc}; expected {_EGRESS_FORMS}")
+
+
+_egress = _array_of(_egress_entry, f"an array of {_EGRESS_FORMS}")
+
+
+def _normal_egress(text: str) -> str:
+    """The canonical form of "HOST:PORT" or "tcp:ADDR:PORT"; ValueError names the fault."""
+    tcp = text.startswith("tcp:")
+    host, colon, port = text.removeprefix("tcp:").rpartition(":")
+    if not colon or not re.fullmatch(r"[0-9]{1,5}", port) or not 1 <= int(port) <= 65535:
+        raise ValueError(f"{_show(text)} has no port from 1 to 65535")
+    if tcp or host.startswith("["):
+        return f"{'tcp:' if tcp else ''}{_ip(text, host)}:{int(port)}"
+    return f"{_normal_host(host)}:{int(port)}"
+
+
+def _ip(text: str, host: str) -> str:
+    """An IPv4 address, or an IPv6 one in brackets, in its canonical form."""
+    bracketed = host.startswith("[") and host.endswith("]")
+    try:
+        ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
+    except ValueError:
+        ip = None
+    if ip is None or bracketed != (ip.version == 6):
+        raise ValueError(
+            f"{_show(text)} does not hold an IPv4 address or an IPv6 address in brackets"
+        )
+    return f"[{ip}]" if bracketed else str(ip)
+
+
+# --- [policy] ------------------------------------------------------------------------------
+
+_POLICY_KEYS = ("default", "timeout", "sampling", "elicitation", "roots", "resources", "prompts")
+_access = _enum_of(Access)
+
+
+def _policy(t: _Table) -> PolicySpec:
+    return PolicySpec(
+        default=t.get("default", _access, Access.DENY),
+        timeout=t.get("timeout", _duration, 60.0),
+        sampling=t.get("sampling", _access, Access.DENY),
+        elicitation=t.get("elicitation", _access, Access.ALLOW),
+        roots=t.get("roots", _access, Access.ALLOW),
+        resources=t.get("resources", _selection, Selection(False)),
+        prompts=t.get("prompts", _selection, Selection(True)),
+    )
+
+
+def _selection(ctx: _Ctx, path: _Path, value: object) -> Selection:
+    if value in ("allow", "deny"):
+        return Selection(value == "allow")
+    if not isinstance(value, list):
+        _expect(ctx, path, '"allow", "deny" or an array of names and globs', value)
+    return Selection(False, _words(ctx, path, value))
+
+
+_words = _array_of(_word, "an array of non-empty strings")
+
+
+# --- [tools] -------------------------------------------------------------------------------
+
+_TOOL_KEYS = ("class", "timeout", "rate", "concurrency", "effects", "args")
+_CONSTRAINT_KEYS = ("within", "one_of", "pattern", "max_length", "min", "max", "hosts", "sql")
+# Kinds that need a string argument, and kinds that need a number: never both at once.
+_STRING_KINDS = ("within", "pattern", "max_length", "hosts")
+_NUMBER_KINDS = ("min", "max")
+
+
+def _tools(t: _Table) -> Mapping[str, ToolSpec]:
+    return MappingProxyType({name: _tool(t.ctx, path, value) for path, name, value in t.items()})
+
+
+def _tool(ctx: _Ctx, path: _Path, value: object) -> ToolSpec:
+    name = _word(ctx, path, path[-1])
+    t = _Table.of(ctx, path, value, _TOOL_KEYS)
+    return ToolSpec(
+        name=name,
+        cls=t.need("class", _enum_of(ToolClass), 'add class = "read", "write" or "admin"'),
+        timeout=t.get("timeout", _duration, None),
+        rate=t.get("rate", _rate, None),
+        concurrency=t.get("concurrency", _at_least(1), None),
+        effects=t.get("effects", _words, ()),
+        args=t.get("args", _args, _NO_ARGS),
+    )
+
+
+def _args(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, Constraint]:
+    table = _Table.of(ctx, path, value, None)
+    return MappingProxyType({_word(ctx, p, k): _constraint(ctx, p, v) for p, k, v in table.items()})
+
+
+def _constraint(ctx: _Ctx, path: _Path, value: object) -> Constraint:
+    t = _Table.of(ctx, path, value, _CONSTRAINT_KEYS)
+    if "sql" in t.data:
+        # Fail closed: a constraint that is accepted must also be enforced.
+        ctx.fail(
+            (*path, "sql"),
+            "sql constraints are not supported by this mcpwrap version; remove it or upgrade",
+        )
+    if not t.data:
+        ctx.fail(
+            path, f"no constraint given; use one or more of {', '.join(_CONSTRAINT_KEYS[:-1])}"
+        )
+    _check_kinds(t)
+    low, high = t.get("min", _number, None), t.get("max", _number, None)
+    if low is not None and high is not None and low > high:
+        ctx.fail((*path, "min"), f"min ({t.data['min']}) is greater than max ({t.data['max']})")
+    return Constraint(
+        within=t.get("within", _roots, None),
+        one_of=t.get("one_of", _choices, None),
+        pattern=t.get("pattern", _regex, None),
+        max_length=t.get("max_length", _at_least(0), None),
+        min=low,
+        max=high,
+        hosts=t.get("hosts", _host_globs, None),
+    )
+
+
+def _check_kinds(t: _Table) -> None:
+    """Refuse kinds that no single value can pass, as a string kind with a number kind."""
+    strings = [k for k in _STRING_KINDS if k in t.data]
+    numbers = [k for k in _NUMBER_KINDS if k in t.data]
+    if strings and numbers:
+        t.ctx.fail(
+            (*t.path, numbers[0]),
+            f"{numbers[0]} needs a number and {strings[0]} a string: no value passes both; "
+            "remove one",
+        )
+    items = t.data.get("one_of")
+    if not (strings or numbers) or not isinstance(items, list):
+        return
+    kind, needs = (strings[0], "a string") if strings else (numbers[0], "a number")
+    for index, item in enumerate(items):
+        if _scalar_kind(item) != needs:
+            t.ctx.fail(
+                (*t.path, "one_of", index),
+                f"{_show(item)} can never pass {kind}, which needs {needs}",
+            )
+
+
+def _scalar_kind(value: object) -> str:
+    if isinstance(value, str):
+        return "a string"
+    return "a number" if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def _json_scalar(ctx: _Ctx, path: _Path, value: object) -> object:
+    if isinstance(value, float) and not math.isfinite(value):
+        _expect(ctx, path, "a finite number", value)
+    if not isinstance(value, str | int | float | bool):
+        _expect(ctx, path, "a string, number or boolean", value)
+    return value
+
+
+_choices = _array_of(_json_scalar, "a non-empty array", non_empty=True)
+
+
+def _regex(ctx: _Ctx, path: _Path, value: object) -> re.Pattern[str]:
+    text = _string(ctx, path, value)
+    try:
+        return re.compile(text)
+    except re.error as exc:
+        ctx.fail(path, f"not a valid regular expression: {exc}")
+
+
+def _host_glob(ctx: _Ctx, path: _Path, value: object) -> str:
+    text = _string(ctx, path, value)
+    try:
+        return _normal_host(text)
+    except ValueError as exc:
+        ctx.fail(path, str(exc))
+
+
+_host_globs = _array_of(_host_glob, "a non-empty array of host names", non_empty=True)
+_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+
+
+def _normal_host(text: str) -> str:
+    """Lower-case IDNA form of a host name, `*.` allowed in front; ValueError names the fault."""
+    host = text.lower().removesuffix(".")
+    wildcard = "*." if host.startswith("*.") else ""
+    host = host.removeprefix(wildcard)
+    if "*" in host:
+        raise ValueError(
+            f'{_show(text)}: "*" may only be the whole left-most label, as in "*.example.com"'
+        )
+    try:
+        host = host.encode("idna").decode("ascii")
+    except UnicodeError:
+        host = ""
+    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        raise ValueError(f'{_show(text)} is not a host name like "example.com" or "*.example.com"')
+    return wildcard + host
+
+
+# --- [audit] -------------------------------------------------------------------------------
+
+_AUDIT_KEYS = ("path", "arguments")
+
+
+def _audit(t: _Table) -> AuditSpec:
+    path = t.get("path", _fs_path, None)
+    if path is None:
+        path = _fs_path(t.ctx, (*t.path, "path"), "{state}/audit.jsonl")
+    return AuditSpec(path, t.get("arguments", _enum_of(ArgumentsMode), ArgumentsMode.DIGEST))
+
+
+# --- the key locator -----------------------------------------------------------------------
+
+
+def _key_lines(text: str) -> dict[_Path, int]:
+    """Line of each key path (array items as int parts) in `text`, a document tomllib read.
+
+    A best effort for messages: should the scanner trip, the keys found so far are kept.
+    """
+    scanner = _KeyLines(text)
+    with contextlib.suppress(_ScanError, IndexError, ValueError):
+        scanner.scan()
+    return scanner.lines
+
+
+class _ScanError(Exception):
+    pass
+
+
+_SCALAR = re.compile(r"[^,\]}#\r\n]+")  # numbers, booleans, dates: up to what ends a value
+
+
+class _KeyLines:
+    """Walks valid TOML noting where each key appears; it decodes keys, never values."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.pos = 0
+        self.newlines = [i for i, ch in enumerate(text) if ch == "\n"]
+        self.lines: dict[_Path, int] = {}
+        self.defined: set[_Path] = set()  # paths whose defining line is recorded
+        self.last_item: dict[_Path, int] = {}  # array-of-tables path -> its last index
+
+    def line(self) -> int:
+        return bisect.bisect_left(self.newlines, self.pos) + 1
+
+    def scan(self) -> None:
+        table: _Path = ()
+        while self._skip_blank():
+            if self.text[self.pos] == "[":
+                table = self._header()
+            else:
+                self._key_value(table)
+
+    def _note(self, path: _Path, line: int, *, defines: bool) -> None:
+        # A definition ([a.b] or b = ...) beats a mere mention as a prefix ([a.b.c]).
+        if defines and path not in self.defined:
+            self.defined.add(path)
+            self.lines[path] = line
+        else:
+            self.lines.setdefault(path, line)
+
+    def _header(self) -> _Path:
+        line = self.line()
+        is_array = self.text.startswith("[[", self.pos)
+        self.pos += 2 if is_array else 1
+        keys = self._key()
+        path: _Path = ()
+        for key in keys[:-1] if is_array else keys:
+            path = self._under(path, key, line)
+        if is_array:
+            path = (*path, keys[-1])
+            self.last_item[path] = self.last_item.get(path, -1) + 1
+            self._note(path, line, defines=False)
+            path = (*path, self.last_item[path])
+        self._note(path, line, defines=True)
+        self._skip_inline()
+        self.pos += 2 if is_array else 1
+        return path
+
+    def _under(self, path: _Path, key: str, line: int) -> _Path:
+        """`path` + `key`, into the last table of `key` when it is an array of tables."""
+        path = (*path, key)
+        self._note(path, line, defines=False)
+        return (*path, self.last_item[path]) if path in self.last_item else path
+
+    def _key_value(self, table: _Path) -> None:
+        line = self.line()
+        path = (*table, *self._key())
+        for end in range(len(table) + 1, len(path) + 1):
+            self._note(path[:end], line, defines=end == len(path))
+        self._skip_inline()
+        self._expect("=")
+        self._value(path)
+
+    def _key(self) -> tuple[str, ...]:
+        keys = [self._simple_key()]
+        while self._skip_inline() == ".":
+            self.pos += 1
+            keys.append(self._simple_key())
+        return tuple(keys)
+
+    def _simple_key(self) -> str:
+        self._skip_inline()
+        start = self.pos
+        if self.text.startswith('"', start):
+            self.pos = self._basic_end(start + 1)
+            # tomllib decodes the escapes exactly as it did for the document itself.
+            key: str = tomllib.loads("k = " + self.text[start : self.pos])["k"]
+            return key
+        if self.text.startswith("'", start):
+            self.pos = self.text.index("'", start + 1) + 1
+            return self.text[start + 1 : self.pos - 1]
+        bare = _BARE_KEY.match(self.text, start)
+        if bare is None:
+            raise _ScanError(start)
+        self.pos = bare.end()
+        return bare[0]
+
+    def _value(self, path: _Path) -> None:
+        char = self._skip_inline()
+        if char == "[":
+            for index in self._items("]"):
+                self._note((*path, index), self.line(), defines=True)
+                self._value((*path, index))
+        elif char == "{":
+            for _ in self._items("}"):
+                self._key_value(path)
+        elif char in ('"', "'"):
+            self._string()
+        else:
+            scalar = _SCALAR.match(self.text, self.pos)
+            if scalar is None:
+                raise _ScanError(self.pos)
+            self.pos = scalar.end()
+
+    def _items(self, close: str) -> Iterator[int]:
+        """Index of each comma-separated item up to `close`, positioned at its start."""
+        self.pos += 1
+        index = 0
+        while self._skip_blank() and self.text[self.pos] != close:
+            yield index
+            index += 1
+            if self._skip_blank() and self.text[self.pos] == ",":
+                self.pos += 1
+        self.pos += 1
+
+    def _string(self) -> None:
+        start = self.pos
+        for quotes, escapes in (('"""', True), ("'''", False)):
+            if self.text.startswith(quotes, start):
+                self.pos = self._multiline_end(start + 3, quotes, escapes=escapes)
+                return
+        if self.text[start] == '"':
+            self.pos = self._basic_end(start + 1)
+        else:
+            self.pos = self.text.index("'", start + 1) + 1
+
+    def _basic_end(self, pos: int) -> int:
+        while self.text[pos] != '"':
+            pos += 2 if self.text[pos] == "\\" else 1
+        return pos + 1
+
+    def _multiline_end(self, pos: int, quotes: str, *, escapes: bool) -> int:
+        while not self.text.startswith(quotes, pos):
+            pos += 2 if escapes and self.text[pos] == "\\" else 1
+        end = pos + 3
+        # Up to two quotes right before the closing ones belong to the string.
+        while end < pos + 5 and self.text.startswith(quotes[0], end):
+            end += 1
+        return end
+
+    def _skip_inline(self) -> str:
+        """Skip spaces and tabs; the next character, or "" at the end."""
+        while self.text.startswith((" ", "\t"), self.pos):
+            self.pos += 1
+        return self.text[self.pos : self.pos + 1]
+
+    def _skip_blank(self) -> bool:
+        """Skip whitespace, newlines and comments; False at the end of the text."""
+        while True:
+            char = self._skip_inline()
+            if char in ("\r", "\n"):
+                self.pos += 1
+            elif char == "#":
+                newline = self.text.find("\n", self.pos)
+                self.pos = len(self.text) if newline < 0 else newline
+            else:
+                return char != ""
+
+    def _expect(self, char: str) -> None:
+        if not self.text.startswith(char, self.pos):
+            raise _ScanError(self.pos)
+        self.pos += 1
+
+
+# --- discovery -----------------------------------------------------------------------------
+
+
+def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> str:
+    """The profile file for `--profile NAME|PATH` (or a server's name), per PROFILE.md."""
+    if "/" in name or name.endswith(".toml"):
+        path = os.path.join(cwd, name)
+        if not os.path.isfile(path):
+            raise DiscoveryError(f"profile file {path} does not exist")
+        return path
+    if not name or not name.isprintable():
+        raise DiscoveryError(f"{_show(name)} is not a profile name")
+    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
+    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
+    places += [os.path.join(builtin_dir, f"{name}.toml")]
+    for place in places:
+        if os.path.isfile(place):
+            return place
+    looked = "".join(f"\n  {place}" for place in places)
+    raise DiscoveryError(
+        f'no profile named "{name}"; looked in:{looked}\n'
+        f"create one with `mcpwrap init {name} -- CMD...`, or give --profile PATH"
+    )
+
+
+def _dirs_to_project(start: str) -> Iterator[str]:
+    """`start` and its parents, up to the first one holding `.git` or the root."""
+    directory = os.path.abspath(start)
+    while True:
+        yield directory
+        parent = os.path.dirname(directory)
+        if parent == directory or os.path.exists(os.path.join(directory, ".git")):
+            return
+        directory = parent
+
+
+def _project_of(file: str) -> str:
+    home = os.path.dirname(os.path.abspath(file))
+    top = list(_dirs_to_project(home))[-1]
+    return top if os.path.exists(os.path.join(top, ".git")) else home
+
+
+def _is_directly_in(file: str, directory: str) -> bool:
+    return Path(file).resolve().parent == Path(directory).resolve()
+
+
+@dataclass(frozen=True)
+class _Launcher:
+    """How to find the package or script a launcher runs."""
+
+    subcommands: tuple[tuple[str, ...], ...] = ((),)  # words that must follow the program
+    value_options: frozenset[str] = frozenset()  # options whose value is the next argument
+    module_option: str | None = None  # `python -m MODULE`: MODULE names it
+    inline_options: frozenset[str] = frozenset()  # code on the command line: no name
+
+
+_NODE_RUNNER = _Launcher(
+    value_options=frozenset({"-p", "--package", "--registry", "--cache", "--userconfig"}),
+    inline_options=frozenset({"-c", "--call"}),
+)
+_UV_OPTIONS = frozenset(
+    {"--from", "--with", "--with-editable", "--with-requirements", "-w", "--python", "-p"}
+    | {"--index", "--default-index", "--index-url", "--extra-index-url", "-i", "--find-links"}
+    | {"-f", "--directory", "--project", "--env-file", "--constraints", "--overrides"}
+)
+_PYTHON = _Launcher(
+    value_options=frozenset({"-W", "-X", "--check-hash-based-pycs"}),
+    module_option="-m",
+    inline_options=frozenset({"-c"}),
+)
+_LAUNCHERS: Mapping[str, _Launcher] = {
+    "npx": _NODE_RUNNER,
+    "bunx": _NODE_RUNNER,
+    "pnpm": dataclasses.replace(_NODE_RUNNER, subcommands=(("dlx",),)),
+    "npm": dataclasses.replace(_NODE_RUNNER, subcommands=(("exec",),)),
+    "uvx": _Launcher(value_options=_UV_OPTIONS),
+    "uv": _Launcher(subcommands=(("tool", "run"), ("run",)), value_options=_UV_OPTIONS),
+    "pipx": _Launcher(
+        subcommands=(("run",),),
+        value_options=frozenset({"--spec", "--python", "--pip-args", "--index-url"}),
+    ),
+    "node": _Launcher(
+        value_options=frozenset({"-r", "--require", "--import", "--loader", "--env-file"}),
+        inline_options=frozenset({"-e", "--eval", "-p", "--print"}),
+    ),
+    "deno": _Launcher(
+        subcommands=(("run",),),
+        value_options=frozenset({"--config", "-c", "--import-map", "--env-file"}),
+    ),
+    "python": _PYTHON,
+}
+_SCRIPT_SUFFIXES = (".py", ".pyz", ".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".git", ".tgz")
+
+
+def profile_name_for_command(argv: Sequence[str]) -> str:
+    """The profile name for a server command when no --profile is given."""
+    if not argv or not argv[0]:
+        raise DiscoveryError("no server command given, so no profile name to look for")
+    program = os.path.basename(argv[0])
+    launcher = _LAUNCHERS.get(re.sub(r"^(python)3(\.\d+)?$", r"\1", program))
+    target = _launch_target(launcher, list(argv[1:])) if launcher else None
+    return _package_stem(target or program) or program
+
+
+def _launch_target(launcher: _Launcher, args: list[str]) -> str | None:
+    """The argument naming the package or script a launcher runs, or None."""
+    words = next((w for w in launcher.subcommands if tuple(args[: len(w)]) == w), None)
+    if words is None:
+        return None
+    rest = iter(args[len(words) :])
+    for arg in rest:
+        if arg == "--":
+            return next(rest, None)
+        if arg == launcher.module_option:
+            module = next(rest, None)
+            return module.split(".")[0] if module else None
+        if arg in launcher.inline_options:
+            return None
+        if arg in launcher.value_options:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _package_stem(target: str) -> str:
+    """Reduce to a name: "@scope/pkg@1.2" -> "pkg", "pkg==1.0" -> "pkg", "a/s.py" -> "s"."""
+    last = target.rstrip("/").rsplit("/", 1)[-1]
+    name = re.split(r"[@=<>~!\[;\s]", last, maxsplit=1)[0]
+    for suffix in _SCRIPT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name if name.strip(".") else ""  # `node .` names no package

@@ -1,0 +1,92 @@
+"""Parsers for the units a profile writes: durations, sizes and rates.
+
+Pure functions. Each raises ValueError whose message names the bad text and the accepted
+forms; the profile loader puts the file, line and key in front of it. Range checks (zero,
+negative) belong to the caller, which knows what the value is for.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from fractions import Fraction
+
+DURATION_FORMS = 'a duration like "500ms", "10s", "5m", "1h", "1d" or a number of seconds'
+SIZE_FORMS = 'a size like "64B", "512KiB", "256MiB", "1GiB", "1GB" or a number of bytes'
+RATE_FORMS = 'a rate like "10/s", "120/min", "1000/hour" or "5/day"'
+
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
+_DURATION = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.ASCII)
+_SIZE = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.ASCII | re.IGNORECASE)
+_RATE = re.compile(r"\s*(\d+)\s*/\s*([a-z]+)\s*", re.ASCII)
+
+_DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0}
+_DURATION_UNITS |= {"h": 3600.0, "d": 86400.0}
+# Sizes: SI prefixes are powers of 1000, binary (Ki, Mi...) powers of 1024; a bare "1K" or
+# "1G" is refused because people mean either.
+_SIZE_UNITS = {"": 1, "b": 1}
+_SIZE_UNITS |= {f"{p}b": 1000 ** (i + 1) for i, p in enumerate("kmgt")}
+_SIZE_UNITS |= {f"{p}ib": 1024 ** (i + 1) for i, p in enumerate("kmgt")}
+_RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
+_RATE_UNITS |= {"h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
+
+
+@dataclass(frozen=True)
+class Rate:
+    """`count` events per `per_seconds` seconds (a token bucket of capacity `count`)."""
+
+    count: int
+    per_seconds: float
+
+
+def parse_duration(text: str | int | float) -> float:
+    """Seconds in "500ms", "10s", "5m", "1h", "1d" or a bare number (seconds)."""
+    if isinstance(text, bool):
+        raise _bad(DURATION_FORMS, text)
+    if isinstance(text, int | float):
+        return _finite(float(text), DURATION_FORMS, text)
+    match = _DURATION.fullmatch(text) if isinstance(text, str) else None
+    if match is None or match[2] not in _DURATION_UNITS:
+        raise _bad(DURATION_FORMS, text)
+    return _finite(float(match[1]) * _DURATION_UNITS[match[2]], DURATION_FORMS, text)
+
+
+def parse_size(text: str | int) -> int:
+    """Bytes in "64B", "1kB", "512KiB", "1MB", "256MiB", "1GB", "1GiB" or a bare integer."""
+    if isinstance(text, bool):
+        raise _bad(SIZE_FORMS, text)
+    if isinstance(text, int):
+        return text
+    match = _SIZE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or match[2].lower() not in _SIZE_UNITS:
+        raise _bad(SIZE_FORMS, text)
+    size = Fraction(match[1]) * _SIZE_UNITS[match[2].lower()]
+    if size.denominator != 1:
+        raise ValueError(f"{_show(text)} is not a whole number of bytes")
+    return int(size)
+
+
+def parse_rate(text: str) -> Rate:
+    """A Rate from "COUNT/UNIT": UNIT s, sec, second, min, minute, h, hour, d or day."""
+    match = _RATE.fullmatch(text) if isinstance(text, str) else None
+    if match is None or match[2] not in _RATE_UNITS:
+        raise _bad(RATE_FORMS, text)
+    return Rate(int(match[1]), _RATE_UNITS[match[2]])
+
+
+def _finite(value: float, forms: str, text: object) -> float:
+    if not math.isfinite(value):
+        raise _bad(forms, text)
+    return value
+
+
+def _bad(forms: str, text: object) -> ValueError:
+    return ValueError(f"expected {forms}, got {_show(text)}")
+
+
+def _show(text: object) -> str:
+    if isinstance(text, str):
+        return json.dumps(text, ensure_ascii=False)
+    return repr(text)

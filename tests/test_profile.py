@@ -1,0 +1,1417 @@
+"""mcpwrap.profile: loading, validation, placeholders, key positions and discovery."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import hashlib
+import os
+import re
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+
+import pytest
+
+from mcpwrap import profile as profile_module
+from mcpwrap.errors import DiscoveryError, ProfileError
+from mcpwrap.profile import (
+    Access,
+    ArgumentsMode,
+    AuditSpec,
+    Constraint,
+    Network,
+    Placeholders,
+    PolicySpec,
+    Profile,
+    SandboxSpec,
+    Selection,
+    ServerSpec,
+    Syscalls,
+    ToolClass,
+    ToolSpec,
+    _key_lines,
+    find_profile,
+    load_profile,
+    parse_profile,
+    profile_name_for_command,
+)
+from mcpwrap.units import Rate
+
+PLACES = Placeholders(project="/proj", home="/home/u", cwd="/work", state="/state")
+
+# PROFILE.md's example with every documented key, plus the other constraint kinds it lists.
+# Two changes make it valid: network is "allowlist" (egress needs it) and write_file has
+# the class every tool must have.
+FULL = """\
+version = 1
+name = "filesystem"            # server name in audit records; default: file stem
+
+[server]
+command = ["npx", "@modelcontextprotocol/server-filesystem", "{project}"]
+cwd = "{project}"
+env = { LOG_LEVEL = "info" }   # the child's whole environment is built from env,
+passthrough = ["LANG"]         # these names copied from mcpwrap's own environment,
+secrets = { API_TOKEN = "keyring:svc/user" }   # and these, from the OS keyring
+
+[sandbox]
+enforce = true                 # false: runs unsandboxed, loudly
+network = "allowlist"          # "none" | "allowlist" | "host"
+egress = ["api.github.com:443", "*.githubusercontent.com:443", "tcp:127.0.0.1:5432"]
+read = ["{project}"]           # read-only grants on top of the runtime's own files
+write = ["{project}/build"]    # read-write grants
+memory = "1GiB"
+cpu = "300s"                   # CPU seconds of the whole process tree
+processes = 128
+open_files = 512
+file_size = "256MiB"
+syscalls = "default"           # "default" (deny-list) | "strict" (allow-list)
+
+[policy]
+default = "deny"               # tools not named under [tools] are hidden and refused
+timeout = "60s"                # per call, unless the tool sets its own
+sampling = "deny"              # server -> client requests: "deny" | "allow"
+elicitation = "allow"
+roots = "allow"
+resources = "deny"             # "deny" | "allow" | list of URI globs
+prompts = "allow"              # "deny" | "allow" | list of names
+
+[tools.read_file]
+class = "read"                 # "read" | "write" | "admin"
+timeout = "10s"
+rate = "120/min"               # token bucket, shared by all mcpwrap processes of this user
+concurrency = 4
+effects = []                   # declared side effects, e.g. "network:api.github.com:443"
+
+[tools.read_file.args]
+path = { within = ["{project}"] }          # resolved, normalised path inside these roots
+
+[tools.write_file]
+class = "write"
+
+[tools.write_file.args]
+path = { within = ["{project}/build"] }
+content = { max_length = 1_000_000 }
+
+[tools.fetch]
+class = "read"
+effects = ["network:api.github.com:443"]
+args.url = { hosts = ["*.example.com", "Example.ORG."] }
+args.method = { one_of = ["GET", "HEAD"] }
+
+[tools.sleep]
+class = "admin"
+args.seconds = { min = 0, max = 30.5 }
+args.label = { pattern = "[a-z]+", max_length = 10 }
+
+[audit]
+path = "{state}/audit.jsonl"   # default
+arguments = "digest"           # "digest" (sha256 of canonical JSON) | "full" | "none"
+"""
+
+
+def parse(text: str, *, tenant: str | None = None) -> Profile:
+    places = dataclasses.replace(PLACES, tenant=tenant)
+    return parse_profile(text, source="p.toml", places=places)
+
+
+def fails(text: str, *, tenant: str | None = None) -> str:
+    with pytest.raises(ProfileError) as info:
+        parse(text, tenant=tenant)
+    return str(info.value)
+
+
+def expected_full(project: str, state: str) -> Profile:
+    """What FULL loads as, with {project} and {state} as given."""
+    return Profile(
+        version=1,
+        name="filesystem",
+        source="",  # compared separately
+        digest="",
+        project=project,
+        server=ServerSpec(
+            command=("npx", "@modelcontextprotocol/server-filesystem", project),
+            cwd=project,
+            env={"LOG_LEVEL": "info"},
+            passthrough=("LANG",),
+            secrets={"API_TOKEN": "keyring:svc/user"},
+        ),
+        sandbox=SandboxSpec(
+            enforce=True,
+            network=Network.ALLOWLIST,
+            egress=("api.github.com:443", "*.githubusercontent.com:443", "tcp:127.0.0.1:5432"),
+            read=(project,),
+            write=(f"{project}/build",),
+            memory=2**30,
+            cpu=300.0,
+            processes=128,
+            open_files=512,
+            file_size=256 * 2**20,
+            syscalls=Syscalls.DEFAULT,
+        ),
+        policy=PolicySpec(
+            default=Access.DENY,
+            timeout=60.0,
+            sampling=Access.DENY,
+            elicitation=Access.ALLOW,
+            roots=Access.ALLOW,
+            resources=Selection(False),
+            prompts=Selection(True),
+        ),
+        tools={
+            "read_file": ToolSpec(
+                name="read_file",
+                cls=ToolClass.READ,
+                timeout=10.0,
+                rate=Rate(120, 60.0),
+                concurrency=4,
+                effects=(),
+                args={"path": Constraint(within=(project,))},
+            ),
+            "write_file": ToolSpec(
+                name="write_file",
+                cls=ToolClass.WRITE,
+                timeout=None,
+                rate=None,
+                concurrency=None,
+                effects=(),
+                args={
+                    "path": Constraint(within=(f"{project}/build",)),
+                    "content": Constraint(max_length=1_000_000),
+                },
+            ),
+            "fetch": ToolSpec(
+                name="fetch",
+                cls=ToolClass.READ,
+                timeout=None,
+                rate=None,
+                concurrency=None,
+                effects=("network:api.github.com:443",),
+                args={
+                    "url": Constraint(hosts=("*.example.com", "example.org")),
+                    "method": Constraint(one_of=("GET", "HEAD")),
+                },
+            ),
+            "sleep": ToolSpec(
+                name="sleep",
+                cls=ToolClass.ADMIN,
+                timeout=None,
+                rate=None,
+                concurrency=None,
+                effects=(),
+                args={
+                    "seconds": Constraint(min=0.0, max=30.5),
+                    "label": Constraint(pattern=re.compile("[a-z]+"), max_length=10),
+                },
+            ),
+        },
+        audit=AuditSpec(path=f"{state}/audit.jsonl", arguments=ArgumentsMode.DIGEST),
+    )
+
+
+# --- the full example --------------------------------------------------------------------
+
+
+def test_full_example_loads_from_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    project = tmp_path / "proj"
+    (project / ".git").mkdir(parents=True)
+    file = project / ".mcpwrap" / "filesystem.toml"
+    file.parent.mkdir()
+    file.write_text(FULL, encoding="utf-8")
+
+    loaded = load_profile(file, cwd=str(tmp_path), state_dir=str(tmp_path / "state"))
+
+    assert loaded.source == str(file)
+    assert loaded.digest == "sha256:" + hashlib.sha256(file.read_bytes()).hexdigest()
+    want = expected_full(str(project), str(tmp_path / "state"))
+    assert dataclasses.replace(loaded, source="", digest="") == want
+
+
+def test_full_example_covers_every_documented_key() -> None:
+    doc = tomllib.loads(FULL)
+    assert set(doc) == set(profile_module._TOP_KEYS)
+    for section, known in [
+        ("server", profile_module._SERVER_KEYS),
+        ("sandbox", profile_module._SANDBOX_KEYS),
+        ("policy", profile_module._POLICY_KEYS),
+        ("audit", profile_module._AUDIT_KEYS),
+    ]:
+        assert set(doc[section]) == set(known)
+    assert set(doc["tools"]["read_file"]) == set(profile_module._TOOL_KEYS)
+    kinds = {
+        kind for tool in doc["tools"].values() for arg in tool["args"].values() for kind in arg
+    }
+    assert kinds == set(profile_module._CONSTRAINT_KEYS) - {"sql"}
+
+
+def test_defaults() -> None:
+    loaded = parse("version = 1\n")
+    assert loaded.name == "p"
+    assert loaded.version == 1
+    assert loaded.project == "/proj"
+    assert loaded.server == ServerSpec(None, None, {}, (), {})
+    assert loaded.sandbox == SandboxSpec()
+    assert loaded.policy == PolicySpec()
+    assert loaded.policy.timeout == 60.0
+    assert loaded.policy.resources == Selection(False)
+    assert loaded.policy.prompts == Selection(True)
+    assert dict(loaded.tools) == {}
+    assert loaded.audit == AuditSpec("/state/audit.jsonl", ArgumentsMode.DIGEST)
+
+
+def test_digest_is_of_the_text() -> None:
+    text = "version = 1\n"
+    assert parse(text).digest == "sha256:" + hashlib.sha256(text.encode()).hexdigest()
+
+
+# --- TOML syntax and version -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ("version = 1\nname = \n", "p.toml:2:8: invalid TOML: Invalid value"),
+        ("version = 1\n[a]\nb = 1\n[a]\n", "p.toml:4:3: invalid TOML: Cannot declare"),
+        ('version = 1\nname = "x', "p.toml:2: invalid TOML: Unterminated string"),
+    ],
+)
+def test_toml_syntax_error_names_file_line_and_column(text: str, where: str) -> None:
+    assert fails(text).startswith(where)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('name = "x"\n', "p.toml:1: version: missing; add `version = 1`"),
+        (
+            "version = 2\n",
+            "p.toml:1: version: this mcpwrap reads profile format version 1 only, got 2",
+        ),
+        (
+            "version = 0\n",
+            "p.toml:1: version: this mcpwrap reads profile format version 1 only, got 0",
+        ),
+        ('version = "1"\n', 'p.toml:1: version: expected 1, got "1"'),
+        ("version = true\n", "p.toml:1: version: expected 1, got true"),
+        ('name = "x"\nversion = 2\n', "p.toml:2: version: this mcpwrap reads"),
+    ],
+)
+def test_version(text: str, message: str) -> None:
+    assert fails(text).startswith(message)
+
+
+def test_version_is_checked_before_unknown_keys() -> None:
+    assert "version 1 only, got 2" in fails("version = 2\nnew_key = 1\n")
+
+
+# --- unknown keys ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (
+            'nmae = "x"',
+            'p.toml:2: nmae: unknown key; did you mean "name"? known keys at the top level: '
+            "version, name, server",
+        ),
+        (
+            "[server]\ncomand = []",
+            'p.toml:3: server.comand: unknown key; did you mean "command"? known keys in '
+            "[server]: command, cwd, env, passthrough, secrets",
+        ),
+        (
+            '[sandbox]\nmemmory = "1GiB"',
+            'p.toml:3: sandbox.memmory: unknown key; did you mean "memory"?',
+        ),
+        (
+            '[policy]\ndefualt = "deny"',
+            'p.toml:3: policy.defualt: unknown key; did you mean "default"?',
+        ),
+        (
+            '[tools.read_file]\nclas = "read"',
+            'p.toml:3: tools.read_file.clas: unknown key; did you mean "class"? known keys in '
+            "[tools.read_file]: class, timeout, rate, concurrency, effects, args",
+        ),
+        (
+            '[tools.t]\nclass = "read"\nargs.p = { withn = ["/a"] }',
+            'p.toml:4: tools.t.args.p.withn: unknown key; did you mean "within"? known keys in '
+            "[tools.t.args.p]: within, one_of",
+        ),
+        (
+            '[tools.t]\nclass = "read"\n[tools.t.args.p]\nmax_len = 3',
+            'p.toml:5: tools.t.args.p.max_len: unknown key; did you mean "max_length"?',
+        ),
+        (
+            'tools.t.class = "read"\ntools.t.timeuot = "1s"',
+            'p.toml:3: tools.t.timeuot: unknown key; did you mean "timeout"?',
+        ),
+        (
+            '[audit]\narguments = "full"\npaht = "x"',
+            'p.toml:4: audit.paht: unknown key; did you mean "path"?',
+        ),
+        (
+            '[tools."my.tool"]\nclass = "read"\nconcurency = 2',
+            'p.toml:4: tools."my.tool".concurency: unknown key; did you mean "concurrency"?',
+        ),
+        (
+            '[tools.t]\nclass = "read"\nargs.p = { within = [\n  "/a",\n], xyz = 1 }',
+            "p.toml:6: tools.t.args.p.xyz: unknown key; known keys",
+        ),
+        ("[server]\n[server.extra]\nx = 1", "p.toml:3: server.extra: unknown key"),
+    ],
+)
+def test_unknown_keys_name_file_line_path_and_known_keys(body: str, message: str) -> None:
+    assert fails("version = 1\n" + body + "\n").startswith(message)
+
+
+# --- wrong types and bad values ----------------------------------------------------------
+
+
+def tool(body: str) -> str:
+    """A tool section whose `body` starts on line 4."""
+    return f'[tools.t]\nclass = "read"\n{body}'
+
+
+def arg(body: str) -> str:
+    """An args entry `p = { body }` on line 5."""
+    return f'[tools.t]\nclass = "read"\n[tools.t.args]\np = {{ {body} }}'
+
+
+def section(name: str, body: str) -> str:
+    """[name] on line 2, `body` from line 3."""
+    return f"[{name}]\n{body}"
+
+
+BAD = [
+    # name
+    ('name = ""', 'p.toml:2: name: expected a non-empty printable name without "/", got ""'),
+    ('name = "a/b"', 'p.toml:2: name: expected a non-empty printable name without "/", got "a/b"'),
+    ('name = "a\\tb"', "p.toml:2: name: expected a non-empty printable name"),
+    ("name = 5", "p.toml:2: name: expected a string, got 5"),
+    # sections of the wrong type
+    ('server = "npx"', 'p.toml:2: server: expected a table, got "npx"'),
+    ("tools = 5", "p.toml:2: tools: expected a table, got 5"),
+    ('[[tools]]\nclass = "read"', "p.toml:2: tools: expected a table, got an array"),
+    ("tools.t = 5", "p.toml:2: tools.t: expected a table, got 5"),
+    # [tools.NAME]
+    (
+        '[tools.t]\ntimeout = "10s"',
+        'p.toml:2: tools.t: missing class; add class = "read", "write" or "admin"',
+    ),
+    (
+        '[tools.t]\nclass = "super"',
+        'p.toml:3: tools.t.class: expected one of "read", "write", "admin", got "super"',
+    ),
+    (
+        tool('timeout = "0s"'),
+        'p.toml:4: tools.t.timeout: expected a duration greater than zero, got "0s"',
+    ),
+    (
+        tool("timeout = -1"),
+        "p.toml:4: tools.t.timeout: expected a duration greater than zero, got -1",
+    ),
+    (
+        tool('timeout = "soon"'),
+        'p.toml:4: tools.t.timeout: expected a duration like "500ms", "10s"',
+    ),
+    (tool("timeout = []"), 'p.toml:4: tools.t.timeout: expected a duration like "500ms"'),
+    (tool("concurrency = 0"), "p.toml:4: tools.t.concurrency: expected an integer >= 1, got 0"),
+    (
+        tool("concurrency = true"),
+        "p.toml:4: tools.t.concurrency: expected an integer >= 1, got true",
+    ),
+    (tool("concurrency = 2.0"), "p.toml:4: tools.t.concurrency: expected an integer >= 1, got 2.0"),
+    (
+        tool('rate = "0/min"'),
+        'p.toml:4: tools.t.rate: expected a rate of at least 1 call per period, got "0/min"',
+    ),
+    (tool('rate = "fast"'), 'p.toml:4: tools.t.rate: expected a rate like "10/s", "120/min"'),
+    (tool("rate = 5"), 'p.toml:4: tools.t.rate: expected a rate like "10/s"'),
+    (
+        tool('effects = "net"'),
+        'p.toml:4: tools.t.effects: expected an array of non-empty strings, got "net"',
+    ),
+    (
+        tool('effects = ["a",\n  1]'),
+        "p.toml:5: tools.t.effects[1]: expected a non-empty string, got 1",
+    ),
+    (tool('args = "x"'), 'p.toml:4: tools.t.args: expected a table, got "x"'),
+    # constraints
+    (
+        tool("args.p = {}"),
+        "p.toml:4: tools.t.args.p: no constraint given; use one or more of within, one_of, "
+        "pattern, max_length, min, max, hosts",
+    ),
+    (tool('args.p = "within"'), 'p.toml:4: tools.t.args.p: expected a table, got "within"'),
+    (
+        arg('within = "/x"'),
+        'p.toml:5: tools.t.args.p.within: expected a non-empty array of paths, got "/x"',
+    ),
+    (
+        arg("within = []"),
+        "p.toml:5: tools.t.args.p.within: expected a non-empty array of paths, got an array",
+    ),
+    (arg("within = [1]"), "p.toml:5: tools.t.args.p.within[0]: expected a string, got 1"),
+    (arg('within = [""]'), 'p.toml:5: tools.t.args.p.within[0]: expected a path, got ""'),
+    (
+        arg("one_of = []"),
+        "p.toml:5: tools.t.args.p.one_of: expected a non-empty array, got an array",
+    ),
+    (arg('one_of = "a"'), 'p.toml:5: tools.t.args.p.one_of: expected a non-empty array, got "a"'),
+    (
+        arg("one_of = [[1]]"),
+        "p.toml:5: tools.t.args.p.one_of[0]: expected a string, number or boolean, got an array",
+    ),
+    (
+        arg("one_of = [{a = 1}]"),
+        "p.toml:5: tools.t.args.p.one_of[0]: expected a string, number or boolean, got a table",
+    ),
+    (
+        arg("one_of = [nan]"),
+        "p.toml:5: tools.t.args.p.one_of[0]: expected a finite number, got nan",
+    ),
+    (
+        arg("one_of = [1979-05-27]"),
+        "p.toml:5: tools.t.args.p.one_of[0]: expected a string, number or boolean, got a date",
+    ),
+    (
+        arg('pattern = "("'),
+        "p.toml:5: tools.t.args.p.pattern: not a valid regular expression: missing ), "
+        "unterminated subpattern",
+    ),
+    (arg("pattern = 5"), "p.toml:5: tools.t.args.p.pattern: expected a string, got 5"),
+    (
+        arg("max_length = -1"),
+        "p.toml:5: tools.t.args.p.max_length: expected an integer >= 0, got -1",
+    ),
+    (
+        arg("max_length = 1.5"),
+        "p.toml:5: tools.t.args.p.max_length: expected an integer >= 0, got 1.5",
+    ),
+    (arg('min = "ten"'), 'p.toml:5: tools.t.args.p.min: expected a number, got "ten"'),
+    (arg("max = true"), "p.toml:5: tools.t.args.p.max: expected a number, got true"),
+    (arg("min = -inf"), "p.toml:5: tools.t.args.p.min: expected a finite number, got -inf"),
+    (arg("min = 5, max = 1"), "p.toml:5: tools.t.args.p.min: min (5) is greater than max (1)"),
+    (
+        arg('hosts = "example.com"'),
+        "p.toml:5: tools.t.args.p.hosts: expected a non-empty array of host names, got "
+        '"example.com"',
+    ),
+    (arg("hosts = []"), "p.toml:5: tools.t.args.p.hosts: expected a non-empty array of host names"),
+    (
+        arg('hosts = ["*"]'),
+        'p.toml:5: tools.t.args.p.hosts[0]: "*": "*" may only be the whole left-most label',
+    ),
+    (
+        arg('hosts = ["a.*.com"]'),
+        'p.toml:5: tools.t.args.p.hosts[0]: "a.*.com": "*" may only be the whole left-most label',
+    ),
+    (arg('hosts = ["foo*.com"]'), 'p.toml:5: tools.t.args.p.hosts[0]: "foo*.com": "*" may only be'),
+    (
+        arg('hosts = ["*example.com"]'),
+        'p.toml:5: tools.t.args.p.hosts[0]: "*example.com": "*" may only be',
+    ),
+    (arg('hosts = ["*.*.com"]'), 'p.toml:5: tools.t.args.p.hosts[0]: "*.*.com": "*" may only be'),
+    (
+        arg('hosts = ["ex ample.com"]'),
+        'p.toml:5: tools.t.args.p.hosts[0]: "ex ample.com" is not a host name',
+    ),
+    (arg('hosts = ["a..b"]'), 'p.toml:5: tools.t.args.p.hosts[0]: "a..b" is not a host name'),
+    (arg('hosts = [""]'), 'p.toml:5: tools.t.args.p.hosts[0]: "" is not a host name'),
+    (arg('hosts = ["-a.com"]'), 'p.toml:5: tools.t.args.p.hosts[0]: "-a.com" is not a host name'),
+    (
+        arg('sql = "read-only"'),
+        "p.toml:5: tools.t.args.p.sql: sql constraints are not supported by this mcpwrap version; "
+        "remove it or upgrade",
+    ),
+    (
+        arg('within = ["/a"], sql = "read-only"'),
+        "p.toml:5: tools.t.args.p.sql: sql constraints are not supported",
+    ),
+    (
+        arg('within = ["/a"], min = 1'),
+        "p.toml:5: tools.t.args.p.min: min needs a number and within a string: no value passes "
+        "both",
+    ),
+    (
+        arg('max = 3, pattern = "a"'),
+        "p.toml:5: tools.t.args.p.max: max needs a number and pattern a string",
+    ),
+    (
+        arg("max_length = 3, min = 1"),
+        "p.toml:5: tools.t.args.p.min: min needs a number and max_length a string",
+    ),
+    (
+        arg('hosts = ["a.com"], max = 1'),
+        "p.toml:5: tools.t.args.p.max: max needs a number and hosts a string",
+    ),
+    (
+        arg('pattern = "a+", one_of = ["a", 1]'),
+        "p.toml:5: tools.t.args.p.one_of[1]: 1 can never pass pattern, which needs a string",
+    ),
+    (
+        arg('min = 0, one_of = [1, "2"]'),
+        'p.toml:5: tools.t.args.p.one_of[1]: "2" can never pass min, which needs a number',
+    ),
+    (
+        arg("max = 1, one_of = [true]"),
+        "p.toml:5: tools.t.args.p.one_of[0]: true can never pass max, which needs a number",
+    ),
+    # [policy]
+    (
+        section("policy", 'default = "maybe"'),
+        'p.toml:3: policy.default: expected one of "allow", "deny", got "maybe"',
+    ),
+    (
+        section("policy", 'timeout = "0s"'),
+        'p.toml:3: policy.timeout: expected a duration greater than zero, got "0s"',
+    ),
+    (
+        section("policy", 'timeout = "1 fortnight"'),
+        "p.toml:3: policy.timeout: expected a duration like",
+    ),
+    (
+        section("policy", 'sampling = "yes"'),
+        'p.toml:3: policy.sampling: expected one of "allow", "deny", got "yes"',
+    ),
+    (
+        section("policy", "elicitation = true"),
+        'p.toml:3: policy.elicitation: expected one of "allow", "deny", got true',
+    ),
+    (
+        section("policy", "roots = 1"),
+        'p.toml:3: policy.roots: expected one of "allow", "deny", got 1',
+    ),
+    (
+        section("policy", 'resources = "some"'),
+        'p.toml:3: policy.resources: expected "allow", "deny" or an array of names and globs, got '
+        '"some"',
+    ),
+    (
+        section("policy", "prompts = 5"),
+        'p.toml:3: policy.prompts: expected "allow", "deny" or an array of names and globs, got 5',
+    ),
+    (
+        section("policy", 'resources = ["file:///*", ""]'),
+        'p.toml:3: policy.resources[1]: expected a non-empty string, got ""',
+    ),
+    (
+        section("policy", "prompts = [1]"),
+        "p.toml:3: policy.prompts[0]: expected a non-empty string, got 1",
+    ),
+    # [sandbox]
+    (
+        section("sandbox", 'enforce = "yes"'),
+        'p.toml:3: sandbox.enforce: expected true or false, got "yes"',
+    ),
+    (
+        section("sandbox", 'network = "open"'),
+        'p.toml:3: sandbox.network: expected one of "none", "allowlist", "host", got "open"',
+    ),
+    (
+        section("sandbox", 'egress = ["a.com:443"]'),
+        'p.toml:3: sandbox.egress: egress applies only with network = "allowlist", and network is '
+        '"none"',
+    ),
+    (
+        section("sandbox", 'network = "host"\negress = ["a.com:443"]'),
+        'p.toml:4: sandbox.egress: egress applies only with network = "allowlist", and network is '
+        '"host"',
+    ),
+    (
+        section("sandbox", 'egress = "a.com:443"'),
+        "p.toml:3: sandbox.egress: expected an array of HOST:PORT",
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["api.github.com"]'),
+        'p.toml:4: sandbox.egress[0]: "api.github.com" has no port from 1 to 65535; expected '
+        "HOST:PORT",
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["a.com:0"]'),
+        'p.toml:4: sandbox.egress[0]: "a.com:0" has no port',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["a.com:65536"]'),
+        'p.toml:4: sandbox.egress[0]: "a.com:65536" has no port',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["a.com:https"]'),
+        'p.toml:4: sandbox.egress[0]: "a.com:https" has no port',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["*:443"]'),
+        'p.toml:4: sandbox.egress[0]: "*": "*" may only be',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["tcp:localhost:5432"]'),
+        'p.toml:4: sandbox.egress[0]: "tcp:localhost:5432" does not hold an IPv4 address',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["tcp:[::1:5432"]'),
+        'p.toml:4: sandbox.egress[0]: "tcp:[::1:5432" does not hold an IPv4 address or an IPv6',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["tcp:::1:5432"]'),
+        'p.toml:4: sandbox.egress[0]: "tcp:::1:5432" does not hold an IPv4 address',
+    ),
+    (
+        section("sandbox", 'read = "/x"'),
+        'p.toml:3: sandbox.read: expected an array of paths, got "/x"',
+    ),
+    (section("sandbox", "read = [1]"), "p.toml:3: sandbox.read[0]: expected a string, got 1"),
+    (
+        section("sandbox", 'write = ["/a",\n  ""]'),
+        'p.toml:4: sandbox.write[1]: expected a path, got ""',
+    ),
+    (
+        section("sandbox", 'memory = "lots"'),
+        'p.toml:3: sandbox.memory: expected a size like "64B", "512KiB", "256MiB", "1GiB", "1GB" '
+        'or a number of bytes, got "lots"',
+    ),
+    (
+        section("sandbox", "memory = 0"),
+        "p.toml:3: sandbox.memory: expected a size greater than zero, got 0",
+    ),
+    (
+        section("sandbox", 'memory = "0B"'),
+        'p.toml:3: sandbox.memory: expected a size greater than zero, got "0B"',
+    ),
+    (section("sandbox", "memory = 1.5"), "p.toml:3: sandbox.memory: expected a size like"),
+    (
+        section("sandbox", 'file_size = "-1MiB"'),
+        'p.toml:3: sandbox.file_size: expected a size greater than zero, got "-1MiB"',
+    ),
+    (
+        section("sandbox", 'cpu = "0s"'),
+        'p.toml:3: sandbox.cpu: expected a duration greater than zero, got "0s"',
+    ),
+    (section("sandbox", 'cpu = "fast"'), "p.toml:3: sandbox.cpu: expected a duration like"),
+    (
+        section("sandbox", "processes = 0"),
+        "p.toml:3: sandbox.processes: expected an integer >= 1, got 0",
+    ),
+    (
+        section("sandbox", 'open_files = "many"'),
+        'p.toml:3: sandbox.open_files: expected an integer >= 1, got "many"',
+    ),
+    (
+        section("sandbox", 'syscalls = "paranoid"'),
+        'p.toml:3: sandbox.syscalls: expected one of "default", "strict", got "paranoid"',
+    ),
+    # [server]
+    (
+        section("server", "command = []"),
+        "p.toml:3: server.command: expected a non-empty array of strings, got an array",
+    ),
+    (
+        section("server", 'command = "npx server"'),
+        'p.toml:3: server.command: expected a non-empty array of strings, got "npx server"',
+    ),
+    (
+        section("server", 'command = ["npx", 1]'),
+        "p.toml:3: server.command[1]: expected a string, got 1",
+    ),
+    (
+        section("server", 'command = ["", "x"]'),
+        'p.toml:3: server.command[0]: expected a program name, got ""',
+    ),
+    (section("server", "cwd = 1"), "p.toml:3: server.cwd: expected a string, got 1"),
+    (section("server", 'env = "A=1"'), 'p.toml:3: server.env: expected a table, got "A=1"'),
+    (section("server", "env = { A = 1 }"), "p.toml:3: server.env.A: expected a string, got 1"),
+    (
+        section("server", 'env = { "1A" = "x" }'),
+        "p.toml:3: server.env.1A: expected an environment variable name",
+    ),
+    (
+        section("server", 'env = { "A=B" = "x" }'),
+        'p.toml:3: server.env."A=B": expected an environment variable name',
+    ),
+    (
+        section("server", 'passthrough = "LANG"'),
+        'p.toml:3: server.passthrough: expected an array of environment variable names, got "LANG"',
+    ),
+    (
+        section("server", 'passthrough = ["LANG", "BAD-NAME"]'),
+        "p.toml:3: server.passthrough[1]: expected an environment variable name "
+        '([A-Za-z_][A-Za-z0-9_]*), got "BAD-NAME"',
+    ),
+    (
+        section("server", 'secrets = { T = "vault:x/y" }'),
+        'p.toml:3: server.secrets.T: expected a keyring reference "keyring:SERVICE/USER", got '
+        '"vault:x/y"',
+    ),
+    (
+        section("server", 'secrets = { T = "keyring:svc" }'),
+        "p.toml:3: server.secrets.T: expected a keyring reference",
+    ),
+    (
+        section("server", 'secrets = { T = "keyring:/user" }'),
+        "p.toml:3: server.secrets.T: expected a keyring reference",
+    ),
+    (
+        section("server", 'secrets = { T = "keyring:svc/" }'),
+        "p.toml:3: server.secrets.T: expected a keyring reference",
+    ),
+    (
+        section("server", "secrets = { T = 1 }"),
+        "p.toml:3: server.secrets.T: expected a keyring reference",
+    ),
+    (
+        section("server", 'env = { T = "x" }\nsecrets = { T = "keyring:s/u" }'),
+        "p.toml:4: server.secrets.T: T is also in server.env; each variable comes from one of "
+        "env, passthrough and secrets",
+    ),
+    (
+        section("server", 'env = { LANG = "C" }\npassthrough = ["PATH",\n  "LANG"]'),
+        "p.toml:5: server.passthrough[1]: LANG is also in server.env",
+    ),
+    (
+        section("server", 'passthrough = ["T"]\nsecrets = { T = "keyring:s/u" }'),
+        "p.toml:4: server.secrets.T: T is also in server.passthrough",
+    ),
+    # [audit]
+    (
+        section("audit", 'arguments = "some"'),
+        'p.toml:3: audit.arguments: expected one of "digest", "full", "none", got "some"',
+    ),
+    (section("audit", "path = 5"), "p.toml:3: audit.path: expected a string, got 5"),
+    (section("audit", 'path = ""'), 'p.toml:3: audit.path: expected a path, got ""'),
+    # placeholders
+    (
+        section("server", 'cwd = "{nope}/x"'),
+        "p.toml:3: server.cwd: unknown placeholder {nope}; known placeholders: {project}, {home}, "
+        "{cwd}, {state}, {tenant}",
+    ),
+    (
+        section("server", 'cwd = "{ project }"'),
+        "p.toml:3: server.cwd: unknown placeholder { project }",
+    ),
+    (
+        section("server", 'cwd = "/data/{tenant}"'),
+        "p.toml:3: server.cwd: {tenant} needs a tenant, and none is known: run with a token that "
+        "carries a tenant",
+    ),
+    (
+        section("server", 'command = ["x", "a{b"]'),
+        'p.toml:3: server.command[1]: unmatched "{"; write "{{" for a literal brace',
+    ),
+    (
+        section("server", 'env = { A = "}" }'),
+        'p.toml:3: server.env.A: unmatched "}"; write "}}" for a literal brace',
+    ),
+]
+
+
+@pytest.mark.parametrize(("body", "message"), BAD)
+def test_bad_values_name_file_line_path_expected_and_found(body: str, message: str) -> None:
+    assert fails("version = 1\n" + body + "\n").startswith(message)
+
+
+# --- values that load --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "get", "value"),
+    [
+        ('name = "my server"', lambda p: p.name, "my server"),
+        (
+            tool('timeout = 2.5\nrate = "10/s"\nconcurrency = 1'),
+            lambda p: (p.tools["t"].timeout, p.tools["t"].rate, p.tools["t"].concurrency),
+            (2.5, Rate(10, 1.0), 1),
+        ),
+        (
+            tool('effects = ["network:a.com:443", "fs:write"]'),
+            lambda p: p.tools["t"].effects,
+            ("network:a.com:443", "fs:write"),
+        ),
+        (
+            arg('within = ["src", "/abs/./x/../y", "{home}/z"]'),
+            lambda p: p.tools["t"].args["p"].within,
+            ("/proj/src", "/abs/y", "/home/u/z"),
+        ),
+        (
+            arg('one_of = [1, 2.5, true, "a"]'),
+            lambda p: p.tools["t"].args["p"].one_of,
+            (1, 2.5, True, "a"),
+        ),
+        (arg('one_of = ["{project}"]'), lambda p: p.tools["t"].args["p"].one_of, ("{project}",)),
+        (
+            arg('pattern = "{project}|[a-z]{2}"'),
+            lambda p: p.tools["t"].args["p"].pattern.pattern,
+            "{project}|[a-z]{2}",
+        ),
+        (arg("max_length = 0"), lambda p: p.tools["t"].args["p"].max_length, 0),
+        (
+            arg("min = 1, max = 1"),
+            lambda p: (p.tools["t"].args["p"].min, p.tools["t"].args["p"].max),
+            (1.0, 1.0),
+        ),
+        (
+            arg("min = -5"),
+            lambda p: (p.tools["t"].args["p"].min, p.tools["t"].args["p"].max),
+            (-5.0, None),
+        ),
+        (
+            arg('pattern = "[a-z]+", one_of = ["ab"]'),
+            lambda p: p.tools["t"].args["p"].one_of,
+            ("ab",),
+        ),
+        (
+            arg('hosts = ["*.Example.COM", "bücher.example", "example.com.", "127.0.0.1"]'),
+            lambda p: p.tools["t"].args["p"].hosts,
+            ("*.example.com", "xn--bcher-kva.example", "example.com", "127.0.0.1"),
+        ),
+        (tool('effects = ["{cwd}"]'), lambda p: p.tools["t"].effects, ("{cwd}",)),
+        (
+            section("policy", 'resources = ["file:///docs/*"]\nprompts = "deny"'),
+            lambda p: (p.policy.resources, p.policy.prompts),
+            (Selection(False, ("file:///docs/*",)), Selection(False)),
+        ),
+        (
+            section("policy", 'resources = "allow"\nprompts = []'),
+            lambda p: (p.policy.resources, p.policy.prompts),
+            (Selection(True), Selection(False)),
+        ),
+        (section("policy", 'timeout = "500ms"'), lambda p: p.policy.timeout, 0.5),
+        (
+            section(
+                "sandbox",
+                'network = "allowlist"\negress = ["API.GitHub.com:443", "bücher.example:443", '
+                '"example.com.:80", "tcp:[::1]:5432", "[::1]:8080", "tcp:10.0.0.1:22"]',
+            ),
+            lambda p: p.sandbox.egress,
+            (
+                "api.github.com:443",
+                "xn--bcher-kva.example:443",
+                "example.com:80",
+                "tcp:[::1]:5432",
+                "[::1]:8080",
+                "tcp:10.0.0.1:22",
+            ),
+        ),
+        (section("sandbox", 'network = "none"\negress = []'), lambda p: p.sandbox.egress, ()),
+        (
+            section("sandbox", 'read = ["docs", "{home}/.config/x/"]\nwrite = ["/tmp//out"]'),
+            lambda p: (p.sandbox.read, p.sandbox.write),
+            (("/proj/docs", "/home/u/.config/x"), ("/tmp/out",)),
+        ),
+        (
+            section("sandbox", 'memory = 1048576\ncpu = 1.5\nfile_size = "1kB"'),
+            lambda p: (p.sandbox.memory, p.sandbox.cpu, p.sandbox.file_size),
+            (1048576, 1.5, 1000),
+        ),
+        (section("sandbox", "enforce = false"), lambda p: p.sandbox.enforce, False),
+        (
+            section("server", 'command = ["{home}/bin/srv", "--root={project}", "{{x}}"]'),
+            lambda p: p.server.command,
+            ("/home/u/bin/srv", "--root=/proj", "{x}"),
+        ),
+        (section("server", 'cwd = "sub"'), lambda p: p.server.cwd, "/proj/sub"),
+        (
+            section("server", 'env = { A = "{state}/a", B = "{cwd}" }'),
+            lambda p: dict(p.server.env),
+            {"A": "/state/a", "B": "/work"},
+        ),
+        (
+            section("server", 'passthrough = ["LANG", "_X1"]'),
+            lambda p: p.server.passthrough,
+            ("LANG", "_X1"),
+        ),
+        (
+            section("audit", 'path = "logs/a.jsonl"\narguments = "none"'),
+            lambda p: (p.audit.path, p.audit.arguments),
+            ("/proj/logs/a.jsonl", ArgumentsMode.NONE),
+        ),
+        (
+            section("audit", 'path = "{home}/audit.jsonl"'),
+            lambda p: p.audit.path,
+            "/home/u/audit.jsonl",
+        ),
+    ],
+)
+def test_good_values(body: str, get: Callable[[Profile], object], value: object) -> None:
+    assert get(parse("version = 1\n" + body + "\n")) == value
+
+
+@pytest.mark.parametrize(
+    ("text", "get", "value"),
+    [
+        ('[server]\ncwd = "/t/{tenant}"', lambda p: p.server.cwd, "/t/acme"),
+        ('[sandbox]\nwrite = ["/t/{tenant}"]', lambda p: p.sandbox.write, ("/t/acme",)),
+        (
+            '[sandbox]\nnetwork = "allowlist"\negress = ["{tenant}.api.example.com:443"]',
+            lambda p: p.sandbox.egress,
+            ("acme.api.example.com:443",),
+        ),
+        ('[audit]\npath = "{state}/{tenant}.jsonl"', lambda p: p.audit.path, "/state/acme.jsonl"),
+    ],
+)
+def test_tenant_placeholder_with_a_tenant(
+    text: str, get: Callable[[Profile], object], value: object
+) -> None:
+    assert get(parse("version = 1\n" + text + "\n", tenant="acme")) == value
+
+
+ENUM_KEYS: list[tuple[str, str, type[enum.Enum], Callable[[Profile], object]]] = [
+    ("policy", "default", Access, lambda p: p.policy.default),
+    ("policy", "sampling", Access, lambda p: p.policy.sampling),
+    ("policy", "elicitation", Access, lambda p: p.policy.elicitation),
+    ("policy", "roots", Access, lambda p: p.policy.roots),
+    ("sandbox", "network", Network, lambda p: p.sandbox.network),
+    ("sandbox", "syscalls", Syscalls, lambda p: p.sandbox.syscalls),
+    ("audit", "arguments", ArgumentsMode, lambda p: p.audit.arguments),
+    ("tools.t", "class", ToolClass, lambda p: p.tools["t"].cls),
+]
+
+
+@pytest.mark.parametrize(
+    ("table", "key", "member", "get"),
+    [(t, k, m, g) for t, k, kind, g in ENUM_KEYS for m in kind],
+)
+def test_every_enum_member_loads(
+    table: str, key: str, member: enum.Enum, get: Callable[[Profile], object]
+) -> None:
+    assert get(parse(f'version = 1\n[{table}]\n{key} = "{member.value}"\n')) is member
+
+
+# --- the model -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("selection", "name", "allowed"),
+    [
+        (Selection(True), "anything", True),
+        (Selection(False), "anything", False),
+        (Selection(False, ("file:///docs/*",)), "file:///docs/a.md", True),
+        (Selection(False, ("file:///docs/*",)), "file:///etc/passwd", False),
+        (Selection(False, ("greet", "sum?")), "sum2", True),
+        (Selection(False, ("Greet",)), "greet", False),  # case-sensitive
+    ],
+)
+def test_selection_allows(selection: Selection, name: str, allowed: bool) -> None:
+    assert selection.allows(name) is allowed
+
+
+@pytest.mark.parametrize(
+    ("default", "name", "want"),
+    [
+        ("deny", "t", ToolClass.READ),
+        ("deny", "other", None),
+        ("allow", "t", ToolClass.READ),
+        ("allow", "other", ToolClass.WRITE),
+    ],
+)
+def test_profile_tool(default: str, name: str, want: ToolClass | None) -> None:
+    loaded = parse(f'version = 1\n[policy]\ndefault = "{default}"\n{tool("")}\n')
+    spec = loaded.tool(name)
+    assert (spec.cls if spec else None) is want
+    if spec is not None and name == "other":
+        assert spec == ToolSpec("other", ToolClass.WRITE, None, None, None, (), {})
+
+
+def test_everything_is_frozen() -> None:
+    loaded = parse(FULL)
+    fetch = loaded.tools["fetch"]
+    values: list[object] = [loaded, loaded.server, loaded.sandbox, loaded.policy, loaded.audit]
+    values += [loaded.policy.prompts, fetch, fetch.args["url"], PLACES, Rate(1, 1.0)]
+    for value in values:
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(value, dataclasses.fields(value)[0].name, None)  # type: ignore[arg-type]
+    server = loaded.server
+    mappings: list[Mapping[str, object]] = [loaded.tools, fetch.args, server.env, server.secrets]
+    for mapping in mappings:
+        with pytest.raises(TypeError):
+            mapping["X"] = "1"  # type: ignore[index]
+
+
+# --- the key locator ---------------------------------------------------------------------
+
+TRICKY = """\
+# comment [not.a.table] = 1
+version = 1
+sandbox.memory = "1GiB"   # dotted key
+"quoted key" = \"\"\"
+[tools.fake]
+class = "x"
+\"\"\"
+literal = '''a ''b'' ['''
+[ tools . "my.tool" ]
+class = "read" # [x] = 1
+args.p = { within = [
+  "/a", # a comment, with = and [
+  "/b",
+], pattern = "[a-z]+" }
+[tools.'lit.x'.args]
+q.max_length = 3
+[[arr]]
+k = 1
+[[arr]]
+k = 2
+[arr.sub]
+z = "}"
+"esc\\u0061ped" = 'x'
+s = "a \\" [b] = c"
+dt = 1979-05-27 07:32:00Z
+n = { a = { b = [1, {c = 2}] } }
+q = \"\"\"x\"\"\"\"\"
+r = 1
+[ "x]y" . 'z"w' ]
+k . "l" = [ [ 1 ], [ 2,
+  3 ] ]
+"""
+
+TRICKY_LINES = [
+    (("version",), 2),
+    (("sandbox",), 3),
+    (("sandbox", "memory"), 3),
+    (("quoted key",), 4),
+    (("literal",), 8),
+    (("tools",), 9),
+    (("tools", "my.tool"), 9),
+    (("tools", "my.tool", "class"), 10),
+    (("tools", "my.tool", "args"), 11),
+    (("tools", "my.tool", "args", "p"), 11),
+    (("tools", "my.tool", "args", "p", "within"), 11),
+    (("tools", "my.tool", "args", "p", "within", 0), 12),
+    (("tools", "my.tool", "args", "p", "within", 1), 13),
+    (("tools", "my.tool", "args", "p", "pattern"), 14),
+    (("tools", "lit.x"), 15),
+    (("tools", "lit.x", "args"), 15),
+    (("tools", "lit.x", "args", "q", "max_length"), 16),
+    (("arr",), 17),
+    (("arr", 0), 17),
+    (("arr", 0, "k"), 18),
+    (("arr", 1), 19),
+    (("arr", 1, "k"), 20),
+    (("arr", 1, "sub"), 21),
+    (("arr", 1, "sub", "z"), 22),
+    (("arr", 1, "sub", "escaped"), 23),
+    (("arr", 1, "sub", "s"), 24),
+    (("arr", 1, "sub", "dt"), 25),
+    (("arr", 1, "sub", "n", "a", "b", 1, "c"), 26),
+    (("arr", 1, "sub", "q"), 27),
+    (("arr", 1, "sub", "r"), 28),
+    (("x]y", 'z"w'), 29),
+    (("x]y", 'z"w', "k", "l"), 30),
+    (("x]y", 'z"w', "k", "l", 1, 1), 31),
+]
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n"])
+@pytest.mark.parametrize(("path", "line"), TRICKY_LINES)
+def test_locator_on_tricky_layouts(newline: str, path: tuple[str | int, ...], line: int) -> None:
+    text = TRICKY.replace("\n", newline)
+    assert tomllib.loads(text)  # the locator only ever sees valid TOML
+    assert _key_lines(text)[path] == line
+
+
+def test_locator_ignores_keys_inside_strings_and_comments() -> None:
+    lines = _key_lines(TRICKY)
+    assert ("tools", "fake") not in lines
+    assert ("not",) not in lines
+    assert ("x",) not in lines
+
+
+def test_locator_prefers_a_table_header_to_an_earlier_mention() -> None:
+    text = "[a.b]\nx = 1\n[a]\ny = 2\n"
+    assert _key_lines(text)[("a",)] == 3
+
+
+@pytest.mark.parametrize("text", ["[[[", "a = ", 'a = "', "= 1", "a = [1,", "x = {"])
+def test_locator_never_raises(text: str) -> None:
+    assert isinstance(_key_lines(text), dict)
+
+
+def _paths(value: object, path: tuple[str | int, ...] = ()) -> Iterator[tuple[str | int, ...]]:
+    if path:
+        yield path
+    items = (
+        value.items()
+        if isinstance(value, dict)
+        else enumerate(value)
+        if isinstance(value, list)
+        else ()
+    )
+    for key, item in items:
+        yield from _paths(item, (*path, key))
+
+
+def test_locator_finds_every_key_of_the_example() -> None:
+    doc = tomllib.loads(FULL)
+    lines = _key_lines(FULL)
+    source = FULL.splitlines()
+    for path in _paths(doc):
+        found = source[lines[path] - 1]
+        keys = [part for part in path if isinstance(part, str)]
+        if isinstance(path[-1], int):
+            assert found.count('"') >= 2, (path, found)  # the array of strings is on this line
+        elif found.lstrip().startswith("["):
+            assert re.search(r"\b" + r"\.".join(keys[-2:]) + r"\b", found), (path, found)
+        else:
+            assert re.search(rf"(^|[{{,.]\s*){keys[-1]}\s*[=.]", found.strip()), (path, found)
+
+
+# Keys a user names (tools, arguments, variables): renaming one is no error.
+_USER_NAMED = {("tools",), ("server", "env"), ("server", "secrets")}
+
+
+def _schema_paths() -> Iterator[tuple[str, ...]]:
+    for path in _paths(tomllib.loads(FULL)):
+        parent = path[:-1]
+        if isinstance(path[-1], int) or path == ("version",) or parent in _USER_NAMED:
+            continue
+        if len(parent) == 3 and parent[0] == "tools" and parent[2] == "args":
+            continue
+        yield path  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("path", list(_schema_paths()), ids=".".join)
+def test_a_typo_in_any_key_of_the_example_is_reported_at_its_line(path: tuple[str, ...]) -> None:
+    line = _key_lines(FULL)[path]
+    source = FULL.splitlines(keepends=True)
+    key = path[-1]
+    source[line - 1], count = re.subn(
+        rf"\b{key}\b(?=\s*[=.\]])", f"{key}_typo", source[line - 1], count=1
+    )
+    assert count == 1
+    typo = ".".join((*path[:-1], f"{key}_typo"))
+    assert fails("".join(source)).startswith(f"p.toml:{line}: {typo}: unknown key")
+
+
+# --- loading files -----------------------------------------------------------------------
+
+
+def test_project_is_the_nearest_parent_holding_git(tmp_path: Path) -> None:
+    (tmp_path / "repo" / ".git").mkdir(parents=True)
+    file = tmp_path / "repo" / "a" / "b" / "x.toml"
+    file.parent.mkdir(parents=True)
+    file.write_text('version = 1\n[sandbox]\nread = ["docs"]\n', encoding="utf-8")
+    loaded = load_profile(file, cwd="/", state_dir=str(tmp_path))
+    assert loaded.project == str(tmp_path / "repo")
+    assert loaded.sandbox.read == (str(tmp_path / "repo" / "docs"),)
+    assert loaded.name == "x"
+
+
+def test_project_is_the_profiles_directory_without_git(tmp_path: Path) -> None:
+    file = tmp_path / "x.toml"
+    file.write_text('version = 1\n[server]\ncwd = "{project}"\n', encoding="utf-8")
+    loaded = load_profile(str(file), cwd="/", state_dir=str(tmp_path))
+    assert loaded.project == str(tmp_path)
+    assert loaded.server.cwd == str(tmp_path)
+
+
+def test_placeholders_of_a_loaded_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOME", str(tmp_path / "h"))
+    monkeypatch.chdir(tmp_path)
+    file = tmp_path / "x.toml"
+    file.write_text(
+        'version = 1\n[server]\ncommand = ["{home}", "{cwd}", "{state}"]\n', encoding="utf-8"
+    )
+    loaded = load_profile(file, state_dir="st")
+    assert loaded.server.command == (str(tmp_path / "h"), str(tmp_path), str(tmp_path / "st"))
+
+
+def test_builtin_profile_uses_the_current_directory_as_project(tmp_path: Path) -> None:
+    builtin = tmp_path / "builtin"
+    builtin.mkdir()
+    (builtin / "time.toml").write_text(
+        'version = 1\n[server]\ncwd = "{project}"\n', encoding="utf-8"
+    )
+    here = tmp_path / "work"
+    loaded = load_profile(
+        builtin / "time.toml", cwd=str(here), state_dir=str(tmp_path), builtin_dir=str(builtin)
+    )
+    assert (loaded.source, loaded.name, loaded.project, loaded.server.cwd) == (
+        "<builtin:time>",
+        "time",
+        str(here),
+        str(here),
+    )
+
+
+def test_errors_of_a_loaded_file_name_it(tmp_path: Path) -> None:
+    file = tmp_path / "x.toml"
+    file.write_text('version = 1\n\n[sandbox]\nmemory = "lots"\n', encoding="utf-8")
+    with pytest.raises(
+        ProfileError,
+        match=rf'^{re.escape(str(file))}:4: sandbox.memory: expected a size like .*, got "lots"$',
+    ):
+        load_profile(file, state_dir=str(tmp_path))
+
+
+def test_a_file_that_is_not_utf8(tmp_path: Path) -> None:
+    file = tmp_path / "x.toml"
+    file.write_bytes(b'version = 1\nname = "\xff"\n')
+    with pytest.raises(ProfileError, match=rf"^{re.escape(str(file))}:2: not valid UTF-8"):
+        load_profile(file, state_dir=str(tmp_path))
+
+
+def test_a_file_that_cannot_be_read(tmp_path: Path) -> None:
+    with pytest.raises(ProfileError, match="cannot read the profile: No such file"):
+        load_profile(tmp_path / "missing.toml", state_dir=str(tmp_path))
+
+
+# --- discovery -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    """outer/.mcpwrap/above.toml, outer/repo (.git) with profiles, config and builtin dirs."""
+    outer = tmp_path / "outer"
+    repo = outer / "repo"
+    cwd = repo / "sub" / "dir"
+    config = tmp_path / "config"
+    builtin = tmp_path / "builtin"
+    files = [
+        outer / ".mcpwrap" / "above.toml",
+        repo / ".mcpwrap" / "time.toml",
+        repo / "sub" / ".mcpwrap" / "near.toml",
+        config / "profiles" / "time.toml",
+        config / "profiles" / "cfg.toml",
+        builtin / "time.toml",
+        builtin / "cfg.toml",
+        builtin / "bi.toml",
+        cwd / "local.toml",
+    ]
+    (repo / ".git").mkdir(parents=True)
+    cwd.mkdir(parents=True)
+    for file in files:
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text("version = 1\n", encoding="utf-8")
+    return {"cwd": cwd, "repo": repo, "config": config, "builtin": builtin, "outer": outer}
+
+
+@pytest.mark.parametrize(
+    ("name", "found"),
+    [
+        ("time", "repo/.mcpwrap/time.toml"),
+        ("near", "repo/sub/.mcpwrap/near.toml"),
+        ("cfg", "config/profiles/cfg.toml"),
+        ("bi", "builtin/bi.toml"),
+        ("local.toml", "repo/sub/dir/local.toml"),
+        ("../../.mcpwrap/time.toml", "repo/sub/dir/../../.mcpwrap/time.toml"),
+    ],
+)
+def test_find_profile(tree: dict[str, Path], name: str, found: str) -> None:
+    root = tree["outer"].parent
+    got = find_profile(
+        name, cwd=str(tree["cwd"]), config_dir=str(tree["config"]), builtin_dir=str(tree["builtin"])
+    )
+    prefix = "outer/" if found.startswith("repo") else ""
+    assert got == str(root / (prefix + found))
+
+
+def test_find_profile_by_absolute_path(tree: dict[str, Path]) -> None:
+    path = str(tree["builtin"] / "bi.toml")
+    assert (
+        find_profile(path, cwd="/", config_dir="/nonexistent", builtin_dir="/nonexistent") == path
+    )
+
+
+@pytest.mark.parametrize("name", ["missing.toml", "no/such/file", "./nothing"])
+def test_find_profile_path_must_exist(tree: dict[str, Path], name: str) -> None:
+    with pytest.raises(DiscoveryError, match="does not exist"):
+        find_profile(
+            name,
+            cwd=str(tree["cwd"]),
+            config_dir=str(tree["config"]),
+            builtin_dir=str(tree["builtin"]),
+        )
+
+
+def test_find_profile_stops_at_the_project_root_and_says_how_to_create_one(
+    tree: dict[str, Path],
+) -> None:
+    with pytest.raises(DiscoveryError) as info:
+        find_profile(
+            "above",
+            cwd=str(tree["cwd"]),
+            config_dir=str(tree["config"]),
+            builtin_dir=str(tree["builtin"]),
+        )
+    message = str(info.value)
+    looked = [
+        tree["cwd"] / ".mcpwrap" / "above.toml",
+        tree["repo"] / "sub" / ".mcpwrap" / "above.toml",
+        tree["repo"] / ".mcpwrap" / "above.toml",
+        tree["config"] / "profiles" / "above.toml",
+        tree["builtin"] / "above.toml",
+    ]
+    assert [line.strip() for line in message.splitlines()[1:-1]] == [str(p) for p in looked]
+    assert "`mcpwrap init above -- CMD...`" in message
+    assert str(tree["outer"] / ".mcpwrap") not in message
+
+
+def test_find_profile_without_git_searches_up_to_the_root(tmp_path: Path) -> None:
+    (tmp_path / ".mcpwrap").mkdir()
+    (tmp_path / ".mcpwrap" / "zz-mcpwrap-test.toml").write_text("version = 1\n", encoding="utf-8")
+    deep = tmp_path / "a" / "b"
+    deep.mkdir(parents=True)
+    found = find_profile(
+        "zz-mcpwrap-test", cwd=str(deep), config_dir="/nonexistent", builtin_dir="/nonexistent"
+    )
+    assert found == str(tmp_path / ".mcpwrap" / "zz-mcpwrap-test.toml")
+    with pytest.raises(DiscoveryError) as info:
+        find_profile(
+            "zz-none", cwd=str(deep), config_dir="/nonexistent", builtin_dir="/nonexistent"
+        )
+    assert f"\n  {os.sep}.mcpwrap{os.sep}zz-none.toml\n" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("argv", "name"),
+    [
+        (["mcp-server-time"], "mcp-server-time"),
+        (["/usr/local/bin/mcp-server-git", "--repo", "x"], "mcp-server-git"),
+        (["./server.py"], "server"),
+        (["npx", "-y", "@modelcontextprotocol/server-filesystem@1.2", "/tmp"], "server-filesystem"),
+        (["npx", "@modelcontextprotocol/server-filesystem", "/tmp"], "server-filesystem"),
+        (["/usr/bin/npx", "--package", "foo", "bar"], "bar"),
+        (["npx", "--package=foo", "bar@2"], "bar"),
+        (["npx", "-c", "echo hi"], "npx"),
+        (["bunx", "@scope/pkg@latest"], "pkg"),
+        (["pnpm", "dlx", "@scope/tool"], "tool"),
+        (["pnpm", "install"], "pnpm"),
+        (["npm", "exec", "--", "@scope/tool@2"], "tool"),
+        (["npm", "start"], "npm"),
+        (["uvx", "mcp-server-time==1.0"], "mcp-server-time"),
+        (["uvx", "mcp-server-fetch[extra]>=1"], "mcp-server-fetch"),
+        (["uvx", "--from", "git+https://github.com/x/y", "mcp-server-y"], "mcp-server-y"),
+        (["uvx", "git+https://github.com/org/mcp-x.git"], "mcp-x"),
+        (["uv", "tool", "run", "mcp-server-fetch"], "mcp-server-fetch"),
+        (["uv", "run", "--with", "mcp", "server.py"], "server"),
+        (["pipx", "run", "mcp-server-fetch"], "mcp-server-fetch"),
+        (["pipx", "run", "--spec", "x", "mcp-y"], "mcp-y"),
+        (["node", "dist/index.js"], "index"),
+        (["node", "--require", "x.js", "./build/server.mjs"], "server"),
+        (["node", "-e", "1"], "node"),
+        (["node", "."], "node"),
+        (["python", "server.py"], "server"),
+        (["python3", "-u", "/srv/mcp/weather.py"], "weather"),
+        (["python3.12", "-m", "mcp_server_time", "--local-timezone", "UTC"], "mcp_server_time"),
+        (["/usr/bin/python3", "-m", "pkg.sub"], "pkg"),
+        (["python", "-c", "print(1)", "x"], "python"),
+        (["deno", "run", "-A", "https://deno.land/x/mcp/server.ts"], "server"),
+        (["npx"], "npx"),
+        (["uvx", "--from"], "uvx"),
+    ],
+)
+def test_profile_name_for_command(argv: list[str], name: str) -> None:
+    assert profile_name_for_command(argv) == name
+
+
+@pytest.mark.parametrize("argv", [[], [""]])
+def test_profile_name_for_no_command(argv: list[str]) -> None:
+    with pytest.raises(DiscoveryError, match="no server command"):
+        profile_name_for_command(argv)
+
+
+def test_enums_have_the_documented_values() -> None:
+    assert [m.value for m in Access] == ["allow", "deny"]
+    assert [m.value for m in ToolClass] == ["read", "write", "admin"]
+    assert [m.value for m in Network] == ["none", "allowlist", "host"]
+    assert [m.value for m in Syscalls] == ["default", "strict"]
+    assert [m.value for m in ArgumentsMode] == ["digest", "full", "none"]
