@@ -3,35 +3,28 @@
 A profile is parsed once into frozen values. Every problem is a ProfileError of the shape
 `FILE:LINE: key.path: what was expected, what was found`: a typo must never silently weaken
 a profile, so unknown keys are errors too. tomllib keeps no positions, so `_KeyLines`, a
-small scanner of already-valid TOML, maps key paths to lines; it runs only on an error.
-
-Discovery (`find_profile`, `profile_name_for_command`) lives here as well: it is the other
-half of the contract in PROFILE.md.
+small scanner of already-valid TOML (tomlkeys.py), maps key paths to lines; it runs only
+on an error. Finding the file is discovery.py's job.
 """
 
 from __future__ import annotations
 
-import bisect
-import contextlib
-import dataclasses
-import difflib
 import enum
 import fnmatch
 import functools
-import hashlib
-import ipaddress
 import json
 import math
 import os
 import re
 import tomllib
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
-from typing import NoReturn, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
-from mcpwrap.errors import DiscoveryError, ProfileError
+from mcpwrap import sha
+from mcpwrap.discovery import is_directly_in, project_of
+from mcpwrap.errors import ProfileError
+from mcpwrap.tomlkeys import key_lines
 from mcpwrap.units import (
     DURATION_FORMS,
     RATE_FORMS,
@@ -73,8 +66,7 @@ class ArgumentsMode(enum.Enum):
     NONE = "none"
 
 
-@dataclass(frozen=True)
-class Selection:
+class Selection(NamedTuple):
     """[policy] resources / prompts: everything, or the names matching some glob."""
 
     allow_all: bool
@@ -84,8 +76,7 @@ class Selection:
         return self.allow_all or any(fnmatch.fnmatchcase(name, p) for p in self.patterns)
 
 
-@dataclass(frozen=True)
-class Constraint:
+class Constraint(NamedTuple):
     """One entry of [tools.X.args]; a field is None when its kind is not given."""
 
     within: tuple[str, ...] | None = None
@@ -98,8 +89,7 @@ class Constraint:
     sql: str | None = None  # never set: a profile with `sql` is refused (not enforced yet)
 
 
-@dataclass(frozen=True)
-class ToolSpec:
+class ToolSpec(NamedTuple):
     name: str
     cls: ToolClass
     timeout: float | None
@@ -109,8 +99,7 @@ class ToolSpec:
     args: Mapping[str, Constraint]
 
 
-@dataclass(frozen=True)
-class ServerSpec:
+class ServerSpec(NamedTuple):
     command: tuple[str, ...] | None
     cwd: str | None
     env: Mapping[str, str]
@@ -118,8 +107,7 @@ class ServerSpec:
     secrets: Mapping[str, str]
 
 
-@dataclass(frozen=True)
-class SandboxSpec:
+class SandboxSpec(NamedTuple):
     enforce: bool = True
     network: Network = Network.NONE
     egress: tuple[str, ...] = ()
@@ -133,8 +121,7 @@ class SandboxSpec:
     syscalls: Syscalls = Syscalls.DEFAULT
 
 
-@dataclass(frozen=True)
-class PolicySpec:
+class PolicySpec(NamedTuple):
     default: Access = Access.DENY
     timeout: float = 60.0
     sampling: Access = Access.DENY
@@ -144,14 +131,12 @@ class PolicySpec:
     prompts: Selection = Selection(True)
 
 
-@dataclass(frozen=True)
-class AuditSpec:
+class AuditSpec(NamedTuple):
     path: str
     arguments: ArgumentsMode = ArgumentsMode.DIGEST
 
 
-@dataclass(frozen=True)
-class Placeholders:
+class Placeholders(NamedTuple):
     project: str
     home: str
     cwd: str
@@ -162,8 +147,7 @@ class Placeholders:
 _NO_ARGS: Mapping[str, Constraint] = MappingProxyType({})
 
 
-@dataclass(frozen=True)
-class Profile:
+class Profile(NamedTuple):
     version: int
     name: str
     source: str
@@ -210,15 +194,15 @@ def load_profile(
     file = os.fspath(path)
     text = _read_text(file)
     here = os.path.abspath(cwd if cwd is not None else os.getcwd())
-    builtin = builtin_dir is not None and _is_directly_in(file, builtin_dir)
+    builtin = builtin_dir is not None and is_directly_in(file, builtin_dir)
     places = Placeholders(
-        project=here if builtin else _project_of(file),
+        project=here if builtin else project_of(file),
         home=os.path.expanduser("~"),
         cwd=here,
         state=os.path.abspath(state_dir),
         tenant=tenant,
     )
-    source = f"<builtin:{Path(file).stem}>" if builtin else file
+    source = f"<builtin:{_stem(file)}>" if builtin else file
     return parse_profile(text, source=source, places=places)
 
 
@@ -232,7 +216,7 @@ def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
         version=version,
         name=top.get("name", _profile_name, _default_name(source)),
         source=source,
-        digest="sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest(),
+        digest="sha256:" + sha.hexdigest(text.encode("utf-8")),
         project=places.project,
         server=_server(_Table.of(ctx, ("server",), doc.get("server"), _SERVER_KEYS)),
         sandbox=_sandbox(_Table.of(ctx, ("sandbox",), doc.get("sandbox"), _SANDBOX_KEYS)),
@@ -244,7 +228,8 @@ def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
 
 def _read_text(file: str) -> str:
     try:
-        data = Path(file).read_bytes()
+        with open(file, "rb") as f:
+            data = f.read()
     except OSError as exc:
         raise ProfileError(f"{file}: cannot read the profile: {exc.strerror or exc}") from exc
     try:
@@ -294,7 +279,12 @@ def _default_name(source: str) -> str:
     builtin = re.fullmatch(r"<builtin:(.+)>", source)
     if builtin:
         return builtin[1]
-    return "profile" if source.startswith("<") else Path(source).stem
+    return "profile" if source.startswith("<") else _stem(source)
+
+
+def _stem(file: str) -> str:
+    # os.path, not pathlib: pathlib costs ~5 ms of imports on the way to the server's start.
+    return os.path.splitext(os.path.basename(file))[0]
 
 
 def _profile_name(ctx: _Ctx, path: _Path, value: object) -> str:
@@ -325,7 +315,7 @@ class _Ctx:
 
     @functools.cached_property
     def _lines(self) -> dict[_Path, int]:
-        return _key_lines(self.text)
+        return key_lines(self.text)
 
     def line(self, path: _Path) -> int:
         """The line of `path`, else of its nearest enclosing key, else 1."""
@@ -375,14 +365,15 @@ def _check_keys(ctx: _Ctx, path: _Path, table: Mapping[str, object], known: Sequ
     for key in table:
         if key in known:
             continue
+        import difflib  # only on the error path
+
         close = difflib.get_close_matches(key, known, n=1)
         hint = f'did you mean "{close[0]}"? ' if close else ""
         where = f"in [{_dotted(path)}]" if path else "at the top level"
         ctx.fail((*path, key), f"unknown key; {hint}known keys {where}: {', '.join(known)}")
 
 
-@dataclass(frozen=True)
-class _Table:
+class _Table(NamedTuple):
     """A checked TOML table and where it is; `get` converts one optional key."""
 
     ctx: _Ctx
@@ -696,6 +687,8 @@ def _ip(text: str, host: str) -> str:
     """An IPv4 address, or an IPv6 one in brackets, in its canonical form."""
     bracketed = host.startswith("[") and host.endswith("]")
     try:
+        import ipaddress  # only for tcp: egress entries
+
         ip = ipaddress.ip_address(host[1:-1] if bracketed else host)
     except ValueError:
         ip = None
@@ -881,323 +874,3 @@ def _audit(t: _Table) -> AuditSpec:
     if path is None:
         path = _fs_path(t.ctx, (*t.path, "path"), "{state}/audit.jsonl")
     return AuditSpec(path, t.get("arguments", _enum_of(ArgumentsMode), ArgumentsMode.DIGEST))
-
-
-# --- the key locator -----------------------------------------------------------------------
-
-
-def _key_lines(text: str) -> dict[_Path, int]:
-    """Line of each key path (array items as int parts) in `text`, a document tomllib read.
-
-    A best effort for messages: should the scanner trip, the keys found so far are kept.
-    """
-    scanner = _KeyLines(text)
-    with contextlib.suppress(_ScanError, IndexError, ValueError):
-        scanner.scan()
-    return scanner.lines
-
-
-class _ScanError(Exception):
-    pass
-
-
-_SCALAR = re.compile(r"[^,\]}#\r\n]+")  # numbers, booleans, dates: up to what ends a value
-
-
-class _KeyLines:
-    """Walks valid TOML noting where each key appears; it decodes keys, never values."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-        self.pos = 0
-        self.newlines = [i for i, ch in enumerate(text) if ch == "\n"]
-        self.lines: dict[_Path, int] = {}
-        self.defined: set[_Path] = set()  # paths whose defining line is recorded
-        self.last_item: dict[_Path, int] = {}  # array-of-tables path -> its last index
-
-    def line(self) -> int:
-        return bisect.bisect_left(self.newlines, self.pos) + 1
-
-    def scan(self) -> None:
-        table: _Path = ()
-        while self._skip_blank():
-            if self.text[self.pos] == "[":
-                table = self._header()
-            else:
-                self._key_value(table)
-
-    def _note(self, path: _Path, line: int, *, defines: bool) -> None:
-        # A definition ([a.b] or b = ...) beats a mere mention as a prefix ([a.b.c]).
-        if defines and path not in self.defined:
-            self.defined.add(path)
-            self.lines[path] = line
-        else:
-            self.lines.setdefault(path, line)
-
-    def _header(self) -> _Path:
-        line = self.line()
-        is_array = self.text.startswith("[[", self.pos)
-        self.pos += 2 if is_array else 1
-        keys = self._key()
-        path: _Path = ()
-        for key in keys[:-1] if is_array else keys:
-            path = self._under(path, key, line)
-        if is_array:
-            path = (*path, keys[-1])
-            self.last_item[path] = self.last_item.get(path, -1) + 1
-            self._note(path, line, defines=False)
-            path = (*path, self.last_item[path])
-        self._note(path, line, defines=True)
-        self._skip_inline()
-        self.pos += 2 if is_array else 1
-        return path
-
-    def _under(self, path: _Path, key: str, line: int) -> _Path:
-        """`path` + `key`, into the last table of `key` when it is an array of tables."""
-        path = (*path, key)
-        self._note(path, line, defines=False)
-        return (*path, self.last_item[path]) if path in self.last_item else path
-
-    def _key_value(self, table: _Path) -> None:
-        line = self.line()
-        path = (*table, *self._key())
-        for end in range(len(table) + 1, len(path) + 1):
-            self._note(path[:end], line, defines=end == len(path))
-        self._skip_inline()
-        self._expect("=")
-        self._value(path)
-
-    def _key(self) -> tuple[str, ...]:
-        keys = [self._simple_key()]
-        while self._skip_inline() == ".":
-            self.pos += 1
-            keys.append(self._simple_key())
-        return tuple(keys)
-
-    def _simple_key(self) -> str:
-        self._skip_inline()
-        start = self.pos
-        if self.text.startswith('"', start):
-            self.pos = self._basic_end(start + 1)
-            # tomllib decodes the escapes exactly as it did for the document itself.
-            key: str = tomllib.loads("k = " + self.text[start : self.pos])["k"]
-            return key
-        if self.text.startswith("'", start):
-            self.pos = self.text.index("'", start + 1) + 1
-            return self.text[start + 1 : self.pos - 1]
-        bare = _BARE_KEY.match(self.text, start)
-        if bare is None:
-            raise _ScanError(start)
-        self.pos = bare.end()
-        return bare[0]
-
-    def _value(self, path: _Path) -> None:
-        char = self._skip_inline()
-        if char == "[":
-            for index in self._items("]"):
-                self._note((*path, index), self.line(), defines=True)
-                self._value((*path, index))
-        elif char == "{":
-            for _ in self._items("}"):
-                self._key_value(path)
-        elif char in ('"', "'"):
-            self._string()
-        else:
-            scalar = _SCALAR.match(self.text, self.pos)
-            if scalar is None:
-                raise _ScanError(self.pos)
-            self.pos = scalar.end()
-
-    def _items(self, close: str) -> Iterator[int]:
-        """Index of each comma-separated item up to `close`, positioned at its start."""
-        self.pos += 1
-        index = 0
-        while self._skip_blank() and self.text[self.pos] != close:
-            yield index
-            index += 1
-            if self._skip_blank() and self.text[self.pos] == ",":
-                self.pos += 1
-        self.pos += 1
-
-    def _string(self) -> None:
-        start = self.pos
-        for quotes, escapes in (('"""', True), ("'''", False)):
-            if self.text.startswith(quotes, start):
-                self.pos = self._multiline_end(start + 3, quotes, escapes=escapes)
-                return
-        if self.text[start] == '"':
-            self.pos = self._basic_end(start + 1)
-        else:
-            self.pos = self.text.index("'", start + 1) + 1
-
-    def _basic_end(self, pos: int) -> int:
-        while self.text[pos] != '"':
-            pos += 2 if self.text[pos] == "\\" else 1
-        return pos + 1
-
-    def _multiline_end(self, pos: int, quotes: str, *, escapes: bool) -> int:
-        while not self.text.startswith(quotes, pos):
-            pos += 2 if escapes and self.text[pos] == "\\" else 1
-        end = pos + 3
-        # Up to two quotes right before the closing ones belong to the string.
-        while end < pos + 5 and self.text.startswith(quotes[0], end):
-            end += 1
-        return end
-
-    def _skip_inline(self) -> str:
-        """Skip spaces and tabs; the next character, or "" at the end."""
-        while self.text.startswith((" ", "\t"), self.pos):
-            self.pos += 1
-        return self.text[self.pos : self.pos + 1]
-
-    def _skip_blank(self) -> bool:
-        """Skip whitespace, newlines and comments; False at the end of the text."""
-        while True:
-            char = self._skip_inline()
-            if char in ("\r", "\n"):
-                self.pos += 1
-            elif char == "#":
-                newline = self.text.find("\n", self.pos)
-                self.pos = len(self.text) if newline < 0 else newline
-            else:
-                return char != ""
-
-    def _expect(self, char: str) -> None:
-        if not self.text.startswith(char, self.pos):
-            raise _ScanError(self.pos)
-        self.pos += 1
-
-
-# --- discovery -----------------------------------------------------------------------------
-
-
-def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> str:
-    """The profile file for `--profile NAME|PATH` (or a server's name), per PROFILE.md."""
-    if "/" in name or name.endswith(".toml"):
-        path = os.path.join(cwd, name)
-        if not os.path.isfile(path):
-            raise DiscoveryError(f"profile file {path} does not exist")
-        return path
-    if not name or not name.isprintable():
-        raise DiscoveryError(f"{_show(name)} is not a profile name")
-    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
-    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
-    places += [os.path.join(builtin_dir, f"{name}.toml")]
-    for place in places:
-        if os.path.isfile(place):
-            return place
-    looked = "".join(f"\n  {place}" for place in places)
-    raise DiscoveryError(
-        f'no profile named "{name}"; looked in:{looked}\n'
-        f"create one with `mcpwrap init {name} -- CMD...`, or give --profile PATH"
-    )
-
-
-def _dirs_to_project(start: str) -> Iterator[str]:
-    """`start` and its parents, up to the first one holding `.git` or the root."""
-    directory = os.path.abspath(start)
-    while True:
-        yield directory
-        parent = os.path.dirname(directory)
-        if parent == directory or os.path.exists(os.path.join(directory, ".git")):
-            return
-        directory = parent
-
-
-def _project_of(file: str) -> str:
-    home = os.path.dirname(os.path.abspath(file))
-    top = list(_dirs_to_project(home))[-1]
-    return top if os.path.exists(os.path.join(top, ".git")) else home
-
-
-def _is_directly_in(file: str, directory: str) -> bool:
-    return Path(file).resolve().parent == Path(directory).resolve()
-
-
-@dataclass(frozen=True)
-class _Launcher:
-    """How to find the package or script a launcher runs."""
-
-    subcommands: tuple[tuple[str, ...], ...] = ((),)  # words that must follow the program
-    value_options: frozenset[str] = frozenset()  # options whose value is the next argument
-    module_option: str | None = None  # `python -m MODULE`: MODULE names it
-    inline_options: frozenset[str] = frozenset()  # code on the command line: no name
-
-
-_NODE_RUNNER = _Launcher(
-    value_options=frozenset({"-p", "--package", "--registry", "--cache", "--userconfig"}),
-    inline_options=frozenset({"-c", "--call"}),
-)
-_UV_OPTIONS = frozenset(
-    {"--from", "--with", "--with-editable", "--with-requirements", "-w", "--python", "-p"}
-    | {"--index", "--default-index", "--index-url", "--extra-index-url", "-i", "--find-links"}
-    | {"-f", "--directory", "--project", "--env-file", "--constraints", "--overrides"}
-)
-_PYTHON = _Launcher(
-    value_options=frozenset({"-W", "-X", "--check-hash-based-pycs"}),
-    module_option="-m",
-    inline_options=frozenset({"-c"}),
-)
-_LAUNCHERS: Mapping[str, _Launcher] = {
-    "npx": _NODE_RUNNER,
-    "bunx": _NODE_RUNNER,
-    "pnpm": dataclasses.replace(_NODE_RUNNER, subcommands=(("dlx",),)),
-    "npm": dataclasses.replace(_NODE_RUNNER, subcommands=(("exec",),)),
-    "uvx": _Launcher(value_options=_UV_OPTIONS),
-    "uv": _Launcher(subcommands=(("tool", "run"), ("run",)), value_options=_UV_OPTIONS),
-    "pipx": _Launcher(
-        subcommands=(("run",),),
-        value_options=frozenset({"--spec", "--python", "--pip-args", "--index-url"}),
-    ),
-    "node": _Launcher(
-        value_options=frozenset({"-r", "--require", "--import", "--loader", "--env-file"}),
-        inline_options=frozenset({"-e", "--eval", "-p", "--print"}),
-    ),
-    "deno": _Launcher(
-        subcommands=(("run",),),
-        value_options=frozenset({"--config", "-c", "--import-map", "--env-file"}),
-    ),
-    "python": _PYTHON,
-}
-_SCRIPT_SUFFIXES = (".py", ".pyz", ".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".git", ".tgz")
-
-
-def profile_name_for_command(argv: Sequence[str]) -> str:
-    """The profile name for a server command when no --profile is given."""
-    if not argv or not argv[0]:
-        raise DiscoveryError("no server command given, so no profile name to look for")
-    program = os.path.basename(argv[0])
-    launcher = _LAUNCHERS.get(re.sub(r"^(python)3(\.\d+)?$", r"\1", program))
-    target = _launch_target(launcher, list(argv[1:])) if launcher else None
-    return _package_stem(target or program) or program
-
-
-def _launch_target(launcher: _Launcher, args: list[str]) -> str | None:
-    """The argument naming the package or script a launcher runs, or None."""
-    words = next((w for w in launcher.subcommands if tuple(args[: len(w)]) == w), None)
-    if words is None:
-        return None
-    rest = iter(args[len(words) :])
-    for arg in rest:
-        if arg == "--":
-            return next(rest, None)
-        if arg == launcher.module_option:
-            module = next(rest, None)
-            return module.split(".")[0] if module else None
-        if arg in launcher.inline_options:
-            return None
-        if arg in launcher.value_options:
-            next(rest, None)
-        elif not arg.startswith("-"):
-            return arg
-    return None
-
-
-def _package_stem(target: str) -> str:
-    """Reduce to a name: "@scope/pkg@1.2" -> "pkg", "pkg==1.0" -> "pkg", "a/s.py" -> "s"."""
-    last = target.rstrip("/").rsplit("/", 1)[-1]
-    name = re.split(r"[@=<>~!\[;\s]", last, maxsplit=1)[0]
-    for suffix in _SCRIPT_SUFFIXES:
-        if name.endswith(suffix) and len(name) > len(suffix):
-            return name.removesuffix(suffix)
-    return name if name.strip(".") else ""  # `node .` names no package

@@ -1,0 +1,144 @@
+"""Finding a profile: by path, by name up to the project root, then the user's and the
+built-in profiles; and the name a server command implies when no --profile is given.
+The rules are the second half of the contract in shared/design/PROFILE.md.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from typing import NamedTuple
+
+from mcpwrap.errors import DiscoveryError
+
+
+def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> str:
+    """The profile file for `--profile NAME|PATH` (or a server's name), per PROFILE.md."""
+    if "/" in name or name.endswith(".toml"):
+        path = os.path.join(cwd, name)
+        if not os.path.isfile(path):
+            raise DiscoveryError(f"profile file {path} does not exist")
+        return path
+    if not name or not name.isprintable():
+        raise DiscoveryError(f"{name!r} is not a profile name")
+    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
+    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
+    places += [os.path.join(builtin_dir, f"{name}.toml")]
+    for place in places:
+        if os.path.isfile(place):
+            return place
+    looked = "".join(f"\n  {place}" for place in places)
+    raise DiscoveryError(
+        f'no profile named "{name}"; looked in:{looked}\n'
+        f"create one with `mcpwrap init {name} -- CMD...`, or give --profile PATH"
+    )
+
+
+def _dirs_to_project(start: str) -> Iterator[str]:
+    """`start` and its parents, up to the first one holding `.git` or the root."""
+    directory = os.path.abspath(start)
+    while True:
+        yield directory
+        parent = os.path.dirname(directory)
+        if parent == directory or os.path.exists(os.path.join(directory, ".git")):
+            return
+        directory = parent
+
+
+def project_of(file: str) -> str:
+    home = os.path.dirname(os.path.abspath(file))
+    top = list(_dirs_to_project(home))[-1]
+    return top if os.path.exists(os.path.join(top, ".git")) else home
+
+
+def is_directly_in(file: str, directory: str) -> bool:
+    return os.path.dirname(os.path.realpath(file)) == os.path.realpath(directory)
+
+
+class _Launcher(NamedTuple):
+    """How to find the package or script a launcher runs."""
+
+    subcommands: tuple[tuple[str, ...], ...] = ((),)  # words that must follow the program
+    value_options: frozenset[str] = frozenset()  # options whose value is the next argument
+    module_option: str | None = None  # `python -m MODULE`: MODULE names it
+    inline_options: frozenset[str] = frozenset()  # code on the command line: no name
+
+
+_NODE_RUNNER = _Launcher(
+    value_options=frozenset({"-p", "--package", "--registry", "--cache", "--userconfig"}),
+    inline_options=frozenset({"-c", "--call"}),
+)
+_UV_OPTIONS = frozenset(
+    {"--from", "--with", "--with-editable", "--with-requirements", "-w", "--python", "-p"}
+    | {"--index", "--default-index", "--index-url", "--extra-index-url", "-i", "--find-links"}
+    | {"-f", "--directory", "--project", "--env-file", "--constraints", "--overrides"}
+)
+_PYTHON = _Launcher(
+    value_options=frozenset({"-W", "-X", "--check-hash-based-pycs"}),
+    module_option="-m",
+    inline_options=frozenset({"-c"}),
+)
+_LAUNCHERS: Mapping[str, _Launcher] = {
+    "npx": _NODE_RUNNER,
+    "bunx": _NODE_RUNNER,
+    "pnpm": _NODE_RUNNER._replace(subcommands=(("dlx",),)),
+    "npm": _NODE_RUNNER._replace(subcommands=(("exec",),)),
+    "uvx": _Launcher(value_options=_UV_OPTIONS),
+    "uv": _Launcher(subcommands=(("tool", "run"), ("run",)), value_options=_UV_OPTIONS),
+    "pipx": _Launcher(
+        subcommands=(("run",),),
+        value_options=frozenset({"--spec", "--python", "--pip-args", "--index-url"}),
+    ),
+    "node": _Launcher(
+        value_options=frozenset({"-r", "--require", "--import", "--loader", "--env-file"}),
+        inline_options=frozenset({"-e", "--eval", "-p", "--print"}),
+    ),
+    "deno": _Launcher(
+        subcommands=(("run",),),
+        value_options=frozenset({"--config", "-c", "--import-map", "--env-file"}),
+    ),
+    "python": _PYTHON,
+}
+_SCRIPT_SUFFIXES = (".py", ".pyz", ".js", ".mjs", ".cjs", ".ts", ".mts", ".cts", ".git", ".tgz")
+
+
+def profile_name_for_command(argv: Sequence[str]) -> str:
+    """The profile name for a server command when no --profile is given."""
+    if not argv or not argv[0]:
+        raise DiscoveryError("no server command given, so no profile name to look for")
+    program = os.path.basename(argv[0])
+    launcher = _LAUNCHERS.get(re.sub(r"^(python)3(\.\d+)?$", r"\1", program))
+    target = _launch_target(launcher, list(argv[1:])) if launcher else None
+    return _package_stem(target or program) or program
+
+
+def _launch_target(launcher: _Launcher, args: list[str]) -> str | None:
+    """The argument naming the package or script a launcher runs, or None."""
+    words = next((w for w in launcher.subcommands if tuple(args[: len(w)]) == w), None)
+    if words is None:
+        return None
+    rest = iter(args[len(words) :])
+    for arg in rest:
+        if arg == "--":
+            return next(rest, None)
+        if arg == launcher.module_option:
+            module = next(rest, None)
+            return module.split(".")[0] if module else None
+        if arg in launcher.inline_options:
+            return None
+        if arg in launcher.value_options:
+            next(rest, None)
+        elif not arg.startswith("-"):
+            return arg
+    return None
+
+
+def _package_stem(target: str) -> str:
+    """Reduce to a name: "@scope/pkg@1.2" -> "pkg", "pkg==1.0" -> "pkg", "a/s.py" -> "s"."""
+    last = target.rstrip("/").rsplit("/", 1)[-1]
+    name = re.split(r"[@=<>~!\[;\s]", last, maxsplit=1)[0]
+    for suffix in _SCRIPT_SUFFIXES:
+        if name.endswith(suffix) and len(name) > len(suffix):
+            return name.removesuffix(suffix)
+    return name if name.strip(".") else ""  # `node .` names no package
