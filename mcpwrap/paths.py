@@ -1,0 +1,67 @@
+"""Where mcpwrap keeps things: XDG dirs through platformdirs, and profile discovery."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Sequence
+
+from mcpwrap.errors import DiscoveryError
+
+# startswith, not ==: keeps type checkers from calling the other platforms' code dead.
+_LINUX = sys.platform.startswith("linux")
+
+
+def state_dir() -> str:
+    """Audit log, rate state: ~/.local/state/mcpwrap (or $XDG_STATE_HOME/mcpwrap)."""
+    if _LINUX:
+        return _xdg("XDG_STATE_HOME", ".local/state")
+    from platformdirs import user_state_dir
+
+    return user_state_dir("mcpwrap", appauthor=False)
+
+
+def config_dir() -> str:
+    """User profiles: ~/.config/mcpwrap (or $XDG_CONFIG_HOME/mcpwrap)."""
+    if _LINUX:
+        return _xdg("XDG_CONFIG_HOME", ".config")
+    from platformdirs import user_config_dir
+
+    return user_config_dir("mcpwrap", appauthor=False)
+
+
+def _xdg(variable: str, default: str) -> str:
+    """The XDG base directory rule, as platformdirs applies it on Linux (a test holds the
+    two together). Done here because platformdirs costs ~9 ms of imports on every start."""
+    base = os.environ.get(variable, "").strip()
+    if not os.path.isabs(base):
+        base = os.path.join(os.path.expanduser("~"), default)
+    return os.path.join(base, "mcpwrap")
+
+
+def builtin_profiles_dir() -> str:
+    """The curated profiles: inside the installed package, or the checkout's profiles/."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    installed = os.path.join(here, "profiles")
+    return (
+        installed if os.path.isdir(installed) else os.path.join(os.path.dirname(here), "profiles")
+    )
+
+
+def find(name: str) -> str:
+    from mcpwrap.discovery import find_profile
+
+    return find_profile(
+        name, cwd=os.getcwd(), config_dir=config_dir(), builtin_dir=builtin_profiles_dir()
+    )
+
+
+def profile_name_for(command: Sequence[str]) -> str:
+    from mcpwrap.discovery import profile_name_for_command
+
+    if not command:
+        raise DiscoveryError(
+            "no --profile and no server command: say which profile to use "
+            "(mcpwrap run --profile NAME -- CMD ...)"
+        )
+    return profile_name_for_command(command)
