@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import _thread  # the builtin under threading: a lock without the import cost of threading
 import fcntl
-import hashlib
 import json
 import os
 import time
 from collections.abc import Iterator, Mapping
 
+from mcpwrap import sha
 from mcpwrap.errors import AuditError
 
 VERSION = 1
@@ -33,7 +33,7 @@ _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=
 
 def line_hash(line: bytes) -> str:
     """The chain hash of one line: sha256 of its bytes without the newline."""
-    return hashlib.sha256(line).hexdigest()
+    return sha.hexdigest(line)
 
 
 _last_second: list[tuple[int, str]] = [(-1, "")]  # strftime once per second, not per record

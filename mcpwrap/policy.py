@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcpwrap.constraints import Resolver, check_value
 from mcpwrap.profile import Access, PolicySpec, Profile, Selection, ToolClass, ToolSpec
@@ -39,8 +38,7 @@ class Refusal(enum.Enum):
     RESULT = "result"  # a tool result with isError: the model reads why
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(NamedTuple):
     allowed: bool
     rule: str
     reason: str = ""
@@ -66,8 +64,7 @@ def refuse_result(rule: str, reason: str) -> Verdict:
 # --- tools -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class CallVerdict:
+class CallVerdict(NamedTuple):
     verdict: Verdict
     tool: ToolSpec | None
 

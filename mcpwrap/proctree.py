@@ -125,7 +125,8 @@ def _cpu_ticks(fd: int) -> int:
     except OSError:
         return 0  # exited: its time now sits in its parent's cutime, once reaped
     # The command name may hold spaces and parentheses: fields start after the last ")".
-    fields = data[data.rfind(b")") + 2 :].split()
+    # utime, stime, cutime, cstime are fields 14-17, i.e. 11-14 after the name.
+    fields = data[data.rfind(b")") + 2 :].split(b" ", 16)
     return int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])
 
 
@@ -135,4 +136,4 @@ def _hwm_kb(fd: int) -> int:
     except OSError:
         return 0
     at = data.find(b"VmHWM:")
-    return int(data[at + 6 :].split(None, 1)[0]) if at >= 0 else 0
+    return int(data[at + 6 : data.find(b"kB", at)]) if at >= 0 else 0

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-from dataclasses import dataclass, field
 from typing import Any
 
+from mcpwrap import sha
 from mcpwrap.profile import ArgumentsMode
 
 
@@ -19,7 +18,7 @@ def canonical_json(value: object) -> bytes:
 
 
 def digest(value: object) -> str:
-    return "sha256:" + hashlib.sha256(canonical_json(value)).hexdigest()
+    return "sha256:" + sha.hexdigest(canonical_json(value))
 
 
 def arguments_field(mode: ArgumentsMode, arguments: object) -> dict[str, Any]:
@@ -34,13 +33,15 @@ def arguments_field(mode: ArgumentsMode, arguments: object) -> dict[str, Any]:
         return {"args_digest": None}
 
 
-@dataclass
 class Agent:
     """Who is on the client side: the launching process and what the client says it is."""
 
-    pid: int
-    exe: str | None
-    client: dict[str, Any] = field(default_factory=dict)
+    __slots__ = ("client", "exe", "pid")
+
+    def __init__(self, pid: int, exe: str | None, client: dict[str, Any] | None = None) -> None:
+        self.pid = pid
+        self.exe = exe
+        self.client: dict[str, Any] = client or {}
 
     @classmethod
     def of_parent(cls) -> Agent:

@@ -1,0 +1,133 @@
+"""Start the MCP server as a child and stop it again.
+
+The child's environment is built from the profile, not inherited: a server sees PATH,
+HOME, its `[server] env` and the names in `passthrough`, and nothing else of the
+environment mcpwrap was started with (cloud keys, tokens and agent sockets stay out).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import shutil
+import signal
+import subprocess
+from collections.abc import Mapping, Sequence
+
+from mcpwrap.errors import MCPWrapError, UsageError
+from mcpwrap.framing import widen_pipe
+from mcpwrap.profile import Profile
+
+_BASE_ENV = ("PATH", "HOME")
+
+
+class LaunchError(MCPWrapError):
+    """The server could not be started."""
+
+    exit_code = 127
+
+
+def server_argv(profile: Profile, given: Sequence[str]) -> list[str]:
+    """The command to run: from the command line, the profile, or both when they agree."""
+    from_profile = list(profile.server.command or ())
+    if given and from_profile and list(given) != from_profile:
+        raise UsageError(
+            f"{profile.source}: [server] command is {from_profile!r} but the command line "
+            f"gives {list(given)!r}; remove one of them"
+        )
+    argv = list(given) or from_profile
+    if not argv:
+        raise UsageError(
+            "no server command: give it after `--` "
+            f"(mcpwrap run --profile {profile.name} -- CMD ...) "
+            f"or as [server] command in {profile.source}"
+        )
+    return argv
+
+
+def child_env(profile: Profile, environ: Mapping[str, str]) -> dict[str, str]:
+    if profile.server.secrets:
+        names = ", ".join(sorted(profile.server.secrets))
+        raise LaunchError(
+            f"{profile.source}: [server] secrets ({names}) need the keyring support of a later "
+            "mcpwrap release; until then remove them or pass the values through `passthrough`"
+        )
+    env = {name: environ[name] for name in _BASE_ENV if name in environ}
+    env.update({name: environ[name] for name in profile.server.passthrough if name in environ})
+    env.update(profile.server.env)
+    return env
+
+
+class Child:
+    """The started server: its process and our ends of its three pipes."""
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self.process = process
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def fds(self) -> tuple[int, int, int]:
+        """The child's stdin, stdout and stderr pipe ends on our side."""
+        p = self.process
+        assert p.stdin is not None and p.stdout is not None and p.stderr is not None
+        return p.stdin.fileno(), p.stdout.fileno(), p.stderr.fileno()
+
+    def signal_group(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, sig)
+
+    def stop(self, *, eof_grace: float, term_grace: float) -> None:
+        """After stdin was closed: wait, then SIGTERM the group, wait, then SIGKILL it."""
+        for sig, grace in ((None, eof_grace), (signal.SIGTERM, term_grace), (signal.SIGKILL, 5.0)):
+            if sig is not None:
+                self.signal_group(sig)
+            try:
+                self.process.wait(grace)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+        # The leader is gone; anything it left in its group goes too.
+        self.signal_group(signal.SIGKILL)
+
+
+def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
+    exe = shutil.which(argv[0], path=env.get("PATH"))
+    if exe is None:
+        raise LaunchError(
+            f"cannot start the server: {argv[0]!r} is not found on PATH ({env.get('PATH', '')})"
+        )
+    try:
+        process = subprocess.Popen(
+            [exe, *argv[1:]],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            cwd=cwd,
+            bufsize=0,
+            close_fds=True,
+            start_new_session=True,  # its own group: stop() reaches npx's grandchildren too
+            preexec_fn=functools.partial(_die_with_parent, os.getpid()),  # noqa: PLW1509 - no threads yet
+        )
+    except OSError as exc:
+        raise LaunchError(
+            f"cannot start the server {argv[0]!r}: {exc.strerror} (cwd {cwd})"
+        ) from exc
+    child = Child(process)
+    for fd in child.fds():
+        widen_pipe(fd)
+    return child
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child: get SIGKILL when mcpwrap dies, even by SIGKILL."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)

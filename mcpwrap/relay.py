@@ -1,0 +1,868 @@
+"""The relay: two pumps between the client's stdio and the server's, with policy between.
+
+Every line is parsed (policy needs the method and id) but forwarded as the original bytes
+unless policy rewrites it (capabilities, filtered listings, refused input requests). Each
+direction has its own id space, so client requests and server requests live in separate
+tables keyed by (type, id): 1 and "1" are different requests, and 0 is a valid id.
+
+Threads: one per pump, one for the child's stderr, one for deadlines. Shared tables sit
+behind one lock; each output stream has its own write lock so that a message is never
+interleaved with another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import heapq
+import itertools
+import json
+import os
+import sys
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, NamedTuple, TextIO
+
+from mcpwrap import policy
+from mcpwrap.audit import AuditWriter
+from mcpwrap.constraints import Resolver
+from mcpwrap.errors import MCPWrapError
+from mcpwrap.framing import LineReader, Oversize, peek_id, write_line
+from mcpwrap.policy import Refusal, Verdict
+from mcpwrap.proctree import ProcessTree
+from mcpwrap.profile import Profile, ToolSpec
+from mcpwrap.ratelimit import RateLimiter
+from mcpwrap.records import Agent, arguments_field
+from mcpwrap.sanitize import clean_line
+
+Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different requests
+_REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
+
+
+def _key(msg_id: object) -> Key:
+    return (isinstance(msg_id, str), msg_id)
+
+
+def _valid_id(msg_id: object) -> bool:
+    return isinstance(msg_id, str) or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
+
+
+class Pending:
+    """A client request forwarded to the server and not answered yet."""
+
+    __slots__ = (
+        "args",
+        "bytes_in",
+        "cpu_start",
+        "deadline",
+        "method",
+        "modern",
+        "msg_id",
+        "progress",
+        "started",
+        "tool",
+    )
+
+    def __init__(
+        self,
+        msg_id: object,
+        method: str,
+        started: float,
+        bytes_in: int,
+        tool: ToolSpec | None = None,
+    ) -> None:
+        self.msg_id = msg_id
+        self.method = method
+        self.started = started
+        self.bytes_in = bytes_in
+        self.tool = tool
+        self.deadline: float | None = None
+        self.progress: object = None
+        self.cpu_start = 0.0
+        self.args: dict[str, Any] = {}
+        self.modern = False  # sent in the 2026-07-28 generation: our answers need resultType
+
+
+class RelayOptions(NamedTuple):
+    max_message: int
+    cwd: str
+    resolve: Resolver = os.path.realpath
+    clock: Callable[[], float] = time.monotonic
+
+
+class Relay:
+    def __init__(
+        self,
+        profile: Profile,
+        *,
+        client_in: int,
+        client_out: int,
+        server_in: int,
+        server_out: int,
+        audit: AuditWriter,
+        limiter: RateLimiter,
+        tree: ProcessTree | None,
+        agent: Agent,
+        options: RelayOptions,
+        log: TextIO = sys.stderr,
+    ) -> None:
+        self.profile = profile
+        self._client_in, self._client_out = client_in, client_out
+        self._server_in, self._server_out = server_in, server_out
+        self._audit, self._limiter, self._tree = audit, limiter, tree
+        self.agent = agent
+        self._opt = options
+        self._log = log
+        self._lock = threading.Lock()
+        self._client_write = threading.Lock()
+        self._server_write = threading.Lock()
+        self._pending: dict[Key, Pending] = {}
+        self._in_flight: dict[str, int] = {}
+        self._calls_in_flight = 0
+        self._progress: set[Key] = set()
+        self._local: OrderedDict[Key, str] = OrderedDict()  # answered by us, never forwarded
+        self._from_server: dict[Key, str] = {}  # server requests forwarded to the client
+        self._refused_server: OrderedDict[Key, str] = OrderedDict()
+        self._deadlines: list[tuple[float, int, Key]] = []
+        self._deadline_seq = itertools.count()
+        self._deadline_wake = threading.Condition(self._lock)
+        self._closed = threading.Event()
+        self._server_stdin_open = True
+        self.audit_broken: str | None = None
+
+    # --- pumps ---------------------------------------------------------------------------
+
+    def pump_client(self) -> None:
+        """Client to server, until the client closes its end."""
+        reader = LineReader(self._client_in, self._opt.max_message)
+        while (item := reader.read()) is not None:
+            if isinstance(item, Oversize):
+                self._client_oversize(item)
+            else:
+                self._client_line(item)
+
+    def pump_server(self) -> None:
+        """Server to client, until the server closes its stdout."""
+        reader = LineReader(self._server_out, self._opt.max_message)
+        while (item := reader.read()) is not None:
+            if isinstance(item, Oversize):
+                self._server_oversize(item)
+            else:
+                self._server_line(item)
+
+    def pump_deadlines(self) -> None:
+        """Expire calls whose deadline passed, until close()."""
+        while True:
+            with self._lock:
+                if self._closed.is_set():
+                    return
+                expired = self._take_expired(self._opt.clock())
+                if not expired:
+                    timeout = self._deadlines[0][0] - self._opt.clock() if self._deadlines else None
+                    self._deadline_wake.wait(timeout)
+                    continue
+            for pending in expired:
+                self._send_timeout(pending)
+
+    def _take_expired(self, now: float) -> list[Pending]:
+        """Unregister every call past its deadline; the caller holds the lock."""
+        expired = []
+        while self._deadlines and self._deadlines[0][0] <= now:
+            _, _, key = heapq.heappop(self._deadlines)
+            pending = self._pending.get(key)
+            if pending is not None and pending.deadline is not None and pending.deadline <= now:
+                self._unregister(key)
+                self._local[key] = "timed out"
+                self._trim(self._local)
+                expired.append(pending)
+        return expired
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed.set()
+            self._deadline_wake.notify_all()
+
+    # --- client to server ----------------------------------------------------------------
+
+    def _client_line(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            self._protocol_refusal(
+                None, policy.PARSE_ERROR, f"Parse error: {exc}", "protocol.json", len(line)
+            )
+            return
+        if not isinstance(msg, dict):
+            reason = (
+                "JSON-RPC batches are not supported (MCP removed them in 2025-06-18)"
+                if isinstance(msg, list)
+                else "a message must be a JSON object"
+            )
+            self._protocol_refusal(
+                None, policy.INVALID_REQUEST, reason, "protocol.shape", len(line)
+            )
+            return
+        method = msg.get("method")
+        if method is None and "id" in msg:
+            self._client_response(msg, line)
+        elif not isinstance(method, str) or ("id" in msg and not _valid_id(msg["id"])):
+            msg_id = msg.get("id") if _valid_id(msg.get("id")) else None
+            self._protocol_refusal(
+                msg_id, policy.INVALID_REQUEST, "Invalid Request", "protocol.shape", len(line)
+            )
+        elif "id" in msg:
+            self._client_request(msg, method, line)
+        else:
+            self._client_notification(msg, method, line)
+
+    def _client_request(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+        params = msg.get("params")
+        self._note_identity(method, params)
+        if method == "tools/call":
+            self._client_call(msg, params, line)
+            return
+        verdict = policy.decide_client_request(self.profile.policy, method, params)
+        if not verdict.allowed:
+            self._refuse_request(msg["id"], method, verdict, len(line))
+            return
+        line = self._edit_client_capabilities(msg, method, params) or line
+        self._forward(Pending(msg["id"], method, self._opt.clock(), len(line)), params, line)
+
+    def _client_call(self, msg: dict[str, Any], params: object, line: bytes) -> None:
+        decided = policy.decide_call(
+            self.profile, params, cwd=self._opt.cwd, resolve=self._opt.resolve
+        )
+        tool, verdict = decided.tool, decided.verdict
+        arguments = params.get("arguments") if isinstance(params, dict) else None
+        if verdict.allowed and self.audit_broken is not None:
+            verdict = policy.refuse_result(
+                "audit", f"the audit log cannot be written: {self.audit_broken}"
+            )
+        if verdict.allowed and tool is not None:
+            verdict = self._limits_verdict(tool)
+        if not verdict.allowed:
+            self._refuse_call(
+                msg_id=msg["id"],
+                params=params,
+                tool=tool,
+                arguments=arguments,
+                verdict=verdict,
+                size=len(line),
+            )
+            return
+        assert tool is not None
+        line = self._edit_client_capabilities(msg, "tools/call", params) or line
+        now = self._opt.clock()
+        pending = Pending(msg["id"], "tools/call", now, len(line), tool)
+        pending.deadline = now + policy.call_timeout(self.profile, tool)
+        pending.args = arguments_field(self.profile.audit.arguments, arguments)
+        self._forward(pending, params, line)
+
+    def _limits_verdict(self, tool: ToolSpec) -> Verdict:
+        with self._lock:
+            verdict = policy.concurrency_verdict(tool, self._in_flight.get(tool.name, 0))
+        if not verdict.allowed or tool.rate is None:
+            return verdict
+        try:
+            wait = self._limiter.take(f"{self.profile.name}/{tool.name}", tool.rate, time.time())
+        except MCPWrapError as exc:
+            return policy.refuse_result(f"tools.{tool.name}.rate", str(exc))
+        return policy.rate_verdict(tool, wait)
+
+    def _forward(self, pending: Pending, params: object, line: bytes) -> None:
+        key = _key(pending.msg_id)
+        pending.progress = _progress_token(params)
+        pending.modern = _is_modern(params)
+        with self._lock:
+            if key in self._pending:
+                duplicate = True
+            else:
+                duplicate = False
+                self._register(key, pending)
+        if duplicate:
+            reason = f"request id {pending.msg_id!r} is already in flight"
+            self._protocol_refusal(
+                pending.msg_id, policy.INVALID_REQUEST, reason, "protocol.duplicate_id", len(line)
+            )
+            return
+        self._to_server(line)
+
+    def _register(self, key: Key, pending: Pending) -> None:
+        """Add a pending request; the caller holds the lock."""
+        self._pending[key] = pending
+        if pending.progress is not None:
+            self._progress.add(_key(pending.progress))
+        if pending.tool is None:
+            return
+        self._in_flight[pending.tool.name] = self._in_flight.get(pending.tool.name, 0) + 1
+        self._calls_in_flight += 1
+        if self._tree is not None:
+            # Members were refreshed when the last call ended; a process the server starts
+            # during this call is found at its end, and its CPU time still counts in full.
+            if self._calls_in_flight == 1:
+                self._tree.reset_peaks()  # only when alone: a reset would cut a running call's peak
+            pending.cpu_start = self._tree.cpu_ms()
+        if pending.deadline is not None:
+            self._prune_deadlines()
+            earliest = self._deadlines[0][0] if self._deadlines else None
+            heapq.heappush(self._deadlines, (pending.deadline, next(self._deadline_seq), key))
+            # Wake the deadline thread only if it now has to wake sooner: a wake per call
+            # costs a thread switch and a fight for the GIL on the hot path.
+            if earliest is None or pending.deadline < earliest:
+                self._deadline_wake.notify()
+
+    def _prune_deadlines(self) -> None:
+        """Drop entries of calls that ended; the caller holds the lock.
+
+        Entries stay in the heap when their call ends (removal from a heap is costly), so
+        a busy session would keep one per call until its deadline; once they outnumber
+        the live calls, the heap is rebuilt from the live ones.
+        """
+        if len(self._deadlines) <= 64 + 2 * self._calls_in_flight:
+            return
+        live = [e for e in self._deadlines if self._pending.get(e[2]) is not None]
+        heapq.heapify(live)
+        self._deadlines = live
+
+    def _unregister(self, key: Key) -> Pending | None:
+        """Remove a pending request; the caller holds the lock."""
+        pending = self._pending.pop(key, None)
+        if pending is None:
+            return None
+        if pending.progress is not None:
+            self._progress.discard(_key(pending.progress))
+        if pending.tool is not None:
+            self._in_flight[pending.tool.name] -= 1
+            self._calls_in_flight -= 1
+        return pending
+
+    def _client_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+        verdict = policy.decide_client_notification(self.profile.policy, method)
+        if not verdict.allowed:
+            self._record(
+                "notification",
+                decision="drop",
+                method=method,
+                rule=verdict.rule,
+                reason=verdict.reason,
+            )
+            return
+        if method == "notifications/cancelled" and not self._client_cancel(msg.get("params")):
+            return
+        self._to_server(line)
+
+    def _client_cancel(self, params: object) -> bool:
+        """True if the cancel should reach the server: only for requests it has."""
+        request_id = params.get("requestId") if isinstance(params, dict) else None
+        key = _key(request_id)
+        with self._lock:
+            pending = self._unregister(key)
+            if pending is None:
+                return (
+                    False  # answered by us, timed out, or unknown: the server has nothing to stop
+                )
+            self._local[key] = "cancelled"
+            self._trim(self._local)
+        if pending.tool is not None:
+            self._record_call(
+                pending,
+                outcome="cancelled",
+                bytes_out=0,
+                decision="allow",
+                rule="protocol.cancelled",
+            )
+        return True
+
+    def _client_response(self, msg: dict[str, Any], line: bytes) -> None:
+        """The client's answer to a request the server made."""
+        key = _key(msg.get("id"))
+        with self._lock:
+            method = self._from_server.pop(key, None)
+        if method is None:
+            self._record(
+                "protocol",
+                decision="drop",
+                rule="protocol.unknown_id",
+                reason=f"client answered unknown server request id {msg.get('id')!r}",
+            )
+            return
+        self._to_server(line)
+
+    def _note_identity(self, method: str, params: object) -> None:
+        if not isinstance(params, dict):
+            return
+        if method == "initialize":
+            self.agent.note_client_info(params.get("clientInfo"))
+            return
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and policy.META_CLIENT_INFO in meta and not self.agent.client:
+            self.agent.note_client_info(meta[policy.META_CLIENT_INFO])
+
+    def _edit_client_capabilities(
+        self, msg: dict[str, Any], method: str, params: object
+    ) -> bytes | None:
+        """The request re-encoded without denied client capabilities, or None if unchanged."""
+        if not isinstance(params, dict):
+            return None
+        if method == "initialize" and isinstance(params.get("capabilities"), dict):
+            caps = policy.client_capabilities(self.profile.policy, params["capabilities"])
+            if caps is None:
+                return None
+            return _encode({**msg, "params": {**params, "capabilities": caps}})
+        meta = params.get("_meta")
+        if not isinstance(meta, dict) or not isinstance(meta.get(policy.META_CAPABILITIES), dict):
+            return None
+        caps = policy.client_capabilities(self.profile.policy, meta[policy.META_CAPABILITIES])
+        if caps is None:
+            return None
+        new_meta = {**meta, policy.META_CAPABILITIES: caps}
+        return _encode({**msg, "params": {**params, "_meta": new_meta}})
+
+    # --- server to client ----------------------------------------------------------------
+
+    def _server_line(self, line: bytes) -> None:
+        try:
+            msg = json.loads(line)
+        except ValueError as exc:
+            self._server_garbage(line, f"invalid JSON ({exc})")
+            return
+        if not isinstance(msg, dict):
+            self._server_garbage(line, "not a JSON object")
+            return
+        method = msg.get("method")
+        if method is None and _valid_id(msg.get("id")) and ("result" in msg or "error" in msg):
+            self._server_response(msg, line)
+        elif isinstance(method, str) and "id" in msg and _valid_id(msg["id"]):
+            self._server_request(msg, method, line)
+        elif isinstance(method, str) and "id" not in msg:
+            self._server_notification(msg, method, line)
+        else:
+            self._server_garbage(line, "not a valid JSON-RPC message")
+
+    def _server_response(self, msg: dict[str, Any], line: bytes) -> None:
+        key = _key(msg["id"])
+        with self._lock:
+            pending = self._unregister(key)
+            answered = self._local.get(key)
+        if pending is None:
+            reason = (
+                f"reply to a request that was {answered}"
+                if answered
+                else "reply to an unknown request id"
+            )
+            self._record(
+                "protocol",
+                decision="drop",
+                rule="protocol.unknown_id",
+                reason=f"{reason}: {msg['id']!r}",
+                bytes_out=len(line),
+            )
+            return
+        out = self._shape_response(pending, msg) or line
+        if pending.tool is not None:
+            self._finish_call(pending, msg, len(out))
+        self._to_client(out)
+
+    def _shape_response(self, pending: Pending, msg: dict[str, Any]) -> bytes | None:
+        """The reply re-encoded where policy edits it, or None to forward it as it came."""
+        result = msg.get("result")
+        if not isinstance(result, dict):
+            return None
+        method, pol = pending.method, self.profile.policy
+        if method in ("initialize", "server/discover") and isinstance(
+            result.get("capabilities"), dict
+        ):
+            caps = policy.server_capabilities(pol, result["capabilities"])
+            return (
+                None
+                if caps is None
+                else _encode({**msg, "result": {**result, "capabilities": caps}})
+            )
+        if method == "tools/list":
+            return self._filtered(
+                msg, result, "tools", lambda items: policy.visible_tools(self.profile, items)
+            )
+        if method == "resources/list":
+            return self._filtered(
+                msg, result, "resources", lambda i: policy.filter_listing(pol.resources, i, "uri")
+            )
+        if method == "resources/templates/list":
+            return self._filtered(
+                msg,
+                result,
+                "resourceTemplates",
+                lambda i: policy.filter_listing(pol.resources, i, "uriTemplate"),
+            )
+        if method == "prompts/list":
+            return self._filtered(
+                msg, result, "prompts", lambda i: policy.filter_listing(pol.prompts, i, "name")
+            )
+        return self._input_requests(pending, msg, result)
+
+    def _filtered(
+        self,
+        msg: dict[str, Any],
+        result: dict[str, Any],
+        key: str,
+        keep: Callable[[list[Any]], list[Any]],
+    ) -> bytes | None:
+        items = result.get(key)
+        if not isinstance(items, list):
+            return None
+        kept = keep(items)
+        if len(kept) == len(items):
+            return None
+        return _encode({**msg, "result": {**result, key: kept}})
+
+    def _input_requests(
+        self, pending: Pending, msg: dict[str, Any], result: dict[str, Any]
+    ) -> bytes | None:
+        verdict = policy.decide_input_requests(self.profile.policy, result)
+        if verdict.allowed:
+            return None
+        self._record(
+            "server_request",
+            decision="refuse",
+            method=pending.method,
+            rule=verdict.rule,
+            reason=verdict.reason,
+            outcome="refused",
+        )
+        if pending.method == "tools/call":
+            return _encode(_tool_error(msg["id"], verdict, pending.modern))
+        return _encode(_error(msg["id"], verdict.code, verdict.reason))
+
+    def _finish_call(self, pending: Pending, msg: dict[str, Any], bytes_out: int) -> None:
+        result = msg.get("result")
+        if "error" in msg:
+            outcome = "error"
+        elif isinstance(result, dict) and result.get("resultType") == "input_required":
+            outcome = "input_required"
+        elif isinstance(result, dict) and result.get("isError") is True:
+            outcome = "isError"
+        else:
+            outcome = "ok"
+        self._record_call(
+            pending,
+            outcome=outcome,
+            bytes_out=bytes_out,
+            decision="allow",
+            rule=f"tools.{pending.tool.name}" if pending.tool else "",
+        )
+
+    def _server_request(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+        key = _key(msg["id"])
+        verdict = policy.decide_server_request(self.profile.policy, method)
+        if not verdict.allowed:
+            with self._lock:
+                self._refused_server[key] = method
+                self._trim(self._refused_server)
+            self._record(
+                "server_request",
+                decision="refuse",
+                method=method,
+                rule=verdict.rule,
+                reason=verdict.reason,
+                outcome="refused",
+                bytes_in=len(line),
+            )
+            self._to_server(_encode(_error(msg["id"], verdict.code, verdict.reason)))
+            return
+        with self._lock:
+            self._from_server[key] = method
+        self._to_client(line)
+
+    def _server_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+        verdict = policy.decide_server_notification(self.profile.policy, method)
+        params = msg.get("params")
+        if verdict.allowed and method == "notifications/progress":
+            token = params.get("progressToken") if isinstance(params, dict) else None
+            with self._lock:
+                known = _key(token) in self._progress
+            if not known:
+                verdict = policy.refuse(
+                    "protocol.progress", "progress for a request that is not in flight"
+                )
+        if verdict.allowed and method == "notifications/cancelled":
+            request_id = params.get("requestId") if isinstance(params, dict) else None
+            with self._lock:
+                forwarded = self._from_server.pop(_key(request_id), None) is not None
+            if not forwarded:
+                return  # it cancels a request we refused: the client never saw it
+        if not verdict.allowed:
+            self._record(
+                "notification",
+                decision="drop",
+                method=method,
+                rule=verdict.rule,
+                reason=verdict.reason,
+            )
+            return
+        self._to_client(line)
+
+    def _server_garbage(self, line: bytes, what: str) -> None:
+        shown = clean_line(line[:200])
+        self._warn(f"dropped a server message that is {what}: {shown!r}")
+        self._record(
+            "protocol",
+            decision="drop",
+            rule="protocol.server_output",
+            reason=what,
+            bytes_out=len(line),
+        )
+
+    def _server_oversize(self, item: Oversize) -> None:
+        what = f"a {item.size}-byte message over the {self._opt.max_message}-byte limit"
+        self._warn(f"dropped {what} from the server")
+        msg_id = peek_id(item.head)
+        with self._lock:
+            pending = self._unregister(_key(msg_id)) if _valid_id(msg_id) else None
+        self._record(
+            "protocol",
+            decision="drop",
+            rule="protocol.max_message",
+            reason=what,
+            bytes_out=item.size,
+        )
+        if pending is None:
+            return
+        if pending.tool is not None:
+            self._record_call(
+                pending,
+                outcome="error",
+                bytes_out=item.size,
+                decision="allow",
+                rule="protocol.max_message",
+            )
+        self._to_client(
+            _encode(_error(pending.msg_id, policy.INTERNAL_ERROR, f"the server sent {what}"))
+        )
+
+    # --- answers we give ourselves -------------------------------------------------------
+
+    def _client_oversize(self, item: Oversize) -> None:
+        msg_id = peek_id(item.head)
+        reason = (
+            f"message of {item.size} bytes is over the limit of {self._opt.max_message} bytes "
+            "(mcpwrap run --max-message)"
+        )
+        self._protocol_refusal(
+            msg_id if _valid_id(msg_id) else None,
+            policy.INVALID_REQUEST,
+            reason,
+            "protocol.max_message",
+            item.size,
+        )
+
+    def _protocol_refusal(
+        self, msg_id: object, code: int, reason: str, rule: str, size: int
+    ) -> None:
+        self._record(
+            "protocol",
+            decision="refuse",
+            rule=rule,
+            reason=reason,
+            bytes_in=size,
+            outcome="refused",
+        )
+        if msg_id is not None:
+            self._remember_local(msg_id)
+        self._to_client(_encode(_error(msg_id, code, reason)))
+
+    def _refuse_request(self, msg_id: object, method: str, verdict: Verdict, size: int) -> None:
+        self._record(
+            "request",
+            decision="refuse",
+            method=method,
+            rule=verdict.rule,
+            reason=verdict.reason,
+            bytes_in=size,
+            outcome="refused",
+            request_id=msg_id,
+        )
+        self._remember_local(msg_id)
+        self._to_client(_encode(_error(msg_id, verdict.code, verdict.reason)))
+
+    def _refuse_call(
+        self,
+        *,
+        msg_id: object,
+        params: object,
+        tool: ToolSpec | None,
+        arguments: object,
+        verdict: Verdict,
+        size: int,
+    ) -> None:
+        name = params.get("name") if isinstance(params, dict) else None
+        self._record(
+            "call",
+            decision="refuse",
+            tool=name,
+            rule=verdict.rule,
+            reason=verdict.reason,
+            outcome="refused",
+            bytes_in=size,
+            request_id=msg_id,
+            **self._tool_fields(tool),
+            **arguments_field(self.profile.audit.arguments, arguments),
+        )
+        self._remember_local(msg_id)
+        answer = (
+            _tool_error(msg_id, verdict, _is_modern(params))
+            if verdict.refusal is Refusal.RESULT
+            else _error(msg_id, verdict.code, verdict.reason)
+        )
+        self._to_client(_encode(answer))
+
+    def _remember_local(self, msg_id: object) -> None:
+        with self._lock:
+            self._local[_key(msg_id)] = "refused"
+            self._trim(self._local)
+
+    @staticmethod
+    def _trim(table: OrderedDict[Key, str]) -> None:
+        while len(table) > _REMEMBERED:
+            table.popitem(last=False)
+
+    def _send_timeout(self, pending: Pending) -> None:
+        assert pending.tool is not None
+        seconds = policy.call_timeout(self.profile, pending.tool)
+        verdict = policy.refuse_result(
+            f"tools.{pending.tool.name}.timeout",
+            f"tool {pending.tool.name!r} timed out after {seconds:g} s",
+        )
+        cancel = {
+            "jsonrpc": "2.0",
+            "method": "notifications/cancelled",
+            "params": {"requestId": pending.msg_id, "reason": verdict.reason},
+        }
+        self._to_server(_encode(cancel))
+        self._record_call(
+            pending, outcome="timeout", bytes_out=0, decision="allow", rule=verdict.rule
+        )
+        self._to_client(_encode(_tool_error(pending.msg_id, verdict, pending.modern)))
+
+    def fail_pending(self, reason: str) -> None:
+        """Answer every request still in flight: the server is gone."""
+        with self._lock:
+            pendings = [self._unregister(k) for k in list(self._pending)]
+        for pending in pendings:
+            if pending is None:
+                continue
+            if pending.tool is not None:
+                self._record_call(
+                    pending,
+                    outcome="error",
+                    bytes_out=0,
+                    decision="allow",
+                    rule="protocol.server_exit",
+                )
+            self._to_client(_encode(_error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
+
+    # --- output and records --------------------------------------------------------------
+
+    def _to_client(self, line: bytes) -> None:
+        # A client that left shows up as EOF on its stdin, which ends the run.
+        with self._client_write, contextlib.suppress(BrokenPipeError):
+            write_line(self._client_out, line)
+
+    def _to_server(self, line: bytes) -> None:
+        with self._server_write:
+            if not self._server_stdin_open:
+                return
+            try:
+                write_line(self._server_in, line)
+            except BrokenPipeError:
+                self._server_stdin_open = False  # the server exited; its EOF ends the run
+
+    def close_server_stdin(self) -> None:
+        with self._server_write:
+            if self._server_stdin_open:
+                self._server_stdin_open = False
+                os.close(self._server_in)
+
+    def _tool_fields(self, tool: ToolSpec | None) -> dict[str, Any]:
+        if tool is None:
+            return {"class": None, "effects": []}
+        return {"class": tool.cls.value, "effects": list(tool.effects)}
+
+    def _record_call(
+        self, pending: Pending, *, outcome: str, bytes_out: int, decision: str, rule: str
+    ) -> None:
+        duration = (self._opt.clock() - pending.started) * 1000.0
+        usage: dict[str, Any] = {"cpu_ms": None, "peak_rss_kb": None}
+        if self._tree is not None:
+            with self._lock:  # the tree's member table is shared by every pump
+                self._tree.refresh()
+                usage = {
+                    "cpu_ms": round(self._tree.cpu_ms() - pending.cpu_start, 1),
+                    "peak_rss_kb": self._tree.peak_rss_kb(),
+                }
+        self._record(
+            "call",
+            decision=decision,
+            tool=pending.tool.name if pending.tool else None,
+            rule=rule,
+            outcome=outcome,
+            request_id=pending.msg_id,
+            duration_ms=round(duration, 3),
+            bytes_in=pending.bytes_in,
+            bytes_out=bytes_out,
+            **usage,
+            **self._tool_fields(pending.tool),
+            **pending.args,
+        )
+
+    def _record(self, event: str, **fields: Any) -> None:
+        record = {
+            "event": event,
+            "server": self.profile.name,
+            "agent": self.agent.as_record(),
+            "token": None,
+            **fields,
+        }
+        try:
+            self._audit.write(record)  # the writer is thread-safe and chains across processes
+        except (MCPWrapError, OSError) as exc:
+            # Fail closed: no further call is allowed once decisions cannot be recorded.
+            if self.audit_broken is None:
+                self._warn(f"audit log write failed, refusing further calls: {exc}")
+            self.audit_broken = str(exc)
+
+    def record_session(self, **fields: Any) -> None:
+        self._record("session", rule="session", **fields)
+
+    def _warn(self, text: str) -> None:
+        try:
+            self._log.write(f"mcpwrap: {text}\n")
+            self._log.flush()
+        except (OSError, ValueError):
+            pass
+
+
+def _progress_token(params: object) -> object:
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return meta.get("progressToken") if isinstance(meta, dict) else None
+
+
+def _encode(msg: object) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _error(msg_id: object, code: int, message: str) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
+
+
+def _tool_error(msg_id: object, verdict: Verdict, modern: bool) -> dict[str, Any]:
+    text = f"mcpwrap refused this call: {verdict.reason} (rule: {verdict.rule})"
+    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
+    if modern:
+        result["resultType"] = "complete"  # required on every 2026-07-28 result
+    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
+
+
+def _is_modern(params: object) -> bool:
+    """A request of the 2026-07-28 generation names its protocol version in _meta."""
+    meta = params.get("_meta") if isinstance(params, dict) else None
+    return isinstance(meta, dict) and policy.META_PROTOCOL_VERSION in meta

@@ -1,0 +1,147 @@
+"""One run of the relay: threads, signals, and the end of the run.
+
+Lifecycle: client EOF closes the server's stdin, waits, then SIGTERM and SIGKILL for its
+process group. Server exit answers every request still pending and exits with the
+server's status. SIGINT, SIGTERM and SIGHUP stop the server the same way and exit with
+128 + the signal's number.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
+
+from mcpwrap import launch, paths
+from mcpwrap.audit import AuditWriter
+from mcpwrap.framing import LineReader, Oversize, write_all
+from mcpwrap.proctree import ProcessTree
+from mcpwrap.profile import Profile
+from mcpwrap.ratelimit import RateLimiter
+from mcpwrap.records import Agent
+from mcpwrap.relay import Relay, RelayOptions
+from mcpwrap.sanitize import clean_line
+
+
+def _return_big_buffers_to_the_os() -> None:
+    """Serve allocations of 1 MiB and up from mmap, so that freeing them returns memory.
+
+    glibc raises its mmap threshold each time a large block is freed; after a few
+    multi-MB messages every new one then comes from a heap that never shrinks, and the
+    relay's resident memory keeps the high-water mark of its largest messages. Setting the
+    threshold by hand turns that adjustment off. Not glibc (musl): nothing to do.
+    """
+    import ctypes
+
+    m_mmap_threshold = -3
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
+
+
+EOF_GRACE = 2.0  # seconds a server gets to exit by itself after its stdin closes
+TERM_GRACE = 2.0
+DRAIN_GRACE = 2.0  # seconds to read a dead server's last replies from a pipe a grandchild holds
+STDERR_LINE = 64 * 1024
+
+
+class Session:
+    def __init__(
+        self,
+        profile: Profile,
+        child: launch.Child,
+        audit: AuditWriter,
+        *,
+        max_message: int,
+        cwd: str,
+    ) -> None:
+        self.child = child
+        self.audit = audit
+        server_in, server_out, self.server_err = child.fds()
+        self.relay = Relay(
+            profile,
+            client_in=sys.stdin.fileno(),
+            client_out=sys.stdout.fileno(),
+            server_in=server_in,
+            server_out=server_out,
+            audit=audit,
+            limiter=RateLimiter(os.path.join(paths.state_dir(), "state.sqlite3")),
+            tree=ProcessTree(child.pid),
+            agent=Agent.of_parent(),
+            options=RelayOptions(max_message=max_message, cwd=cwd),
+        )
+        self._stopping = threading.Event()
+        self._signal: int | None = None
+
+    def run(self, argv: list[str]) -> int:
+        _return_big_buffers_to_the_os()
+        self.relay.record_session(
+            decision="start",
+            command=argv,
+            profile=self.relay.profile.source,
+            profile_digest=self.relay.profile.digest,
+            sandbox="off",
+            child_pid=self.child.pid,
+        )
+        server_pump = self._thread(self.relay.pump_server, "server")
+        self._thread(self.relay.pump_deadlines, "deadlines")
+        self._thread(self._pump_stderr, "stderr")
+        self._thread(self._pump_client, "client")
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        status = self.child.process.wait()
+        server_pump.join(DRAIN_GRACE)
+        self.child.signal_group(signal.SIGKILL)  # nothing of the server outlives it
+        self.relay.fail_pending(f"the MCP server exited (status {status}) before answering")
+        self.relay.close()
+        code = self._exit_code(status)
+        self.relay.record_session(
+            decision="stop", exit_status=status, exit_code=code, signal=self._signal
+        )
+        self.audit.close()
+        return code
+
+    def _thread(self, target: Callable[[], None], name: str) -> threading.Thread:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        return thread
+
+    def _pump_client(self) -> None:
+        self.relay.pump_client()
+        self._stop()  # the client closed its end: the server gets EOF and then signals
+
+    def _pump_stderr(self) -> None:
+        reader = LineReader(self.server_err, STDERR_LINE)
+        while (item := reader.read()) is not None:
+            if isinstance(item, Oversize):
+                text = clean_line(item.head[:512]) + f" ... [mcpwrap: {item.size}-byte line cut]"
+            else:
+                text = clean_line(item)
+            try:
+                write_all(2, (text + "\n").encode("utf-8", "replace"))
+            except OSError:
+                return
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._signal = signum
+        self.child.signal_group(signal.SIGTERM)
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._stopping.is_set():
+            return
+        self._stopping.set()
+        self.relay.close_server_stdin()
+        threading.Thread(
+            target=self.child.stop,
+            kwargs={"eof_grace": EOF_GRACE, "term_grace": TERM_GRACE},
+            daemon=True,
+        ).start()
+
+    def _exit_code(self, status: int) -> int:
+        if self._signal is not None:
+            return 128 + self._signal
+        return 128 - status if status < 0 else status
