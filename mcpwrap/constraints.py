@@ -17,6 +17,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from mcpwrap import hostnames
+
 if TYPE_CHECKING:
     from mcpwrap.profile import Constraint
 
@@ -84,8 +86,11 @@ def _check_length(value: object, c: Constraint, cwd: str, resolve: Resolver) -> 
 def _check_range(value: object, c: Constraint, cwd: str, resolve: Resolver) -> str | None:
     if c.min is None and c.max is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return f"expected a finite number, got {_kind(value)}"
+    # Ints are exact at any size (math.isfinite would overflow on a 400-digit one).
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"expected a finite number, got {value}"
     if c.min is not None and value < c.min:
         return f"{value} is below the minimum {_num(c.min)}"
     if c.max is not None and value > c.max:
@@ -126,13 +131,13 @@ def path_within(value: str, roots: Sequence[str], *, cwd: str, resolve: Resolver
     the kernel follows symlinks first, many servers expand "~", some take file: URIs. A
     path passes only if all of these interpretations are inside a root.
     """
-    if "\x00" in value:
-        return "path contains a NUL byte"
     if not value:
         return "path is empty"
     path = _uri_to_path(value)
     if path is None:
         return f"{_show(value)} is a URI, not a path"
+    if "\x00" in path:  # checked after decoding: file:///a%00b holds one too
+        return "path contains a NUL byte"
     real_roots = [resolve(root) for root in roots]
     for candidate in _interpretations(path, cwd):
         if not any(_inside(resolve(candidate), root) for root in real_roots):
@@ -190,10 +195,7 @@ def normalise_host(host: str) -> str | None:
         return None
     if host.startswith("[") or ":" in host:
         return host
-    try:
-        return host.encode("idna").decode("ascii")
-    except UnicodeError:
-        return None
+    return hostnames.to_ascii(host)
 
 
 def host_matches(host: str, pattern: str) -> bool:

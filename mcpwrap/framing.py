@@ -211,7 +211,7 @@ class _IdScanner:
         if self.data[self.pos : self.pos + 1] == b'"':
             return self._string()
         end = self.pos
-        while self.data[end : end + 1] in b"-0123456789":
+        while end < len(self.data) and self.data[end] in b"-0123456789":
             end += 1
         if end == self.pos or self.data[end] not in b",} \t\r\n":
             return None

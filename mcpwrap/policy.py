@@ -12,8 +12,10 @@ which line of which file decided.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Mapping
 from typing import Any, NamedTuple
+from urllib.parse import unquote
 
 from mcpwrap.constraints import Resolver, check_value
 from mcpwrap.profile import Access, PolicySpec, Profile, Selection, ToolClass, ToolSpec
@@ -187,9 +189,20 @@ def _selection_verdict(sel: Selection, kind: str, name: str | None) -> Verdict:
     rule = f"policy.{kind}"
     if not sel.allow_all and not sel.patterns:
         return refuse(rule, f"{kind} are denied by the profile", METHOD_NOT_FOUND)
-    if name is None or sel.allows(name):
+    if name is None or sel.allow_all:
+        return allow(rule)
+    if kind == "resources" and _has_dot_segments(name):
+        # A glob's "*" also matches "/" and "..": file:///proj/* must not admit
+        # file:///proj/../etc/passwd, nor its percent-encoded spelling.
+        return refuse(rule, f"resource {name!r} has . or .. path segments")
+    if sel.allows(name):
         return allow(rule)
     return refuse(rule, f"{kind[:-1]} {name!r} is not allowed by the profile")
+
+
+def _has_dot_segments(uri: str) -> bool:
+    path = unquote(uri.split("?", 1)[0].split("#", 1)[0])
+    return any(segment in (".", "..") for segment in re.split(r"[/\\]", path))
 
 
 def _completion_verdict(policy: PolicySpec, params: object) -> Verdict:
@@ -242,8 +255,10 @@ def decide_input_requests(policy: PolicySpec, result: object) -> Verdict:
     if not isinstance(result, dict) or result.get("resultType") != "input_required":
         return ALLOW
     requests = result.get("inputRequests")
+    if requests is None:
+        return ALLOW  # only requestState: nothing is asked of the client
     if not isinstance(requests, dict):
-        return ALLOW
+        return refuse("protocol.input_requests", "inputRequests must be an object")
     for request in requests.values():
         method = request.get("method") if isinstance(request, dict) else None
         verdict = decide_server_request(policy, method if isinstance(method, str) else "")

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple, NoReturn, TypeVar
 
-from mcpwrap import sha
+from mcpwrap import hostnames, sha
 from mcpwrap.discovery import is_directly_in, project_of
 from mcpwrap.errors import ProfileError
 from mcpwrap.tomlkeys import key_lines
@@ -855,10 +855,7 @@ def _normal_host(text: str) -> str:
         raise ValueError(
             f'{_show(text)}: "*" may only be the whole left-most label, as in "*.example.com"'
         )
-    try:
-        host = host.encode("idna").decode("ascii")
-    except UnicodeError:
-        host = ""
+    host = hostnames.to_ascii(host) or ""
     if not all(_LABEL.fullmatch(label) for label in host.split(".")):
         raise ValueError(f'{_show(text)} is not a host name like "example.com" or "*.example.com"')
     return wildcard + host

@@ -32,8 +32,9 @@ def take(tokens: float, updated: float, now: float, rate: Rate) -> tuple[float, 
     per_token = rate.per_seconds / rate.count
     elapsed = max(0.0, now - updated)
     tokens = min(float(rate.count), tokens + elapsed / per_token)
-    if tokens >= 1.0:
-        return tokens - 1.0, 0.0
+    # A caller that waited exactly the time it was told must not miss by a rounding error.
+    if tokens >= 1.0 - 1e-9:
+        return max(0.0, tokens - 1.0), 0.0
     return tokens, (1.0 - tokens) * per_token
 
 
@@ -50,7 +51,7 @@ class RateLimiter:
 
         try:
             return self._take(self._connect(), key, rate, now)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise RateStateError(
                 f"rate state {self._path}: {exc}; check that the state directory is "
                 "writable, or remove the file to reset every rate limit"
