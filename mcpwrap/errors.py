@@ -1,10 +1,10 @@
 """The exception tree. The CLI is the only place that turns these into messages.
 
-    MCPWrapError            anything mcpwrap reports to a person and exits on
-      ProfileError          a profile that does not load or validate (names file:line: key)
-      DiscoveryError        no profile found for a name or a server command
-      AuditError            an audit log that cannot be opened, written or read
-      UsageError            a command line that does not make sense
+MCPWrapError            anything mcpwrap reports to a person and exits on
+  ProfileError          a profile that does not load or validate (names file:line: key)
+  DiscoveryError        no profile found for a name or a server command
+  AuditError            an audit log that cannot be opened, written or read
+  UsageError            a command line that does not make sense
 """
 
 

@@ -1,0 +1,189 @@
+"""Command line: parse arguments, call one function per subcommand, turn errors into
+messages and exit codes. Nothing else in mcpwrap prints errors or exits.
+
+Imports stay inside the subcommands: `run` sits between a desktop client and its server,
+and every millisecond of start-up is paid on each launch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from mcpwrap import __version__
+from mcpwrap.errors import MCPWrapError
+
+_RUN_EXAMPLE = """\
+example (a Claude Desktop / Cursor / VS Code server entry):
+  "command": "mcpwrap",
+  "args": ["run", "--profile", "fs", "--", "npx", "@modelcontextprotocol/server-filesystem", "."]
+
+  mcpwrap run --profile ./.mcpwrap/time.toml -- uvx mcp-server-time
+
+--profile NAME looks in ./.mcpwrap/NAME.toml up to the project root, then
+~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles. Without --profile
+the name comes from the server command (npx @scope/server-x -> server-x).
+"""
+
+_AUDIT_EXAMPLE = """\
+examples:
+  mcpwrap audit verify                  check the hash chain of the default log
+  mcpwrap audit tail -n 50              the last 50 decisions, one line each
+  mcpwrap audit tail -f --log ./a.jsonl follow a log as it grows
+"""
+
+_DEMO_EXAMPLE = """\
+example:
+  mcpwrap demo            run the bundled server under the bundled profile and show
+                          what was allowed, what was refused and why, and the audit log
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mcpwrap",
+        description="Run a stdio MCP server behind a capability profile, with an audit log.",
+        epilog="See mcpwrap(1) and mcpwrap-profile(5). `mcpwrap CMD --help` shows examples.",
+    )
+    parser.add_argument("--version", action="version", version=f"mcpwrap {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    _add_run(sub)
+    _add_audit(sub)
+    _add_demo(sub)
+    return parser
+
+
+def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "run",
+        help="relay a server's stdio under a profile",
+        description="Start CMD as the MCP server and relay the client's stdio to it: tools/list is "
+        "filtered and every tools/call is checked against the profile before the server sees it; "
+        "each decision is written to the audit log.",
+        epilog=_RUN_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--profile", "-p", metavar="NAME|PATH", help="the capability profile (name or .toml path)"
+    )
+    p.add_argument(
+        "--max-message",
+        metavar="SIZE",
+        default="64MiB",
+        help="largest message relayed in either direction (default: 64MiB)",
+    )
+    p.add_argument(
+        "server",
+        nargs=argparse.REMAINDER,
+        metavar="-- CMD ...",
+        help="the server command, after `--` (or [server] command in the profile)",
+    )
+
+
+def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="verify and read the audit log",
+        description="Read the hash-chained JSONL audit log.",
+        epilog=_AUDIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
+    verify = asub.add_parser(
+        "verify",
+        help="check the hash chain; say which record broke it",
+        epilog=_AUDIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tail = asub.add_parser(
+        "tail",
+        help="print the last records for a person",
+        epilog=_AUDIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    tail.add_argument("-n", type=int, default=20, metavar="N", help="how many records (default 20)")
+    tail.add_argument(
+        "-f", "--follow", action="store_true", help="keep printing records as they arrive"
+    )
+    for q in (verify, tail):
+        q.add_argument(
+            "--log", metavar="PATH", help="the log file (default: the state dir's audit.jsonl)"
+        )
+
+
+def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    sub.add_parser(
+        "demo",
+        help="show mcpwrap at work on a bundled server, offline",
+        description="Run a small bundled MCP server under a bundled profile, drive it with the MCP "
+        "SDK's client, and show what was allowed, what was refused and why, and the audit records. "
+        "Needs no network and writes only to a temporary directory.",
+        epilog=_DEMO_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _dispatch(args)
+    except MCPWrapError as exc:
+        _fatal(str(exc), exc.exit_code)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "run":
+        return _run(args)
+    if args.command == "audit":
+        return _audit(args)
+    from mcpwrap.demo import run_demo
+
+    return run_demo()
+
+
+def _run(args: argparse.Namespace) -> int:
+    from mcpwrap.errors import UsageError
+    from mcpwrap.runner import RunOptions, run
+    from mcpwrap.units import parse_size
+
+    command = list(args.server)
+    if command and command[0] == "--":
+        command = command[1:]
+    try:
+        max_message = parse_size(args.max_message)
+    except ValueError as exc:
+        raise UsageError(f"--max-message: {exc}") from exc
+    if max_message < 1024:
+        raise UsageError(
+            f"--max-message: {args.max_message} is below 1KiB, too small for initialize"
+        )
+    return run(RunOptions(profile=args.profile, command=tuple(command), max_message=max_message))
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from mcpwrap import auditread, paths
+
+    log = args.log or os.path.join(paths.state_dir(), "audit.jsonl")
+    if args.audit_command == "tail":
+        auditread.tail(log, args.n, follow=args.follow)
+        return 0
+    report = auditread.verify(log)
+    for problem in report.problems:
+        print(f"{log}:{problem.line}: {problem.kind}: {problem.message}")
+    state = "ok" if report.ok else f"BROKEN ({len(report.problems)} problems)"
+    print(f"{log}: {report.records} records, chain {state}; last hash {report.last_hash or '-'}")
+    return 0 if report.ok else 1
+
+
+def _fatal(message: str, code: int) -> NoReturn:
+    sys.stderr.write(f"mcpwrap: error: {message}\n")
+    raise SystemExit(code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
