@@ -31,6 +31,23 @@ _UNKNOWN = -1  # a size no file has: forces a read-back on the next write
 _ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, allow_nan=False, default=str)
 
 
+# Counts forks in this process's line, so a writer can tell it is in a child without a
+# getpid() syscall on every write.
+_FORKS = [0]
+os.register_at_fork(after_in_child=lambda: _FORKS.__setitem__(0, _FORKS[0] + 1))
+
+
+def encode_fields(fields: Mapping[str, object]) -> bytes:
+    """`"key":value,...` for a record (no braces), ASCII only: for write(prefix=...).
+
+    ensure_ascii escapes every control and non-ASCII character: the log is safe to cat.
+    """
+    clash = _RESERVED_SET.intersection(fields)
+    if clash:
+        raise ValueError(f"audit record may not set {', '.join(sorted(clash))}")
+    return _ENCODER.encode(dict(fields))[1:-1].encode("ascii")
+
+
 def line_hash(line: bytes) -> str:
     """The chain hash of one line: sha256 of its bytes without the newline."""
     return sha.hexdigest(line)
@@ -64,9 +81,10 @@ class AuditWriter:
     def __init__(self, path: str, *, session: str) -> None:
         self._path = path
         self._session = session
+        self._session_json = _ENCODER.encode(session)
         self._lock = _thread.allocate_lock()
         self._fd: int | None = _open_log(path)
-        self._pid = os.getpid()
+        self._forks = _FORKS[0]
         # What this writer knows about the file's end: valid while the size matches.
         self._size = _UNKNOWN
         self._seq = 0
@@ -76,8 +94,13 @@ class AuditWriter:
     def path(self) -> str:
         return self._path
 
-    def write(self, record: Mapping[str, object]) -> str:
+    def write(self, record: Mapping[str, object], *, prefix: bytes = b"") -> str:
         """Append one record; return its hash (the next record's "prev").
+
+        `prefix` is a fragment made earlier by encode_fields(): fields known before the
+        record is due (the relay encodes a call's fixed fields while the server works,
+        so that only the outcome is encoded when the reply arrives). Its keys and the
+        record's must not overlap.
 
         Raises ValueError for a record that sets a reserved key or holds NaN/Infinity,
         and AuditError when the file cannot be written.
@@ -90,7 +113,7 @@ class AuditWriter:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    return self._append(fd, record)
+                    return self._append(fd, record, prefix)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             except OSError as exc:
@@ -125,13 +148,13 @@ class AuditWriter:
     def _current_fd(self) -> int:
         if self._fd is None:
             raise AuditError(f"audit log {self._path} is closed; records cannot be written")
-        if os.getpid() != self._pid:  # forked: get an open file description of our own
+        if _FORKS[0] != self._forks:  # forked: get an open file description of our own
             fd = _open_log(self._path)
             os.close(self._fd)
-            self._fd, self._pid, self._size = fd, os.getpid(), _UNKNOWN
+            self._fd, self._forks, self._size = fd, _FORKS[0], _UNKNOWN
         return self._fd
 
-    def _append(self, fd: int, record: Mapping[str, object]) -> str:
+    def _append(self, fd: int, record: Mapping[str, object], prefix: bytes) -> str:
         """Chain and write one record; the caller holds the flock."""
         size = os.fstat(fd).st_size
         terminator = b""
@@ -139,7 +162,7 @@ class AuditWriter:
             self._seq, self._hash, torn = _tail_state(fd, size)
             # A crashed writer's torn line gets its newline so it stays one bad line.
             terminator = b"\n" if torn else b""
-        line = self._encode(record)
+        line = self._encode(record, prefix)
         # No fsync: once write(2) returns the bytes are the kernel's, so a kill -9 of this
         # process cannot lose them; only a kernel crash or power cut could.
         _write_all(fd, terminator + line + b"\n")
@@ -148,17 +171,19 @@ class AuditWriter:
         self._hash = line_hash(line)
         return self._hash
 
-    def _encode(self, record: Mapping[str, object]) -> bytes:
-        head: dict[str, object] = {
-            "v": VERSION,
-            "seq": self._seq + 1,
-            "prev": self._hash,
-            "ts": utc_timestamp(time.time_ns()),
-            "session": self._session,
-        }
-        head.update(record)
-        # ensure_ascii escapes every control and non-ASCII character: safe to cat.
-        return _ENCODER.encode(head).encode("ascii")
+    def _encode(self, record: Mapping[str, object], prefix: bytes) -> bytes:
+        # The head is formatted, not serialised: its values are known to need no escaping
+        # (ints, a hex hash, a timestamp) except the session, encoded once.
+        head = (
+            f'{{"v":{VERSION},"seq":{self._seq + 1},"prev":"{self._hash}",'
+            f'"ts":"{utc_timestamp(time.time_ns())}","session":{self._session_json}'
+        ).encode("ascii")
+        parts = [head]
+        if prefix:
+            parts.append(prefix)
+        if record:
+            parts.append(encode_fields(record))
+        return b",".join(parts) + b"}"
 
 
 def _open_log(path: str) -> int:

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
 from mcpwrap import policy
-from mcpwrap.audit import AuditWriter
+from mcpwrap.audit import AuditWriter, encode_fields
 from mcpwrap.constraints import Resolver
 from mcpwrap.errors import MCPWrapError
 from mcpwrap.framing import LineReader, Oversize, peek_id, write_line
@@ -52,13 +52,14 @@ class Pending:
     """A client request forwarded to the server and not answered yet."""
 
     __slots__ = (
-        "args",
+        "arguments",
         "bytes_in",
         "cpu_start",
         "deadline",
         "method",
         "modern",
         "msg_id",
+        "prefix",
         "progress",
         "started",
         "tool",
@@ -80,7 +81,8 @@ class Pending:
         self.deadline: float | None = None
         self.progress: object = None
         self.cpu_start = 0.0
-        self.args: dict[str, Any] = {}
+        self.arguments: object = None
+        self.prefix = b""  # the call record's fixed fields, encoded ahead of the reply
         self.modern = False  # sent in the 2026-07-28 generation: our answers need resultType
 
 
@@ -187,7 +189,7 @@ class Relay:
 
     def _client_line(self, line: bytes) -> None:
         try:
-            msg = json.loads(line)
+            msg = _decode(line)
         except ValueError as exc:
             self._protocol_refusal(
                 None, policy.PARSE_ERROR, f"Parse error: {exc}", "protocol.json", len(line)
@@ -256,8 +258,11 @@ class Relay:
         now = self._opt.clock()
         pending = Pending(msg["id"], "tools/call", now, len(line), tool)
         pending.deadline = now + policy.call_timeout(self.profile, tool)
-        pending.args = arguments_field(self.profile.audit.arguments, arguments)
-        self._forward(pending, params, line)
+        pending.arguments = arguments
+        if self._forward(pending, params, line):
+            # While the server works: encode the record's fixed fields now, so the reply's
+            # path only encodes the outcome. A reply that wins the race makes its own.
+            pending.prefix = self._call_prefix(pending)
 
     def _limits_verdict(self, tool: ToolSpec) -> Verdict:
         with self._lock:
@@ -270,7 +275,7 @@ class Relay:
             return policy.refuse_result(f"tools.{tool.name}.rate", str(exc))
         return policy.rate_verdict(tool, wait)
 
-    def _forward(self, pending: Pending, params: object, line: bytes) -> None:
+    def _forward(self, pending: Pending, params: object, line: bytes) -> bool:
         key = _key(pending.msg_id)
         pending.progress = _progress_token(params)
         pending.modern = _is_modern(params)
@@ -285,8 +290,9 @@ class Relay:
             self._protocol_refusal(
                 pending.msg_id, policy.INVALID_REQUEST, reason, "protocol.duplicate_id", len(line)
             )
-            return
+            return False
         self._to_server(line)
+        return True
 
     def _register(self, key: Key, pending: Pending) -> None:
         """Add a pending request; the caller holds the lock."""
@@ -369,7 +375,6 @@ class Relay:
                 pending,
                 outcome="cancelled",
                 bytes_out=0,
-                decision="allow",
                 rule="protocol.cancelled",
             )
         return True
@@ -423,7 +428,7 @@ class Relay:
 
     def _server_line(self, line: bytes) -> None:
         try:
-            msg = json.loads(line)
+            msg = _decode(line)
         except ValueError as exc:
             self._server_garbage(line, f"invalid JSON ({exc})")
             return
@@ -547,7 +552,6 @@ class Relay:
             pending,
             outcome=outcome,
             bytes_out=bytes_out,
-            decision="allow",
             rule=f"tools.{pending.tool.name}" if pending.tool else "",
         )
 
@@ -632,7 +636,6 @@ class Relay:
                 pending,
                 outcome="error",
                 bytes_out=item.size,
-                decision="allow",
                 rule="protocol.max_message",
             )
         self._to_client(
@@ -738,9 +741,7 @@ class Relay:
             "params": {"requestId": pending.msg_id, "reason": verdict.reason},
         }
         self._to_server(_encode(cancel))
-        self._record_call(
-            pending, outcome="timeout", bytes_out=0, decision="allow", rule=verdict.rule
-        )
+        self._record_call(pending, outcome="timeout", bytes_out=0, rule=verdict.rule)
         self._to_client(_encode(_tool_error(pending.msg_id, verdict, pending.modern)))
 
     def fail_pending(self, reason: str) -> None:
@@ -755,7 +756,6 @@ class Relay:
                     pending,
                     outcome="error",
                     bytes_out=0,
-                    decision="allow",
                     rule="protocol.server_exit",
                 )
             self._to_client(_encode(_error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
@@ -787,9 +787,22 @@ class Relay:
             return {"class": None, "effects": []}
         return {"class": tool.cls.value, "effects": list(tool.effects)}
 
-    def _record_call(
-        self, pending: Pending, *, outcome: str, bytes_out: int, decision: str, rule: str
-    ) -> None:
+    def _call_prefix(self, pending: Pending) -> bytes:
+        """The fixed fields of an allowed call's record, encoded."""
+        return encode_fields(
+            {
+                **self._common(),
+                "event": "call",
+                "decision": "allow",
+                "tool": pending.tool.name if pending.tool else None,
+                "request_id": pending.msg_id,
+                "bytes_in": pending.bytes_in,
+                **self._tool_fields(pending.tool),
+                **arguments_field(self.profile.audit.arguments, pending.arguments),
+            }
+        )
+
+    def _record_call(self, pending: Pending, *, outcome: str, bytes_out: int, rule: str) -> None:
         duration = (self._opt.clock() - pending.started) * 1000.0
         usage: dict[str, Any] = {"cpu_ms": None, "peak_rss_kb": None}
         if self._tree is not None:
@@ -799,31 +812,25 @@ class Relay:
                     "cpu_ms": round(self._tree.cpu_ms() - pending.cpu_start, 1),
                     "peak_rss_kb": self._tree.peak_rss_kb(),
                 }
-        self._record(
-            "call",
-            decision=decision,
-            tool=pending.tool.name if pending.tool else None,
-            rule=rule,
-            outcome=outcome,
-            request_id=pending.msg_id,
-            duration_ms=round(duration, 3),
-            bytes_in=pending.bytes_in,
-            bytes_out=bytes_out,
+        dynamic = {
+            "rule": rule,
+            "outcome": outcome,
+            "duration_ms": round(duration, 3),
+            "bytes_out": bytes_out,
             **usage,
-            **self._tool_fields(pending.tool),
-            **pending.args,
-        )
+        }
+        self._write(dynamic, pending.prefix or self._call_prefix(pending))
+
+    def _common(self) -> dict[str, Any]:
+        return {"server": self.profile.name, "agent": self.agent.as_record(), "token": None}
 
     def _record(self, event: str, **fields: Any) -> None:
-        record = {
-            "event": event,
-            "server": self.profile.name,
-            "agent": self.agent.as_record(),
-            "token": None,
-            **fields,
-        }
+        self._write({"event": event, **self._common(), **fields})
+
+    def _write(self, record: dict[str, Any], prefix: bytes = b"") -> None:
         try:
-            self._audit.write(record)  # the writer is thread-safe and chains across processes
+            # The writer is thread-safe and chains across processes.
+            self._audit.write(record, prefix=prefix)
         except (MCPWrapError, OSError) as exc:
             # Fail closed: no further call is allowed once decisions cannot be recorded.
             if self.audit_broken is None:
@@ -839,6 +846,15 @@ class Relay:
             self._log.flush()
         except (OSError, ValueError):
             pass
+
+
+_DECODER = json.JSONDecoder()
+
+
+def _decode(line: bytes) -> Any:
+    """One message. MCP is UTF-8: decoding here skips json.loads' encoding detection, a
+    Python-level step on every message; bad UTF-8 is a ValueError like bad JSON."""
+    return _DECODER.decode(line.decode("utf-8"))
 
 
 def _progress_token(params: object) -> object:

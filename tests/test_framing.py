@@ -442,3 +442,25 @@ def test_writes_deliver_every_byte(
 ) -> None:
     got, _ = _through_pipe(lambda fd: write(fd, data))
     assert got == expected
+
+
+def test_the_tail_of_an_oversized_line_read_on_its_own_is_not_a_message() -> None:
+    """The fast path (one whole message per read) must not fire while a line over the cap
+    is being dropped: its last chunk ends in a newline like a message does."""
+    r, w = os.pipe()
+    try:
+        reader = LineReader(r, max_line=1024)
+        os.write(w, b'{"id": 1, "x": "' + b"a" * 4000)  # over the cap, no newline yet
+        reader._fill()  # one read at a time, as the relay's loop does
+        assert not reader.drain_ready()
+        os.write(w, b'aaaa"}\n')  # the tail, alone in one read, ending like a message
+        reader._fill()
+        os.write(w, b'{"id": 2}\n')
+        reader._fill()
+        items = reader.drain_ready()
+        assert len(items) == 2
+        assert isinstance(items[0], Oversize) and items[0].size == 4000 + 16 + 6
+        assert items[1] == b'{"id": 2}'
+    finally:
+        os.close(r)
+        os.close(w)
