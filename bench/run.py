@@ -3,10 +3,12 @@
     python bench/run.py [--calls 2000] [--starts 15] [--blobs 20]
 
 A raw JSON-RPC client (no SDK: the client's own cost must not hide the relay's) drives
-bench/echo_server.py directly and through mcpwrap with bench/allow_all.toml (every tool
-allowed, audit on). It prints start to first reply, small-call round trip p50/p99,
-throughput of 4 MiB results and mcpwrap's peak RSS, each beside the direct figure with
-the ratio. Figures are noisy: compare the two columns of one run, not runs.
+bench/echo_server.py three ways: directly; through bench/floor_relay.py (the least a
+Python relay can do: parse each line, forward it); and through mcpwrap with
+bench/allow_all.toml (every tool allowed, audit on). It prints start to first reply,
+small-call round trip p50/p99, throughput of 4 MiB results and peak RSS (the server's,
+then each relay's), with mcpwrap's figures against the direct path. Figures are noisy:
+compare the columns of one run, not runs.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def measure(argv: list[str], env: dict[str, str], args: argparse.Namespace) -> F
     )
 
 
-def table(direct: Figures, wrapped: Figures) -> str:
+def table(direct: Figures, floor: Figures, wrapped: Figures) -> str:
     rows: list[tuple[str, Callable[[Figures], float], str, str]] = [
         ("start to first reply", lambda f: f.start_ms, "ms", "added"),
         ("small call round trip p50", lambda f: f.p50_us, "us", "added"),
@@ -154,18 +156,20 @@ def table(direct: Figures, wrapped: Figures) -> str:
         ("peak RSS of the process", lambda f: f.peak_rss_mb, "MB", "-"),
     ]
     lines = [
-        f"| {'measure':28} | {'direct':>10} | {'mcpwrap':>10} | {'mcpwrap vs direct':>18} |",
-        f"|{'-' * 30}|{'-' * 12}|{'-' * 12}|{'-' * 20}|",
+        f"| {'measure':26} | {'direct':>10} | {'floor relay':>12} | {'mcpwrap':>10} "
+        f"| {'mcpwrap vs direct':>18} |",
+        f"|{'-' * 28}|{'-' * 12}|{'-' * 14}|{'-' * 12}|{'-' * 20}|",
     ]
     for name, get, unit, kind in rows:
-        d, w = get(direct), get(wrapped)
+        d, f, w = get(direct), get(floor), get(wrapped)
         if kind == "added":
             delta = f"+{w - d:.1f} {unit} ({w / d:.2f}x)"
         elif kind == "ratio":
             delta = f"{w / d * 100:.0f} % of direct"
         else:
             delta = "-"
-        lines.append(f"| {name:28} | {d:>7.1f} {unit:>2} | {w:>7.1f} {unit:>2} | {delta:>18} |")
+        cells = [f"{d:>7.1f} {unit:>2}", f"{f:>9.1f} {unit:>2}", f"{w:>7.1f} {unit:>2}"]
+        lines.append(f"| {name:26} | {' | '.join(cells)} | {delta:>18} |")
     return "\n".join(lines)
 
 
@@ -188,6 +192,7 @@ def main() -> int:
     env = {**os.environ, "XDG_STATE_HOME": state, "XDG_CONFIG_HOME": state}
     try:
         direct = measure(SERVER, env, args)
+        floor = measure([sys.executable, str(HERE / "floor_relay.py"), *SERVER], env, args)
         wrapped = measure(mcpwrap_cmd(), env, args)
     finally:
         shutil.rmtree(state, ignore_errors=True)
@@ -195,7 +200,7 @@ def main() -> int:
         f"mcpwrap benchmark: {args.calls} small calls, {args.blobs} x 4 MiB results, "
         f"{args.starts} starts; python {sys.version.split()[0]}, {os.cpu_count()} cpus"
     )
-    print(table(direct, wrapped))
+    print(table(direct, floor, wrapped))
     return 0
 
 
