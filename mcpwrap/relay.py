@@ -137,21 +137,21 @@ class Relay:
 
     def pump_client(self) -> None:
         """Client to server, until the client closes its end."""
-        reader = LineReader(self._client_in, self._opt.max_message)
-        while (item := reader.read()) is not None:
-            if isinstance(item, Oversize):
-                self._client_oversize(item)
-            else:
-                self._client_line(item)
+        self._pump(self._client_in, self._client_line, self._client_oversize)
 
     def pump_server(self) -> None:
         """Server to client, until the server closes its stdout."""
-        reader = LineReader(self._server_out, self._opt.max_message)
+        self._pump(self._server_out, self._server_line, self._server_oversize)
+
+    def _pump(
+        self, fd: int, on_line: Callable[[bytes], None], on_oversize: Callable[[Oversize], None]
+    ) -> None:
+        reader = LineReader(fd, self._opt.max_message)
         while (item := reader.read()) is not None:
             if isinstance(item, Oversize):
-                self._server_oversize(item)
+                on_oversize(item)
             else:
-                self._server_line(item)
+                on_line(item)
 
     def pump_deadlines(self) -> None:
         """Expire calls whose deadline passed, until close()."""
@@ -346,13 +346,7 @@ class Relay:
     def _client_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
         verdict = policy.decide_client_notification(self.profile.policy, method)
         if not verdict.allowed:
-            self._record(
-                "notification",
-                decision="drop",
-                method=method,
-                rule=verdict.rule,
-                reason=verdict.reason,
-            )
+            self._drop_notification(method, verdict)
             return
         if method == "notifications/cancelled" and not self._client_cancel(msg.get("params")):
             return
@@ -595,15 +589,14 @@ class Relay:
             if not forwarded:
                 return  # it cancels a request we refused: the client never saw it
         if not verdict.allowed:
-            self._record(
-                "notification",
-                decision="drop",
-                method=method,
-                rule=verdict.rule,
-                reason=verdict.reason,
-            )
+            self._drop_notification(method, verdict)
             return
         self._to_client(line)
+
+    def _drop_notification(self, method: str, verdict: Verdict) -> None:
+        self._record(
+            "notification", decision="drop", method=method, rule=verdict.rule, reason=verdict.reason
+        )
 
     def _server_garbage(self, line: bytes, what: str) -> None:
         shown = clean_line(line[:200])
