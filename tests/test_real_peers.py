@@ -321,3 +321,34 @@ def test_inspector_cli_through_mcpwrap(
     assert refused["isError"] is True and "tools.echo.args.message" in refused["content"][0]["text"]
     clients = {r["agent"]["client"]["name"] for r in records(tmp_path) if r["event"] == "call"}
     assert len(clients) == 1 and "inspector" in clients.pop()
+
+
+@pytest.mark.anyio
+async def test_curated_time_profile_is_found_by_name_and_holds(
+    tmp_path: Path, time_server_cmd: list[str]
+) -> None:
+    """profiles/mcp-server-time.toml, found among the built-in profiles by name."""
+    argv = [*MCPWRAP, "run", "--profile", "mcp-server-time", "--", *time_server_cmd]
+    params = StdioServerParameters(
+        command=argv[0],
+        args=argv[1:],
+        cwd=str(tmp_path),
+        env={"PATH": "/usr/local/bin:/usr/bin:/bin", "XDG_STATE_HOME": str(tmp_path / "state")},
+    )
+    async with Client(stdio_client(params), mode="legacy") as client:
+        names = sorted(t.name for t in (await client.list_tools()).tools)
+        assert names == ["convert_time", "get_current_time"]
+        ok = await client.call_tool(
+            "convert_time",
+            {"source_timezone": "UTC", "time": "12:30", "target_timezone": "Asia/Tokyo"},
+        )
+        assert not ok.is_error
+        bad = await client.call_tool(
+            "convert_time",
+            {"source_timezone": "UTC", "time": "25:99", "target_timezone": "Asia/Tokyo"},
+        )
+        assert bad.is_error and "tools.convert_time.args.time" in text(bad)
+        odd = await client.call_tool("get_current_time", {"timezone": "../../etc/passwd"})
+        assert odd.is_error
+    log = tmp_path / "state" / "mcpwrap" / "audit.jsonl"
+    assert {r["server"] for r in audit_records(log)} == {"time"}

@@ -481,3 +481,27 @@ def test_server_stderr_reaches_ours_without_control_characters(wrapped: Wrapped)
     err = wrapped.proc.stderr.read().decode()  # type: ignore[union-attr]
     line = next(x for x in err.splitlines() if "plain" in x)
     assert line == "red title evil plain"
+
+
+def test_a_call_record_holds_every_field_the_audit_promises(tmp_path: Path) -> None:
+    body = BASE.replace(
+        '[tools.echo]\nclass = "read"', '[tools.echo]\nclass = "read"\neffects = ["none"]'
+    )
+    with Wrapped(
+        write_profile(tmp_path, body % {"policy": "", "slow_timeout": "10s"}), RAW_SERVER
+    ) as w:
+        w.initialize()
+        w.call("echo", {"text": "fields"}, msg_id=1)
+        w.close()
+    record = next(r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "call")
+    assert record["v"] == 1 and len(record["prev"]) == 64 and record["seq"] >= 1
+    assert record["ts"].endswith("Z") and len(record["session"]) == 32
+    assert record["agent"]["client"] == {"name": "pytest", "version": "1.0"}
+    assert record["agent"]["pid"] > 0 and record["agent"]["exe"]  # the launching process
+    assert record["token"] is None and record["server"] == "test"
+    assert (record["tool"], record["class"], record["effects"]) == ("echo", "read", ["none"])
+    assert (record["decision"], record["rule"], record["outcome"]) == ("allow", "tools.echo", "ok")
+    assert record["duration_ms"] > 0 and record["bytes_in"] > 0 and record["bytes_out"] > 0
+    assert record["cpu_ms"] >= 0 and record["peak_rss_kb"] > 1000  # a python server's tree
+    assert record["args"] == {"text": "fields"}  # [audit] arguments = "full" in these tests
+    assert record["request_id"] == 1
