@@ -4,8 +4,9 @@
 
 A raw JSON-RPC client (no SDK: the client's own cost must not hide the relay's) drives
 bench/echo_server.py three ways: directly; through bench/floor_relay.py (the least a
-Python relay can do: parse each line, forward it); and through mcpwrap with
-bench/allow_all.toml (every tool allowed, audit on). It prints start to first reply,
+Python relay can do: parse each line, forward it); through mcpwrap with
+bench/allow_all.toml (every tool allowed, audit on, no jail); and the same with the jail
+(bench/jailed.toml). It prints start to first reply,
 small-call round trip p50/p99, throughput of 4 MiB results and peak RSS (the server's,
 then each relay's), with mcpwrap's figures against the direct path. Figures are noisy:
 compare the columns of one run, not runs.
@@ -40,10 +41,10 @@ INIT = {
 }
 
 
-def mcpwrap_cmd() -> list[str]:
+def mcpwrap_cmd(profile: str = "allow_all.toml") -> list[str]:
     script = Path(sys.executable).parent / "mcpwrap"
     base = [str(script)] if script.exists() else [sys.executable, "-m", "mcpwrap"]
-    return [*base, "run", "--profile", str(HERE / "allow_all.toml"), "--", *SERVER]
+    return [*base, "run", "--profile", str(HERE / profile), "--", *SERVER]
 
 
 class Peer:
@@ -147,7 +148,7 @@ def measure(argv: list[str], env: dict[str, str], args: argparse.Namespace) -> F
     )
 
 
-def table(direct: Figures, floor: Figures, wrapped: Figures) -> str:
+def table(direct: Figures, floor: Figures, wrapped: Figures, jailed: Figures) -> str:
     rows: list[tuple[str, Callable[[Figures], float], str, str]] = [
         ("start to first reply", lambda f: f.start_ms, "ms", "added"),
         ("small call round trip p50", lambda f: f.p50_us, "us", "added"),
@@ -155,22 +156,29 @@ def table(direct: Figures, floor: Figures, wrapped: Figures) -> str:
         ("4 MiB results throughput", lambda f: f.mb_per_s, "MB/s", "ratio"),
         ("peak RSS of the process", lambda f: f.peak_rss_mb, "MB", "-"),
     ]
-    lines = [
-        f"| {'measure':26} | {'direct':>10} | {'floor relay':>12} | {'mcpwrap':>10} "
-        f"| {'mcpwrap vs direct':>18} |",
-        f"|{'-' * 28}|{'-' * 12}|{'-' * 14}|{'-' * 12}|{'-' * 20}|",
-    ]
+    names = (
+        "direct",
+        "floor relay",
+        "mcpwrap",
+        "mcpwrap+jail",
+        "mcpwrap vs direct",
+        "jail vs mcpwrap",
+    )
+    lines = ["| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, get, unit, kind in rows:
-        d, f, w = get(direct), get(floor), get(wrapped)
-        if kind == "added":
-            delta = f"+{w - d:.1f} {unit} ({w / d:.2f}x)"
-        elif kind == "ratio":
-            delta = f"{w / d * 100:.0f} % of direct"
-        else:
-            delta = "-"
-        cells = [f"{d:>7.1f} {unit:>2}", f"{f:>9.1f} {unit:>2}", f"{w:>7.1f} {unit:>2}"]
-        lines.append(f"| {name:26} | {' | '.join(cells)} | {delta:>18} |")
+        d, f, w, j = get(direct), get(floor), get(wrapped), get(jailed)
+        cells = [f"{v:.1f} {unit}" for v in (d, f, w, j)]
+        cells += [_delta(kind, w, d, unit, "of direct"), _delta(kind, j, w, unit, "of mcpwrap")]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _delta(kind: str, value: float, base: float, unit: str, of: str) -> str:
+    if kind == "added":
+        return f"+{value - base:.1f} {unit} ({value / base:.2f}x)"
+    if kind == "ratio":
+        return f"{value / base * 100:.0f} % {of}"
+    return "-"
 
 
 def main() -> int:
@@ -194,13 +202,14 @@ def main() -> int:
         direct = measure(SERVER, env, args)
         floor = measure([sys.executable, str(HERE / "floor_relay.py"), *SERVER], env, args)
         wrapped = measure(mcpwrap_cmd(), env, args)
+        jailed = measure(mcpwrap_cmd("jailed.toml"), env, args)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     print(
         f"mcpwrap benchmark: {args.calls} small calls, {args.blobs} x 4 MiB results, "
         f"{args.starts} starts; python {sys.version.split()[0]}, {os.cpu_count()} cpus"
     )
-    print(table(direct, floor, wrapped))
+    print(table(direct, floor, wrapped, jailed))
     return 0
 
 

@@ -35,6 +35,12 @@ examples:
   mcpwrap audit tail -f --log ./a.jsonl follow a log as it grows
 """
 
+_DOCTOR_EXAMPLE = """\
+examples:
+  mcpwrap doctor                 can this machine apply every layer of the jail?
+  mcpwrap doctor --profile fs    ... and what profile fs needs, and what its last run applied
+"""
+
 _DEMO_EXAMPLE = """\
 example:
   mcpwrap demo            run the bundled server under the bundled profile and show
@@ -52,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
     _add_audit(sub)
+    _add_doctor(sub)
     _add_demo(sub)
     return parser
 
@@ -114,6 +121,19 @@ def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         )
 
 
+def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "doctor",
+        help="check that every sandbox layer works on this machine",
+        description="Probe each layer of the jail (namespaces, Landlock, seccomp), start the "
+        "jail once end to end, and with --profile say what the profile needs and whether its "
+        "last run was sandboxed. Exit status 1 if a layer is missing.",
+        epilog=_DOCTOR_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--profile", "-p", metavar="NAME|PATH", help="also report on this profile")
+
+
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub.add_parser(
         "demo",
@@ -141,6 +161,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _run(args)
     if args.command == "audit":
         return _audit(args)
+    if args.command == "doctor":
+        return _doctor(args)
     from mcpwrap.demo import run_demo
 
     return run_demo()
@@ -178,6 +200,21 @@ def _audit(args: argparse.Namespace) -> int:
     state = "ok" if report.ok else f"BROKEN ({len(report.problems)} problems)"
     print(f"{log}: {report.records} records, chain {state}; last hash {report.last_hash or '-'}")
     return 0 if report.ok else 1
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    from mcpwrap import paths
+    from mcpwrap.doctor import run_doctor
+    from mcpwrap.profile import load_profile
+
+    profile = None
+    if args.profile:
+        profile = load_profile(
+            paths.find(args.profile),
+            state_dir=paths.state_dir(),
+            builtin_dir=paths.builtin_profiles_dir(),
+        )
+    return run_doctor(profile)
 
 
 def _fatal(message: str, code: int) -> NoReturn:

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 from mcpwrap.errors import MCPWrapError, UsageError
 from mcpwrap.framing import widen_pipe
@@ -117,6 +120,82 @@ def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
             f"cannot start the server {argv[0]!r}: {exc.strerror} (cwd {cwd})"
         ) from exc
     child = Child(process)
+    for fd in child.fds():
+        widen_pipe(fd)
+    return child
+
+
+class Jailed(Child):
+    """A server started through the jail trampoline; `wait_ready` reports its set-up."""
+
+    def __init__(self, process: subprocess.Popen[bytes], status_fd: int) -> None:
+        super().__init__(process)
+        self._status_fd = status_fd
+
+    def wait_ready(self) -> None:
+        """Block until the trampoline exec'd the server (EOF) or failed (a JSON report)."""
+        chunks = []
+        while chunk := os.read(self._status_fd, 65536):
+            chunks.append(chunk)
+        os.close(self._status_fd)
+        if not chunks:
+            return
+        self.process.wait()
+        raise SandboxError(json.loads(b"".join(chunks)))
+
+
+class SandboxError(LaunchError):
+    """A jail layer that could not be applied: the run stops (fail closed)."""
+
+    exit_code = 126
+
+    def __init__(self, report: dict[str, Any]) -> None:
+        self.report = report
+        hint = report.get("hint") or _HINTS.get(str(report.get("step")), "")
+        super().__init__(
+            f"the sandbox could not be applied: {report.get('message')}"
+            + (f" ({hint})" if hint else "")
+            + "; see `mcpwrap doctor`. To run this server without the sandbox (unsafe), "
+            "set [sandbox] enforce = false in its profile"
+        )
+
+
+_HINTS = {
+    "namespaces": "unprivileged user namespaces may be off (sysctl "
+    "kernel.unprivileged_userns_clone, or AppArmor's "
+    "kernel.apparmor_restrict_unprivileged_userns on Ubuntu 24.04)",
+    "landlock": "the kernel needs Landlock (5.13+, lsm=landlock in the boot parameters)",
+    "seccomp": "libseccomp (Debian: libseccomp2) and the pyseccomp package are needed",
+}
+
+
+def start_jailed(spec: dict[str, Any]) -> Jailed:
+    """Start the trampoline: a fresh interpreter applies the layers, then execs the server."""
+    spec_r, spec_w = os.pipe()
+    status_r, status_w = os.pipe()
+    argv = [sys.executable, "-I", "-B", "-m", "mcpwrap.sandbox.jail", str(status_w), str(spec_r)]
+    try:
+        process = subprocess.Popen(
+            argv,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env={},
+            bufsize=0,
+            close_fds=True,
+            pass_fds=(status_w, spec_r),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise LaunchError(
+            f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
+        ) from exc
+    finally:
+        os.close(status_w)
+        os.close(spec_r)
+    with os.fdopen(spec_w, "wb") as f:  # small: fits the pipe before the child reads it
+        f.write(json.dumps(spec).encode())
+    child = Jailed(process, status_r)
     for fd in child.fds():
         widen_pipe(fd)
     return child

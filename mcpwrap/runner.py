@@ -27,14 +27,24 @@ def run(options: RunOptions) -> int:
     argv = launch.server_argv(profile, options.command)
     cwd = profile.server.cwd or os.getcwd()
     env = launch.child_env(profile, os.environ)
-    _warn_unsandboxed(profile)
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
-    child = launch.start(argv, env=env, cwd=cwd)
-    from mcpwrap.session import Session
+    if profile.sandbox.enforce:
+        from mcpwrap.sandbox import spec
 
-    return Session(profile, child, audit, max_message=options.max_message, cwd=cwd).run(argv)
+        jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir())
+        child: launch.Child = launch.start_jailed(jail_spec)
+    else:
+        _warn_unsandboxed(profile)
+        child = launch.start(argv, env=env, cwd=cwd)
+    from mcpwrap.session import Session  # imported while the server starts up
+
+    if isinstance(child, launch.Jailed):
+        child.wait_ready()  # a layer that failed stops the run here: fail closed
+    sandbox = "jail" if isinstance(child, launch.Jailed) else "off"
+    session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd)
+    return session.run(argv, sandbox=sandbox)
 
 
 def _load(options: RunOptions) -> Profile:
@@ -44,8 +54,7 @@ def _load(options: RunOptions) -> Profile:
 
 
 def _warn_unsandboxed(profile: Profile) -> None:
-    # The jail arrives with the next release; until then say so on every start.
     sys.stderr.write(
-        f"mcpwrap: warning: this build relays and enforces the policy of {profile.name!r} "
-        "but does not sandbox the server process yet ([sandbox] is validated, not applied)\n"
+        f"mcpwrap: warning: {profile.source} sets [sandbox] enforce = false: the server "
+        "runs with your full rights, outside the jail\n"
     )

@@ -76,14 +76,14 @@ class Session:
         self._stopping = threading.Event()
         self._signal: int | None = None
 
-    def run(self, argv: list[str]) -> int:
+    def run(self, argv: list[str], *, sandbox: str) -> int:
         _return_big_buffers_to_the_os()
         self.relay.record_session(
             decision="start",
             command=argv,
             profile=self.relay.profile.source,
             profile_digest=self.relay.profile.digest,
-            sandbox="off",
+            sandbox=sandbox,
             child_pid=self.child.pid,
         )
         server_pump = self._thread(self.relay.pump_server, "server")

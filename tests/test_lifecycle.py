@@ -16,17 +16,19 @@ from mcpwrap.auditread import verify
 
 PROFILE = """
 [server]
-env = { RAW_SERVER_LOG = "{project}/server.log" }
+env = { RAW_SERVER_LOG = "{project}/out/server.log" }
 [policy]
 default = "allow"
 """
 
-# A server that ignores stdin EOF and TERM, and leaves a daemonised grandchild behind.
+# A server that ignores stdin EOF and TERM, and leaves a daemonised grandchild behind: a
+# new session, reparented when its parent exits. Its pid inside the jail means nothing
+# outside, so the test finds it by the marker in its command line.
 STUBBORN = r"""
 import json, os, signal, subprocess, sys, time
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
-pid = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"], start_new_session=True).pid
-open(sys.argv[1], "w").write(str(pid))
+subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", sys.argv[1]],
+                 start_new_session=True)
 for line in sys.stdin:
     msg = json.loads(line)
     if "id" in msg:
@@ -83,22 +85,36 @@ def test_client_eof_ends_the_server_and_mcpwrap(tmp_path: Path) -> None:
     assert stop["event"] == "session" and stop["decision"] == "stop"
 
 
+def _with_marker(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
+
+
 def test_a_server_that_ignores_eof_and_sigterm_is_killed_with_its_daemons(tmp_path: Path) -> None:
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
-    pidfile = tmp_path / "daemon.pid"
-    w = Wrapped(write_profile(tmp_path, PROFILE), [sys.executable, str(script), str(pidfile)])
+    marker = f"mcpwrap-test-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    w = Wrapped(write_profile(tmp_path, PROFILE), [sys.executable, str(script), marker])
     with w:
         w.request("ping", {}, msg_id=1)
         w.recv()
-        daemon = int(pidfile.read_text())
+        assert _with_marker(marker), "the daemon must be running before the stop"
         start = time.monotonic()
-        status = w.close(timeout=20)
-        assert status == 128 + signal.SIGKILL  # the server's own status: killed
+        w.close(timeout=20)
         assert time.monotonic() - start < 12
-    # The daemon left the process group (setsid), so only the jail's pid namespace will
-    # reach it; here it is still ours to clean up.
-    os.kill(daemon, signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while _with_marker(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = _with_marker(marker)
+    for pid in leftovers:  # never leave it running, even when the test fails
+        os.kill(pid, signal.SIGKILL)
+    assert not leftovers, "a daemon outlived the jail's pid namespace"
 
 
 def test_sigterm_stops_the_server_and_exits_143(tmp_path: Path) -> None:

@@ -54,6 +54,8 @@ class = "read"
 class = "read"
 [tools.get-env]
 class = "read"
+[sandbox]
+read = ["{project}"]
 [audit]
 path = "%(dir)s/audit.jsonl"
 """
@@ -67,6 +69,8 @@ default = "deny"
 class = "read"
 [tools.get_current_time.args]
 timezone = { one_of = ["UTC", "Europe/Paris"] }
+[sandbox]
+read = ["{project}"]
 [audit]
 path = "%(dir)s/audit.jsonl"
 """
@@ -82,6 +86,8 @@ class = "read"
 path = { within = ["{project}"] }
 [tools.list_dir]
 class = "read"
+[sandbox]
+read = ["{project}"]
 [audit]
 path = "%(dir)s/audit.jsonl"
 """
@@ -214,7 +220,8 @@ async def test_everything_server_features_pass_through(
         assert (await session.call_tool("get-sum", {"a": 101, "b": 1})).is_error
         assert text(await session.call_tool("get-sum", {"a": 2, "b": 3})).endswith("5.")
         env = json.loads(text(await session.call_tool("get-env", {})))
-        assert set(env) <= {"PATH", "HOME"}, "the server's environment is built from the profile"
+        assert set(env) <= {"PATH", "HOME", "TMPDIR"}, "the environment is built from the profile"
+        assert env["HOME"] == "/tmp/home", "HOME is the jail's private one, not the user's"
 
 
 @pytest.mark.anyio

@@ -16,7 +16,7 @@ from wrapped import RAW_SERVER, Wrapped, audit_records, server_log, write_profil
 
 BASE = """
 [server]
-env = { RAW_SERVER_LOG = "{project}/server.log" }
+env = { RAW_SERVER_LOG = "{project}/out/server.log" }
 
 [policy]
 default = "deny"
@@ -66,7 +66,7 @@ def profile(tmp_path: Path, policy: str = "", slow_timeout: str = "10s") -> Path
 def calls_seen(tmp_path: Path) -> list[str]:
     return [
         m["params"]["name"]
-        for m in server_log(tmp_path / "server.log")
+        for m in server_log(tmp_path / "out" / "server.log")
         if m.get("method") == "tools/call"
     ]
 
@@ -162,7 +162,7 @@ def test_deadline_cancels_at_the_server_and_drops_the_late_reply(tmp_path: Path)
         w.close()
     cancels = [
         m
-        for m in server_log(tmp_path / "server.log")
+        for m in server_log(tmp_path / "out" / "server.log")
         if m.get("method") == "notifications/cancelled"
     ]
     assert [c["params"]["requestId"] for c in cancels] == [41]
@@ -311,7 +311,9 @@ def test_2026_meta_client_capabilities_lose_denied_entries(tmp_path: Path) -> No
         )
         assert text_of(reply) == "m"
         w.close()
-    seen = [m for m in server_log(tmp_path / "server.log") if m.get("method") == "tools/call"]
+    seen = [
+        m for m in server_log(tmp_path / "out" / "server.log") if m.get("method") == "tools/call"
+    ]
     assert seen[0]["params"]["_meta"]["io.modelcontextprotocol/clientCapabilities"] == {"roots": {}}
     record = next(r for r in audit_records(tmp_path / "audit.jsonl") if r["event"] == "call")
     assert record["agent"]["client"] == {"name": "modern", "version": "2"}
@@ -356,7 +358,9 @@ def test_unknown_methods_are_refused_not_relayed(wrapped: Wrapped, tmp_path: Pat
     reply = wrapped.recv_id(wrapped.request("x/exec", {"cmd": "id"}))
     assert reply["error"]["code"] == -32601
     wrapped.close()
-    assert not [m for m in server_log(tmp_path / "server.log") if m.get("method") == "x/exec"]
+    assert not [
+        m for m in server_log(tmp_path / "out" / "server.log") if m.get("method") == "x/exec"
+    ]
 
 
 def test_cancel_for_a_refused_call_is_swallowed(wrapped: Wrapped, tmp_path: Path) -> None:
@@ -368,7 +372,7 @@ def test_cancel_for_a_refused_call_is_swallowed(wrapped: Wrapped, tmp_path: Path
     wrapped.close()
     assert not [
         m
-        for m in server_log(tmp_path / "server.log")
+        for m in server_log(tmp_path / "out" / "server.log")
         if m.get("method") == "notifications/cancelled"
     ]
 
@@ -382,7 +386,7 @@ def test_cancel_for_a_call_in_flight_reaches_the_server(wrapped: Wrapped, tmp_pa
     wrapped.close()
     cancels = [
         m
-        for m in server_log(tmp_path / "server.log")
+        for m in server_log(tmp_path / "out" / "server.log")
         if m.get("method") == "notifications/cancelled"
     ]
     assert cancels[0]["params"]["requestId"] == 66
@@ -472,7 +476,7 @@ def test_the_server_gets_only_the_environment_the_profile_builds(tmp_path: Path)
         w.initialize()
         names = json.loads(text_of(w.call("env")))
     assert "AWS_SECRET_ACCESS_KEY" not in names
-    assert set(names) <= {"PATH", "HOME", "RAW_SERVER_LOG", "LC_CTYPE"}
+    assert set(names) <= {"PATH", "HOME", "TMPDIR", "RAW_SERVER_LOG", "LC_CTYPE"}
 
 
 def test_server_stderr_reaches_ours_without_control_characters(wrapped: Wrapped) -> None:

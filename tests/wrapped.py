@@ -20,10 +20,15 @@ MCPWRAP = [sys.executable, "-m", "mcpwrap"]
 
 
 def write_profile(directory: Path, body: str, name: str = "test") -> Path:
-    """A profile file with `version = 1` and an audit log in the directory."""
+    """A profile file with `version = 1`, an audit log in the directory, and (unless the
+    body has its own [sandbox]) a jail that may read the directory and write only `out/`,
+    where the raw server writes its log."""
     path = directory / f"{name}.toml"
+    (directory / "out").mkdir(exist_ok=True)
     audit = f'\n[audit]\npath = "{directory}/audit.jsonl"\narguments = "full"\n'
+    sandbox = '\n[sandbox]\nread = ["{project}"]\nwrite = ["{project}/out"]\n'
     text = "version = 1\n" + body + ("" if "[audit]" in body else audit)
+    text += "" if "[sandbox]" in body else sandbox
     path.write_text(text)
     return path
 

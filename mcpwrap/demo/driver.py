@@ -74,6 +74,7 @@ def _make_project(root: Path) -> Path:
     (outside / "secret.txt").write_text("a canary secret outside the project\n")
     (project / "README.txt").write_text("Hello from inside the project.\n")
     (project / "escape").symlink_to(outside)
+    (project / "notes").mkdir()
     shutil.copy(_HERE / "demo.toml", project / "demo.toml")
     return project
 

@@ -1,0 +1,179 @@
+"""`mcpwrap doctor`: can this machine apply every layer of the jail, and did the last run?
+
+Each layer is probed on its own (in a child process, so nothing sticks to mcpwrap), then
+the whole jail is started once around /bin/true. A profile, when given, says which
+layers it needs, and the audit log says what its last run applied.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from typing import NamedTuple, TextIO
+
+from mcpwrap.profile import Profile
+
+
+class Check(NamedTuple):
+    layer: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
+    out.write(
+        f"mcpwrap doctor: Linux {platform.release()}, Python {platform.python_version()}, "
+        f"uid {os.getuid()}\n"
+    )
+    checks = [probe() for probe in _PROBES]
+    checks.append(
+        _end_to_end()
+        if all(c.ok for c in checks)
+        else Check("jail end to end", False, "not tried: a layer above is missing")
+    )
+    for check in checks:
+        mark = "ok  " if check.ok else "FAIL"
+        out.write(f"  {mark} {check.layer:18} {check.detail}\n")
+        if check.fix:
+            out.write(f"       {'':18} to fix: {check.fix}\n")
+    if profile is not None:
+        _profile_report(profile, out)
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
+    """Run fn in a forked child: (True, its text) or (False, the error)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(r)
+        try:
+            result = {"ok": True, "text": fn()}
+        except Exception as exc:
+            result = {"ok": False, "text": str(exc)}
+        os.write(w, json.dumps(result).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        data = f.read()
+    os.waitpid(pid, 0)
+    result = json.loads(data) if data else {"ok": False, "text": "the probe died"}
+    return bool(result["ok"]), str(result["text"])
+
+
+def _user_namespaces() -> Check:
+    def probe() -> str:
+        from mcpwrap.sandbox import kernel
+
+        kernel.unshare(
+            kernel.CLONE_NEWUSER
+            | kernel.CLONE_NEWNS
+            | kernel.CLONE_NEWNET
+            | kernel.CLONE_NEWPID
+            | kernel.CLONE_NEWIPC
+            | kernel.CLONE_NEWUTS
+        )
+        return "user, mount, network, pid, ipc and uts namespaces can be created"
+
+    ok, text = _in_child(probe)
+    fix = (
+        "enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1; on "
+        "Ubuntu 24.04 allow them for mcpwrap's python in AppArmor, or set "
+        "kernel.apparmor_restrict_unprivileged_userns=0"
+    )
+    return Check("namespaces", ok, text, "" if ok else fix)
+
+
+def _landlock() -> Check:
+    from mcpwrap.sandbox import landlock
+
+    abi = landlock.abi_version()
+    if abi <= 0:
+        return Check(
+            "Landlock",
+            False,
+            "the kernel has no Landlock",
+            "a kernel 5.13+ with Landlock enabled (lsm=...,landlock on the command line)",
+        )
+    parts = ["filesystem"] + (["TCP ports"] if abi >= 4 else []) + (["scoping"] if abi >= 6 else [])
+    return Check("Landlock", True, f"ABI {abi}: {', '.join(parts)}")
+
+
+def _seccomp() -> Check:
+    def probe() -> str:
+        from mcpwrap.sandbox import seccomp
+
+        prepared = seccomp.build("default")
+        prepared.load()
+        return "; ".join(prepared.describe()[:2]) or "filters load"
+
+    ok, text = _in_child(probe)
+    fix = "install libseccomp (Debian: apt install libseccomp2) and the pyseccomp package"
+    return Check("seccomp", ok, text if ok else text[:200], "" if ok else fix)
+
+
+_PROBES: tuple[Callable[[], Check], ...] = (_user_namespaces, _landlock, _seccomp)
+
+
+def _end_to_end() -> Check:
+    import tempfile
+
+    from mcpwrap import launch
+    from mcpwrap.profile import load_profile
+    from mcpwrap.sandbox import spec
+
+    with tempfile.TemporaryDirectory(prefix="mcpwrap-doctor-") as tmp:
+        path = os.path.join(tmp, "doctor.toml")
+        with open(path, "w") as f:
+            f.write("version = 1\n")
+        profile = load_profile(path, state_dir=tmp)
+        start = time.monotonic()
+        try:
+            child = launch.start_jailed(
+                spec.build(profile, ["true"], {"PATH": "/usr/bin:/bin"}, tmp, state_dir=tmp)
+            )
+            child.wait_ready()
+            status = child.process.wait(10)
+        except launch.LaunchError as exc:
+            return Check("jail end to end", False, str(exc))
+    ms = (time.monotonic() - start) * 1000
+    return Check(
+        "jail end to end", status == 0, f"ran /bin/true in the jail in {ms:.0f} ms (exit {status})"
+    )
+
+
+def _profile_report(profile: Profile, out: TextIO) -> None:
+    sandbox = profile.sandbox
+    out.write(f"\nprofile {profile.name} ({profile.source}):\n")
+    if not sandbox.enforce:
+        out.write("  [sandbox] enforce = false: the server runs WITHOUT the jail\n")
+    else:
+        out.write(
+            f"  needs: namespaces, Landlock, seccomp ({sandbox.syscalls.value}), "
+            f"network {sandbox.network.value}\n"
+        )
+    out.write(f"  last run: {_last_run(profile)}\n")
+
+
+def _last_run(profile: Profile) -> str:
+    from mcpwrap.auditread import iter_records
+
+    last = None
+    try:
+        for _, record in iter_records(profile.audit.path, skip_bad=True):
+            if (
+                record.get("event") == "session"
+                and record.get("decision") == "start"
+                and record.get("server") == profile.name
+            ):
+                last = record
+    except Exception as exc:
+        return f"unknown ({exc})"
+    if last is None:
+        return f"none recorded in {profile.audit.path}"
+    return f"{last.get('ts')}: sandbox {last.get('sandbox')}"

@@ -1,0 +1,401 @@
+"""The jail trampoline: `python -I -B -m mcpwrap.sandbox.jail STATUS_FD SPEC_FD`.
+
+A fresh, single-threaded interpreter that applies the layers in the order the anchors
+agree on (shared/notes/sandbox.md), then execs the server:
+
+  PDEATHSIG -> unshare(user, mount, net, pid, ipc, uts) -> uid/gid maps -> fork
+  outer: stays outside the new pid namespace, forwards signals, exits as the server did
+  inner (pid 1): hostname, loopback -> new root of binds, private /tmp, /proc, /dev ->
+  pivot_root -> setsid, umask -> rlimits -> capabilities dropped -> no_new_privs ->
+  Landlock -> fds above 2 closed -> seccomp -> execve
+
+A failing step writes one JSON object (step, call, errno, path, message) to the
+close-on-exec status pipe and exits 126; a successful execve closes the pipe, so the
+host sees EOF. Killing the inner process, pid 1, kills every process in the namespace.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import resource
+import signal
+import socket
+import struct
+import sys
+import time
+from typing import Any
+
+# Imported here, before anything: after pivot_root mcpwrap's own files may not be in the
+# new root at all, and after Landlock no import could read them anyway.
+from mcpwrap.sandbox import kernel, landlock
+from mcpwrap.sandbox.kernel import SetupError
+
+_DEVICES = ("null", "zero", "full", "random", "urandom")
+_BASES = ("/mnt", "/media", "/srv", "/opt", "/run", "/var/tmp", "/tmp")
+
+
+def main(argv: list[str]) -> None:
+    status_fd, spec_fd = int(argv[1]), int(argv[2])
+    os.set_inheritable(status_fd, False)  # passed in inheritable; execve must close it
+    with os.fdopen(spec_fd, "rb") as f:
+        spec: dict[str, Any] = json.loads(f.read())
+    try:
+        _outer(spec, status_fd)
+    except SetupError as exc:
+        _report(status_fd, exc)
+        os._exit(126)
+    except Exception as exc:  # a bug in the jail must still fail closed and say so
+        _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+        os._exit(126)
+
+
+def _report(status_fd: int, exc: SetupError) -> None:
+    with contextlib.suppress(OSError):  # mcpwrap is gone: nobody is left to tell
+        os.write(status_fd, json.dumps(exc.as_dict()).encode())
+
+
+def _outer(spec: dict[str, Any], status_fd: int) -> None:
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
+    if os.getppid() != spec["parent"]:  # mcpwrap died before the signal was armed
+        os._exit(1)
+    prepared = _prepare_seccomp(spec)  # libseccomp is loaded while the filesystem is whole
+    group = _pids_cgroup(spec)
+    # network = "host" keeps the host's network namespace; everything else gets its own.
+    net = 0 if spec.get("host_network") else kernel.CLONE_NEWNET
+    kernel.unshare(
+        kernel.CLONE_NEWUSER
+        | kernel.CLONE_NEWNS
+        | net
+        | kernel.CLONE_NEWPID
+        | kernel.CLONE_NEWIPC
+        | kernel.CLONE_NEWUTS
+    )
+    _map_identity(spec["uid"], spec["gid"])
+    pid = os.fork()
+    if pid and group:
+        # pid 1 is in the group now; the outer process leaves it so that only the jail counts.
+        kernel.write_file(os.path.dirname(group) + "/cgroup.procs", str(os.getpid()), "rlimits")
+    if pid == 0:
+        try:
+            _inner(spec, status_fd, prepared)
+        except SetupError as exc:
+            _report(status_fd, exc)
+        except Exception as exc:
+            _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+        os._exit(126)
+    _supervise(pid, status_fd, group)
+
+
+def _prepare_seccomp(spec: dict[str, Any]) -> Any:
+    if not spec.get("seccomp"):
+        return None
+    from mcpwrap.sandbox import seccomp
+
+    try:
+        return seccomp.build(spec["seccomp"])
+    except seccomp.SeccompError as exc:
+        raise SetupError("seccomp", exc.call, exc.errno, hint=exc.hint or str(exc)) from exc
+
+
+def _map_identity(uid: int, gid: int) -> None:
+    """The same uid and gid inside as outside; setgroups denied, as unprivileged maps need."""
+    kernel.write_file("/proc/self/setgroups", "deny", "user namespace")
+    kernel.write_file("/proc/self/uid_map", f"{uid} {uid} 1\n", "user namespace")
+    kernel.write_file("/proc/self/gid_map", f"{gid} {gid} 1\n", "user namespace")
+
+
+def _remove_group(group: str) -> None:
+    """Best effort: cgroup v1 lets go of an exited task lazily, so the group may still be
+    busy; the next jail's sweep removes it then. The server's exit is not held up for it."""
+    for _ in range(3):
+        try:
+            os.rmdir(group)
+            return
+        except OSError:
+            time.sleep(0.005)
+
+
+def _pids_cgroup(spec: dict[str, Any]) -> str:
+    """As root, RLIMIT_NPROC does not apply (the kernel exempts the initial user's uid 0),
+    so [sandbox] processes becomes pids.max of a cgroup of the jail's own. Joined before the
+    namespaces are made, so that pid 1 and all it starts are in it."""
+    limit = spec["rlimits"].get("RLIMIT_NPROC")
+    if os.getuid() != 0 or limit is None:
+        return ""
+    for base in ("/sys/fs/cgroup/pids", "/sys/fs/cgroup/unified", "/sys/fs/cgroup"):
+        if os.path.isfile(base + "/cgroup.procs") and _has_pids(base):
+            parent = f"{base}/mcpwrap"
+            os.makedirs(parent, exist_ok=True)
+            _sweep(parent)
+            if base.endswith("unified") or base == "/sys/fs/cgroup":
+                with contextlib.suppress(OSError):  # v2: the controller must be on for children
+                    kernel.write_file(parent + "/cgroup.subtree_control", "+pids", "rlimits")
+            group = f"{parent}/jail-{os.getpid()}"
+            os.mkdir(group)
+            kernel.write_file(group + "/pids.max", str(limit), "rlimits")
+            kernel.write_file(group + "/cgroup.procs", str(os.getpid()), "rlimits")
+            return group
+    raise SetupError(
+        "rlimits",
+        "pids cgroup",
+        2,
+        "/sys/fs/cgroup",
+        "as root, [sandbox] processes needs the pids cgroup controller "
+        "(RLIMIT_NPROC does not apply to uid 0)",
+    )
+
+
+def _sweep(parent: str) -> None:
+    """Remove groups left by jails whose supervisor was killed: rmdir refuses a group that
+    still holds a process, so a running jail's group is never touched."""
+    for name in os.listdir(parent):
+        if name.startswith("jail-"):
+            with contextlib.suppress(OSError):
+                os.rmdir(f"{parent}/{name}")
+
+
+def _has_pids(base: str) -> bool:
+    if base.endswith("/pids"):
+        return True
+    try:
+        with open(base + "/cgroup.controllers") as f:
+            return "pids" in f.read().split()
+    except OSError:
+        return False
+
+
+def _supervise(child: int, status_fd: int, group: str) -> None:
+    """Outside the new pid namespace: pass stop signals on, then exit as the server did."""
+    os.close(status_fd)
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):  # only the server may hold the pipes: EOF must mean its EOF
+        os.dup2(null, fd)
+    os.close(null)
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, lambda signum, frame: os.kill(child, signum))
+    while True:
+        try:
+            _, status = os.waitpid(child, 0)
+            break
+        except ChildProcessError:
+            os._exit(1)
+    if group:
+        _remove_group(group)
+    if os.WIFSIGNALED(status):  # die of the same signal, so mcpwrap reports it as such
+        killer = os.WTERMSIG(status)
+        if killer not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
+            signal.signal(killer, signal.SIG_DFL)
+        os.kill(os.getpid(), killer)
+    os._exit(os.waitstatus_to_exitcode(status))
+
+
+def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
+    kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
+    socket.sethostname("mcpwrap")
+    if not spec.get("host_network"):
+        _loopback_up()
+    root = _build_root(spec)
+    _enter_root(root)
+    os.setsid()
+    os.umask(0o022)
+    _limits(spec["rlimits"])
+    kernel.drop_all_capabilities()
+    kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
+    _landlock(spec)
+    _enter_cwd(spec["cwd"], spec["env"]["HOME"])
+    os.closerange(3, status_fd)
+    os.closerange(status_fd + 1, 65536)
+    if prepared is not None:
+        _load_seccomp(prepared)
+    try:
+        os.execve(spec["exe"], spec["argv"], spec["env"])  # noqa: S606 - the server itself
+    except OSError as exc:
+        raise SetupError("exec", "execve", exc.errno or 0, spec["exe"]) from exc
+
+
+def _load_seccomp(prepared: Any) -> None:
+    from mcpwrap.sandbox import seccomp  # already imported by _prepare_seccomp
+
+    try:
+        prepared.load()
+    except seccomp.SeccompError as exc:
+        raise SetupError("seccomp", exc.call, exc.errno, hint=exc.hint or str(exc)) from exc
+
+
+def _enter_cwd(cwd: str, home: str) -> None:
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+        return
+    # Not granted: the server starts in its private home and sees nothing of the host.
+    os.chdir(home)
+    note = (
+        f"mcpwrap: the server's working directory {cwd} is not in its grants; it starts in "
+        "its private home instead (add the directory to [sandbox] read to share it)\n"
+    )
+    os.write(2, note.encode())
+
+
+def _loopback_up() -> None:
+    siocgifflags, siocsifflags, iff_up = 0x8913, 0x8914, 0x1
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        request = struct.pack("16sH14s", b"lo", 0, b"\0" * 14)
+        try:
+            flags = struct.unpack("16sH14s", fcntl.ioctl(s, siocgifflags, request))[1]
+            fcntl.ioctl(s, siocsifflags, struct.pack("16sH14s", b"lo", flags | iff_up, b"\0" * 14))
+        except OSError as exc:
+            raise SetupError("network", "ioctl(SIOCSIFFLAGS)", exc.errno or 0, "lo") from exc
+
+
+# --- the new root ----------------------------------------------------------------------
+
+
+def _build_root(spec: dict[str, Any]) -> str:
+    kernel.mount("none", "/", None, kernel.MS_REC | kernel.MS_PRIVATE)
+    sources = [b[0] for b in spec["binds"]]
+    base = next((b for b in _BASES if os.path.isdir(b) and not _any_under(sources, b)), None)
+    if base is None:
+        raise SetupError("mounts", "choose a scratch mount point", 16, " ".join(_BASES))
+    kernel.mount("tmpfs", base, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=0755,size=1m")
+    root = base + "/root"
+    os.mkdir(root)
+    kernel.mount("tmpfs", root, "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=0755,size=1m")
+    _private_tmp(root, spec)
+    for source, mode in sorted(spec["binds"], key=lambda b: b[0].count("/")):
+        _bind(root, source, mode)
+    _proc_and_dev(root)
+    for path in spec["protect"]:
+        if os.path.lexists(root + path) and not os.path.islink(root + path):
+            _bind(root, path, "ro", source_root=root)
+    kernel.mount(
+        "tmpfs",
+        root,
+        "tmpfs",
+        kernel.MS_REMOUNT | kernel.MS_RDONLY | kernel.MS_NOSUID | kernel.MS_NODEV,
+    )
+    return root
+
+
+def _any_under(paths: list[str], base: str) -> bool:
+    return any(p == base or p.startswith(base.rstrip("/") + "/") for p in paths)
+
+
+def _private_tmp(root: str, spec: dict[str, Any]) -> None:
+    os.makedirs(root + "/tmp")
+    size = spec.get("tmp_size", "256m")
+    kernel.mount(
+        "tmpfs",
+        root + "/tmp",
+        "tmpfs",
+        kernel.MS_NOSUID | kernel.MS_NODEV,
+        f"mode=1777,size={size}",
+    )
+    home = spec["env"].get("HOME", "/tmp/home")
+    os.makedirs(root + home, mode=0o700, exist_ok=True)
+    os.chown(root + home, spec["uid"], spec["gid"])
+
+
+def _bind(root: str, source: str, mode: str, source_root: str = "") -> None:
+    target = root + source
+    if mode == "link":  # /bin -> usr/bin on merged-/usr systems: the same link inside
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.symlink(os.readlink(source), target)
+        return
+    real_source = source_root + source
+    if os.path.isdir(real_source):
+        os.makedirs(target, exist_ok=True)
+    else:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        if not os.path.lexists(target):
+            open(target, "w").close()
+    kernel.mount(real_source, target, None, kernel.MS_BIND | kernel.MS_REC)
+    flags = kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_NOSUID | kernel.MS_NODEV
+    if mode != "rw":
+        flags |= kernel.MS_RDONLY
+    if mode == "ro":
+        flags |= kernel.MS_NOEXEC
+    flags |= _locked_flags(target)
+    kernel.mount("none", target, None, flags)
+
+
+def _locked_flags(path: str) -> int:
+    """Flags a bind keeps from its source: a remount inside a user namespace may not
+    clear them, so they must be repeated."""
+    st = os.statvfs(path)
+    flags = 0
+    for bit, flag in (
+        (os.ST_NOSUID, kernel.MS_NOSUID),
+        (os.ST_NODEV, kernel.MS_NODEV),
+        (os.ST_NOEXEC, kernel.MS_NOEXEC),
+        (os.ST_RDONLY, kernel.MS_RDONLY),
+    ):
+        if st.f_flag & bit:
+            flags |= flag
+    return flags
+
+
+def _proc_and_dev(root: str) -> None:
+    os.makedirs(root + "/proc", exist_ok=True)
+    kernel.mount(
+        "proc", root + "/proc", "proc", kernel.MS_NOSUID | kernel.MS_NODEV | kernel.MS_NOEXEC
+    )
+    dev = root + "/dev"
+    os.makedirs(dev, exist_ok=True)
+    kernel.mount("tmpfs", dev, "tmpfs", kernel.MS_NOSUID | kernel.MS_NOEXEC, "mode=0755,size=64k")
+    for name in _DEVICES:
+        open(f"{dev}/{name}", "w").close()
+        kernel.mount(f"/dev/{name}", f"{dev}/{name}", None, kernel.MS_BIND)
+    os.mkdir(dev + "/shm", 0o1777)
+    kernel.mount(
+        "tmpfs", dev + "/shm", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=1777,size=64m"
+    )
+    for name, target in (
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ):
+        os.symlink(target, f"{dev}/{name}")
+
+
+def _enter_root(root: str) -> None:
+    os.chdir(root)
+    kernel.pivot_root(".", ".")  # the old root ends up stacked on the new one
+    kernel.umount(".", kernel.MNT_DETACH)
+    os.chdir("/")
+
+
+# --- limits and Landlock ---------------------------------------------------------------
+
+
+def _limits(rlimits: dict[str, int]) -> None:
+    for name, value in rlimits.items():
+        try:
+            resource.setrlimit(getattr(resource, name), (value, value))
+        except (OSError, ValueError) as exc:
+            raise SetupError(
+                "rlimits", f"setrlimit({name}, {value})", getattr(exc, "errno", 0) or 0
+            ) from exc
+
+
+def _landlock(spec: dict[str, Any]) -> None:
+    grants = spec.get("landlock")
+    if grants is None:
+        return
+
+    try:
+        # network = "none": TCP refused as a second wall behind the empty namespace.
+        landlock.restrict(
+            read=grants["read"],
+            write=grants["write"],
+            execute=grants["execute"],
+            tcp=not spec.get("host_network"),
+        )
+    except landlock.LandlockError as exc:
+        raise SetupError("landlock", exc.call, exc.errno, exc.path, exc.hint) from exc
+
+
+if __name__ == "__main__":
+    main(sys.argv)

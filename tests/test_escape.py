@@ -1,0 +1,326 @@
+"""The escape suite: each attempt runs in the real jail and must be stopped; where a layer
+can be switched off, the same attempt runs without it and must get through, so the test
+fails if the protection goes.
+
+Targets are canaries this test made under tmp_path (a fake home with a fake key, files,
+sockets), its own loopback listeners and its own `sleep` process: an attempt that gets
+through harms nothing else. The suite runs as root here and as an ordinary user in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mcpwrap import launch
+from mcpwrap.profile import load_profile
+from mcpwrap.sandbox import spec as jail_spec
+
+PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")
+ROOT = os.getuid() == 0
+
+
+@dataclass
+class Bed:
+    """The canaries of one test."""
+
+    tmp: Path
+    project: Path
+    outside: Path
+    secret: Path
+    profile: Path
+    tcp_port: int
+    udp: socket.socket
+    sleeper: subprocess.Popen[bytes]
+
+
+@pytest.fixture
+def bed(tmp_path: Path) -> Iterator[Bed]:
+    project, outside = tmp_path / "project", tmp_path / "outside"
+    (project / "out").mkdir(parents=True)
+    outside.mkdir()
+    (project / "readonly.txt").write_text("read me\n")
+    secret = tmp_path / "fakehome" / ".ssh" / "id_ed25519"
+    secret.parent.mkdir(parents=True)
+    secret.write_text("canary key\n")
+    (outside / "canary.txt").write_text("outside\n")
+    profile = project / "p.toml"
+    profile.write_text(
+        'version = 1\n[sandbox]\nread = ["{project}"]\nwrite = ["{project}/out"]\n'
+        'memory = "256MiB"\nprocesses = 16\nopen_files = 64\ncpu = "1s"\n'
+        f'[audit]\npath = "{tmp_path}/audit.jsonl"\n'
+    )
+    listener = socket.create_server(("127.0.0.1", 0))
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    udp.settimeout(0.5)
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        yield Bed(
+            tmp_path, project, outside, secret, profile, listener.getsockname()[1], udp, sleeper
+        )
+    finally:
+        listener.close()
+        udp.close()
+        sleeper.kill()
+        sleeper.wait()
+
+
+def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool) -> dict[str, Any]:
+    """Run the probe in the jail (or not); off={"seccomp": True} drops that layer."""
+    argv = [sys.executable, PROBE, attempt, *args]
+    if not jail:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=bed.project)
+        return _verdict(out.stdout, out.returncode)
+    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
+    spec = jail_spec.build(
+        profile,
+        argv,
+        {"PATH": os.environ["PATH"]},
+        str(bed.project),
+        state_dir=str(bed.tmp / "state"),
+    )
+    for layer in ("seccomp", "landlock"):
+        if off.get(layer):
+            spec[layer] = None
+    child = launch.start_jailed(spec)
+    child.wait_ready()
+    out, _ = child.process.communicate(timeout=30)
+    return _verdict(out.decode(), child.process.returncode)
+
+
+def _verdict(stdout: str, returncode: int) -> dict[str, Any]:
+    lines = stdout.strip().splitlines()
+    result = json.loads(lines[-1]) if lines else {"escaped": False, "detail": "no output"}
+    result["returncode"] = returncode
+    return result
+
+
+def stopped(result: dict[str, Any]) -> bool:
+    return result["escaped"] is False or result["returncode"] != 0
+
+
+# --- the filesystem --------------------------------------------------------------------
+
+
+def test_secrets_in_home_are_not_there(bed: Bed) -> None:
+    assert stopped(run_probe(bed, "read_file", str(bed.secret)))
+    assert not stopped(run_probe(bed, "read_file", str(bed.secret), jail=False))
+
+
+@pytest.mark.parametrize("path", ["/run", "/var/lib", "/etc/shadow", "/etc/ssh", "/boot"])
+def test_host_paths_outside_the_grants_are_not_there(bed: Bed, path: str) -> None:
+    assert stopped(run_probe(bed, "list_dir" if not path.endswith("shadow") else "read_file", path))
+
+
+def test_the_home_directory_shows_only_the_runtime_bound_from_it(bed: Bed) -> None:
+    """The server's own runtime may live in the home (pyenv, nvm): only the directories
+    leading to it appear, nothing else of the home."""
+    home = os.path.expanduser("~")
+    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
+    binds = jail_spec.build(
+        profile,
+        [sys.executable, PROBE],
+        {"PATH": os.environ["PATH"]},
+        str(bed.project),
+        state_dir=str(bed.tmp / "state"),
+    )["binds"]
+    allowed = {p[len(home) + 1 :].split("/")[0] for p, _ in binds if p.startswith(home + "/")}
+    result = run_probe(bed, "list_dir", home)
+    shown = set(result["detail"].split(",")) if result["escaped"] and result["detail"] else set()
+    assert shown <= allowed, f"{home} shows {shown - allowed} inside the jail"
+
+
+def test_a_read_grant_is_read_only(bed: Bed) -> None:
+    target = str(bed.project / "readonly.txt")
+    assert not stopped(run_probe(bed, "read_file", target))
+    assert stopped(run_probe(bed, "write_file", target))
+    assert stopped(run_probe(bed, "write_file", target, landlock=True)), (
+        "the mount is read-only too"
+    )
+    assert not stopped(run_probe(bed, "write_file", target, jail=False))
+
+
+def test_writing_outside_the_grants_fails(bed: Bed) -> None:
+    target = str(bed.outside / "canary.txt")
+    assert stopped(run_probe(bed, "write_file", target))
+    assert not stopped(run_probe(bed, "write_file", target, jail=False))
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / "out" / "ok.txt")))
+
+
+def test_symlinks_and_hardlinks_do_not_lead_out(bed: Bed) -> None:
+    out, canary = str(bed.project / "out"), str(bed.outside / "canary.txt")
+    assert stopped(run_probe(bed, "write_through_symlink", out, canary))
+    assert not stopped(run_probe(bed, "write_through_symlink", out, canary, jail=False))
+    readonly = str(bed.project / "readonly.txt")
+    assert stopped(run_probe(bed, "hardlink_out", readonly, out))
+    (bed.project / "out" / "hardlink").unlink(missing_ok=True)
+    assert not stopped(run_probe(bed, "hardlink_out", readonly, out, jail=False))
+
+
+def test_protected_paths_stay_read_only_under_a_write_grant(bed: Bed) -> None:
+    """A write grant on the project does not reach .mcpwrap/, .git/hooks, .git/config,
+    client configs or the profile itself."""
+    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor"):
+        (bed.project / sub).mkdir(parents=True)
+    for name in (".git/config", ".mcp.json", ".mcpwrap/p.toml"):
+        (bed.project / name).write_text("original\n")
+    bed.profile.write_text(
+        bed.profile.read_text().replace('write = ["{project}/out"]', 'write = ["{project}"]')
+    )
+    targets = [
+        ".git/config",
+        ".mcp.json",
+        ".mcpwrap/p.toml",
+        ".git/hooks/pre-commit",
+        ".vscode/mcp.json",
+        ".cursor/mcp.json",
+        "p.toml",
+    ]
+    for target in targets:
+        assert stopped(run_probe(bed, "write_file", str(bed.project / target))), target
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / "fine.txt")))
+    assert (bed.project / ".git" / "config").read_text() == "original\n"
+
+
+def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:
+    assert stopped(run_probe(bed, "proc_self_exe"))
+
+
+# --- processes and the kernel ------------------------------------------------------------
+
+
+def test_host_processes_are_invisible_and_unreachable(bed: Bed) -> None:
+    assert stopped(run_probe(bed, "host_processes"))
+    assert not stopped(run_probe(bed, "host_processes", jail=False))
+    pid = str(bed.sleeper.pid)
+    assert stopped(run_probe(bed, "signal_host", pid))
+    assert bed.sleeper.poll() is None, "the canary process must still run"
+    assert not stopped(run_probe(bed, "signal_host", pid, jail=False))
+
+
+# Stopped by seccomp. "jail": with the filter off, the same call gets through inside the
+# jail. "host": a second wall stops it even then (no CAP_NET_RAW, vm.unprivileged_
+# userfaultfd, the perf paranoia level...), so the control runs it outside the jail, as
+# root (as an ordinary user the kernel refuses these outside the jail too).
+SECCOMP = [
+    ("ptrace", "jail"),
+    ("process_vm_readv", "jail"),
+    ("io_uring", "jail"),
+    ("new_user_namespace", "jail"),
+    ("keyctl", "jail"),
+    ("personality", "jail"),
+    ("netlink_socket", "jail"),
+    ("raw_socket", "host"),
+    ("bpf", "host"),
+    ("perf_event_open", "host"),
+    ("userfaultfd", "host"),
+]
+
+
+@pytest.mark.parametrize(("attempt", "control"), SECCOMP, ids=[a for a, _ in SECCOMP])
+def test_seccomp_stops(bed: Bed, attempt: str, control: str) -> None:
+    assert stopped(run_probe(bed, attempt))
+    if control == "jail":
+        assert not stopped(run_probe(bed, attempt, seccomp=True))
+    elif ROOT:
+        assert not stopped(run_probe(bed, attempt, jail=False))
+
+
+def test_32_bit_syscalls_kill_the_process(bed: Bed) -> None:
+    result = run_probe(bed, "x32_syscall")
+    assert result["returncode"] == -signal.SIGSYS
+    assert not stopped(run_probe(bed, "x32_syscall", seccomp=True))
+
+
+@pytest.mark.parametrize("attempt", ["mount_tmpfs", "tiocsti", "raise_rlimit"])
+def test_no_capabilities_and_no_terminal(bed: Bed, attempt: str) -> None:
+    """No layer can be removed here without harm (mounting over /tmp unjailed would hide
+    the host's): the jail alone is asserted."""
+    assert stopped(run_probe(bed, attempt, seccomp=True))
+
+
+def test_limits_stop_fork_bombs_and_memory_hogs(bed: Bed) -> None:
+    assert stopped(run_probe(bed, "fork_bomb", "16"))
+    assert not stopped(run_probe(bed, "fork_bomb", "16", jail=False))
+    half_gig = str(512 * 1024 * 1024)
+    assert stopped(run_probe(bed, "memory_hog", half_gig))
+    assert not stopped(run_probe(bed, "memory_hog", half_gig, jail=False))
+
+
+# --- the network -----------------------------------------------------------------------
+
+
+def test_no_tcp_to_host_loopback(bed: Bed) -> None:
+    port = str(bed.tcp_port)
+    assert stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port))
+    assert not stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port, jail=False))
+
+
+def test_no_udp_to_host_loopback(bed: Bed) -> None:
+    port = str(bed.udp.getsockname()[1])
+    run_probe(bed, "udp_send", "127.0.0.1", port)
+    with pytest.raises(TimeoutError):
+        bed.udp.recvfrom(64)  # the jail's loopback is its own: nothing arrives here
+    run_probe(bed, "udp_send", "127.0.0.1", port, jail=False)
+    assert bed.udp.recvfrom(64)[0] == b"escaped"
+
+
+def test_no_unix_sockets_of_host_services(bed: Bed) -> None:
+    path = str(bed.outside / "service.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen()
+    abstract = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    name = f"mcpwrap-test-{os.getpid()}"
+    abstract.bind("\0" + name)
+    abstract.listen()
+    try:
+        for target in (path, "@" + name):
+            assert stopped(run_probe(bed, "unix_connect", target)), target
+            assert not stopped(run_probe(bed, "unix_connect", target, jail=False)), target
+    finally:
+        server.close()
+        abstract.close()
+
+
+# --- what crosses into the jail -----------------------------------------------------------
+
+
+def test_no_fds_and_no_environment_cross(bed: Bed) -> None:
+    assert stopped(run_probe(bed, "fds_and_env"))
+    leaky = subprocess.run(
+        [sys.executable, PROBE, "fds_and_env"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "AWS_SECRET_ACCESS_KEY": "canary"},
+        timeout=30,
+    )
+    assert json.loads(leaky.stdout)["escaped"] is True
+
+
+def test_cpu_limit_ends_a_spinning_server(bed: Bed) -> None:
+    result = run_probe(bed, "memory_hog", "1", jail=True)  # a quick one first: the jail works
+    assert result["returncode"] == 0
+    spin = [sys.executable, "-c", "while True: pass"]
+    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
+    spec = jail_spec.build(
+        profile,
+        spin,
+        {"PATH": os.environ["PATH"]},
+        str(bed.project),
+        state_dir=str(bed.tmp / "state"),
+    )
+    child = launch.start_jailed(spec)
+    child.wait_ready()
+    assert child.process.wait(timeout=20) in (-signal.SIGXCPU, -signal.SIGKILL)
