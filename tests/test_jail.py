@@ -1,0 +1,125 @@
+"""The jail as mcpwrap uses it: fail closed, enforce = false, doctor, teardown."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, write_profile
+
+from mcpwrap import launch
+from mcpwrap.profile import load_profile
+from mcpwrap.sandbox import spec as jail_spec
+
+BLOCK_USERNS = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
+
+
+def _blocked(argv: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """Run argv where no user namespace can be created: the limit lives per user namespace,
+    so a throwaway one with max_user_namespaces = 0 changes nothing on the host."""
+    unshare = shutil.which("unshare")
+    assert unshare, "util-linux's unshare is needed for this test"
+    return subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c", BLOCK_USERNS, "sh", *argv],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def test_a_layer_that_cannot_be_applied_stops_the_run(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, "")
+    out = _blocked([*MCPWRAP, "run", "--profile", str(profile), "--", *RAW_SERVER], tmp_path)
+    assert out.returncode == 126, out.stderr
+    assert "the sandbox could not be applied: namespaces: unshare" in out.stderr
+    assert "user namespaces" in out.stderr and "enforce = false" in out.stderr
+    assert not (tmp_path / "out" / "server.log").exists(), "the server must never have started"
+
+
+def test_doctor_says_which_layer_is_missing(tmp_path: Path) -> None:
+    out = _blocked([*MCPWRAP, "doctor"], tmp_path)
+    assert out.returncode == 1
+    assert "FAIL namespaces" in out.stdout and "to fix:" in out.stdout
+
+
+def test_doctor_on_this_machine(tmp_path: Path) -> None:
+    out = subprocess.run([*MCPWRAP, "doctor"], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    for layer in ("namespaces", "Landlock", "seccomp", "jail end to end"):
+        assert f"ok   {layer}" in out.stdout
+
+
+def test_enforce_false_runs_unsandboxed_and_says_so(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, '[sandbox]\nenforce = false\n[policy]\ndefault = "allow"\n')
+    with Wrapped(profile, RAW_SERVER) as w:
+        w.initialize()
+        assert w.call("echo", {"text": "x"})["result"]["isError"] is False
+        w.close()
+        assert "enforce = false" in w.proc.stderr.read().decode()  # type: ignore[union-attr]
+    start = audit_records(tmp_path / "audit.jsonl")[0]
+    assert start["decision"] == "start" and start["sandbox"] == "off"
+
+
+def test_a_jailed_run_is_recorded_as_such(tmp_path: Path) -> None:
+    with Wrapped(write_profile(tmp_path, '[policy]\ndefault = "allow"\n'), RAW_SERVER) as w:
+        w.initialize()
+        w.close()
+    assert audit_records(tmp_path / "audit.jsonl")[0]["sandbox"] == "jail"
+
+
+def test_a_broken_layer_reports_step_call_and_errno(tmp_path: Path) -> None:
+    (tmp_path / "p.toml").write_text("version = 1\n")
+    profile = load_profile(str(tmp_path / "p.toml"), state_dir=str(tmp_path))
+    spec = jail_spec.build(
+        profile, ["true"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), state_dir=str(tmp_path)
+    )
+    spec["binds"].append(["/nonexistent-mcpwrap-test-path", "ro"])
+    child = launch.start_jailed(spec)
+    try:
+        child.wait_ready()
+        raise AssertionError("a bind of a missing path must fail the jail")
+    except launch.SandboxError as exc:
+        assert exc.report["step"] == "mounts" and exc.report["errno"] == 2
+        assert "/nonexistent-mcpwrap-test-path" in str(exc)
+
+
+def test_the_server_is_pid_1_and_mcpwrap_dying_kills_the_namespace(tmp_path: Path) -> None:
+    marker = f"mcpwrap-test-ns-{os.getpid()}"
+    script = tmp_path / "forker.py"
+    script.write_text(
+        "import subprocess, sys, json, os\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]],"
+        " start_new_session=True)\n"
+        "print(json.dumps({'jsonrpc': '2.0', 'id': 0, 'result': {'pid': os.getpid()}}), flush=True)\n"
+        "import time; time.sleep(600)\n"
+    )
+    with Wrapped(write_profile(tmp_path, ""), [sys.executable, str(script), marker]) as w:
+        w.send({"jsonrpc": "2.0", "id": 0, "method": "ping"})
+        assert w.recv()["result"]["pid"] == 1
+        w.proc.kill()  # SIGKILL: no cleanup code of mcpwrap runs at all
+        w.proc.wait()
+    import time
+
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _running(marker):
+        time.sleep(0.05)
+    left = _running(marker)
+    for pid in left:
+        os.kill(pid, 9)
+    assert not left, "a process of the jail outlived mcpwrap"
+
+
+def _running(marker: str) -> list[int]:
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
