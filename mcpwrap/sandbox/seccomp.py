@@ -38,6 +38,10 @@ import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from mcpwrap.sandbox.bpf import Prepared, SeccompError
+
+__all__ = ["Mode", "Prepared", "SeccompError", "build"]  # Prepared and the error live in bpf
+
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -97,24 +101,6 @@ _NEWER_THAN_LIBSECCOMP = range(_BY_NUMBER[0][0], 512)
 
 _DENY_HEADLINE = "deny-list: x86_64 only (i386 and x32 syscalls kill the process)"
 
-_LOAD_HINTS = {
-    errno.EINVAL: "the kernel rejected the filter: is CONFIG_SECCOMP_FILTER set?",
-    errno.EACCES: "no_new_privs could not be set and the process lacks CAP_SYS_ADMIN",
-    errno.EPERM: "a seccomp filter or LSM already on this process refuses seccomp()",
-    errno.ENOMEM: "the kernel's limit on stacked filters was reached",
-    errno.ESRCH: "another thread could not take the filter: load it from one thread",
-}
-
-
-class SeccompError(Exception):
-    """A seccomp step failed: names the step, the call, errno and what to do."""
-
-    def __init__(self, step: str, call: str, err: int = 0, hint: str = "") -> None:
-        self.step, self.call, self.errno = step, call, err
-        self.hint = hint or _LOAD_HINTS.get(err, "see seccomp(2) for this errno")
-        cause = f"{errno.errorcode.get(err, err)} ({os.strerror(err)})" if err else "no errno"
-        super().__init__(f"seccomp {step}: {call} failed: {cause}; {self.hint}")
-
 
 class Mode(enum.StrEnum):
     DEFAULT = "default"
@@ -141,27 +127,6 @@ class _Rule:
 class _Group:
     summary: str  # its describe() line
     rules: tuple[_Rule, ...]
-
-
-class Prepared:
-    """BPF programs built in memory; load() installs them in the calling process."""
-
-    def __init__(self, programs: Sequence[bytes], lines: Sequence[str]) -> None:
-        self._programs = tuple(programs)  # in load order: the deny-list last
-        self._lines = tuple(lines)
-
-    def load(self) -> None:
-        """Set no_new_privs, then install every program on all threads; raises SeccompError.
-
-        A failure after the first program leaves that one in place: the jail then exits
-        without running the server, so a half-loaded set never runs untrusted code.
-        """
-        _prctl_no_new_privs()
-        for program in self._programs:
-            _install(program)
-
-    def describe(self) -> list[str]:
-        return list(self._lines)
 
 
 def build(mode: str) -> Prepared:
@@ -480,35 +445,3 @@ def _libseccomp(call: str, func: Any, *args: Any) -> Any:
     except OSError as exc:
         hint = "libseccomp refused mcpwrap's filter: a bug, please report it with this line"
         raise SeccompError("build", call, exc.errno or 0, hint) from exc
-
-
-# --- the kernel ----------------------------------------------------------------------------
-
-_SYS_SECCOMP = 317  # x86_64
-_SECCOMP_SET_MODE_FILTER = 1
-_SECCOMP_FILTER_FLAG_TSYNC = 1
-_PR_SET_NO_NEW_PRIVS = 38
-_BPF_INSN_SIZE = 8
-
-
-class _SockFprog(ctypes.Structure):
-    _fields_ = (("len", ctypes.c_ushort), ("filter", ctypes.c_void_p))
-
-
-def _prctl_no_new_privs() -> None:
-    """Required to install a filter without CAP_SYS_ADMIN; the jail has set it already."""
-    if _libc.prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        raise SeccompError("load", "prctl(PR_SET_NO_NEW_PRIVS)", ctypes.get_errno())
-
-
-def _install(program: bytes) -> None:
-    code = ctypes.create_string_buffer(program, len(program))
-    fprog = _SockFprog(len(program) // _BPF_INSN_SIZE, ctypes.addressof(code))
-    # TSYNC: every thread takes the filter, or none does and the call fails.
-    result = _libc.syscall(
-        _SYS_SECCOMP, _SECCOMP_SET_MODE_FILTER, _SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)
-    )
-    if result < 0:
-        raise SeccompError("load", "seccomp(SECCOMP_SET_MODE_FILTER)", ctypes.get_errno())
-    if result > 0:  # the id of a thread that could not be synchronised
-        raise SeccompError("load", "seccomp(SECCOMP_SET_MODE_FILTER)", errno.ESRCH)

@@ -107,6 +107,7 @@ def build(
         "rlimits": rlimits(profile),
         "landlock": _landlock_grants(binds),
         "seccomp": profile.sandbox.syscalls.value,
+        "seccomp_cache": os.path.join(state_dir, "cache"),
         "host_network": profile.sandbox.network is Network.HOST,
     }
 
