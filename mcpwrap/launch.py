@@ -169,11 +169,39 @@ _HINTS = {
 }
 
 
+# -S skips `site` (and every .pth file it would read): the trampoline gets exactly the
+# directories it needs, and starts a few milliseconds sooner.
+_TRAMPOLINE = (
+    "import sys; sys.path[:0] = sys.argv[3:]; del sys.argv[3:]; "
+    "from mcpwrap.sandbox.jail import main; main(sys.argv)"
+)
+
+
+def _trampoline_path() -> list[str]:
+    """mcpwrap's own parent directory, and pyseccomp's (used when the filter's cache misses)."""
+    import importlib.util
+
+    here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    found = importlib.util.find_spec("pyseccomp")
+    extra = [os.path.dirname(found.origin)] if found and found.origin else []
+    return [here, *extra]
+
+
 def start_jailed(spec: dict[str, Any]) -> Jailed:
     """Start the trampoline: a fresh interpreter applies the layers, then execs the server."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
-    argv = [sys.executable, "-I", "-B", "-m", "mcpwrap.sandbox.jail", str(status_w), str(spec_r)]
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        "-B",
+        "-c",
+        _TRAMPOLINE,
+        str(status_w),
+        str(spec_r),
+        *_trampoline_path(),
+    ]
     try:
         process = subprocess.Popen(
             argv,

@@ -133,6 +133,16 @@ def drop_all_capabilities() -> None:
     _check(_libc.syscall(_SYS_CAPSET, header, data), "capabilities", "capset")
 
 
+def sethostname(name: str) -> None:
+    raw = name.encode()
+    _check(_libc.sethostname(raw, ctypes.c_size_t(len(raw))), "uts namespace", "sethostname")
+
+
+def inet_dgram_socket() -> int:
+    af_inet, sock_dgram_cloexec = 2, 2 | 0o2000000
+    return _check(_libc.socket(af_inet, sock_dgram_cloexec, 0), "network", "socket(AF_INET)")
+
+
 def write_file(path: str, text: str, step: str) -> None:
     try:
         with open(path, "w") as f:
