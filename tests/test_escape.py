@@ -200,6 +200,17 @@ def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:
 # --- processes and the kernel ------------------------------------------------------------
 
 
+def test_the_server_has_the_same_uid_and_no_capabilities_at_all(bed: Bed) -> None:
+    """As an ordinary user and as root alike: every capability set empty (securebits keep
+    uid 0 from regaining any at exec), no_new_privs, a seccomp filter, the caller's uid."""
+    result = run_probe(bed, "privileges", str(os.getuid()))
+    assert result["escaped"] is False, result["detail"]
+    assert (
+        json.loads(run_probe(bed, "privileges", str(os.getuid()), jail=False)["detail"])["seccomp"]
+        == "0"
+    )
+
+
 def test_host_processes_are_invisible_and_unreachable(bed: Bed) -> None:
     assert stopped(run_probe(bed, "host_processes"))
     assert not stopped(run_probe(bed, "host_processes", jail=False))
