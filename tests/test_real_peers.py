@@ -359,3 +359,23 @@ async def test_curated_time_profile_is_found_by_name_and_holds(
         assert odd.is_error
     log = tmp_path / "state" / "mcpwrap" / "audit.jsonl"
     assert {r["server"] for r in audit_records(log)} == {"time"}
+
+
+@pytest.mark.anyio
+async def test_a_static_binary_server_runs_in_the_jail(tmp_path: Path) -> None:
+    """busybox (Debian's busybox-static, installed by .ci/run) is the server process: no
+    dynamic loader, no runtime tree. Its script lives in the project, under the read grant."""
+    busybox = "/bin/busybox"
+    script = tmp_path / "server.sh"
+    script.write_text((REPO / "tests" / "fixtures" / "busybox_server.sh").read_text())
+    body = 'version = 1\n[sandbox]\nread = ["{project}"]\n[policy]\ndefault = "deny"\n'
+    body += '[tools.echo]\nclass = "read"\n[tools.uname]\nclass = "read"\n'
+    body += f'[audit]\npath = "{tmp_path}/audit.jsonl"\n'
+    params = wrap(tmp_path, body.replace("%", "%%"), [busybox, "sh", str(script)])
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert sorted(t.name for t in (await session.list_tools()).tools) == ["echo", "uname"]
+        assert text(await session.call_tool("echo", {})) == "static hello"
+        assert text(await session.call_tool("uname", {})) == "mcpwrap", "the jail's own hostname"
+    start = records(tmp_path)[0]
+    assert start["sandbox"] == "jail"
