@@ -830,8 +830,16 @@ class Relay:
                 self._warn(f"audit log write failed, refusing further calls: {exc}")
             self.audit_broken = str(exc)
 
-    def record_session(self, **fields: Any) -> None:
-        self._record("session", rule="session", **fields)
+    def tree_cpu_seconds(self) -> float:
+        """CPU time of the server's whole process tree so far."""
+        if self._tree is None:
+            return 0.0
+        with self._lock:  # the tree's member table is shared by every pump
+            self._tree.refresh()
+            return self._tree.cpu_ms() / 1000.0
+
+    def record_session(self, *, rule: str = "session", **fields: Any) -> None:
+        self._record("session", rule=rule, **fields)
 
     def _warn(self, text: str) -> None:
         try:

@@ -87,6 +87,8 @@ class Session:
             child_pid=self.child.pid,
         )
         server_pump = self._thread(self.relay.pump_server, "server")
+        if self.relay.profile.sandbox.cpu is not None:
+            self._thread(self._watch_cpu, "cpu")
         self._thread(self.relay.pump_deadlines, "deadlines")
         self._thread(self._pump_stderr, "stderr")
         self._thread(self._pump_client, "client")
@@ -129,6 +131,28 @@ class Session:
         self._signal = signum
         self.child.signal_group(signal.SIGTERM)
         self._stop()
+
+    def _watch_cpu(self) -> None:
+        """[sandbox] cpu is CPU seconds of the whole tree. RLIMIT_CPU holds each process
+        to it; this holds their sum: a server that spreads work over children is stopped
+        too."""
+        limit = self.relay.profile.sandbox.cpu
+        assert limit is not None
+        while not self._stopping.wait(0.5):
+            used = self.relay.tree_cpu_seconds()
+            if used >= limit:
+                self.relay.record_session(
+                    decision="kill",
+                    rule="sandbox.cpu",
+                    reason=f"the server's processes used {used:.1f} s of CPU, over the "
+                    f"limit of {limit:g} s",
+                )
+                sys.stderr.write(
+                    f"mcpwrap: the server used {used:.1f} s of CPU "
+                    f"([sandbox] cpu = {limit:g} s): stopped\n"
+                )
+                self.child.signal_group(signal.SIGKILL)
+                return
 
     def _stop(self) -> None:
         if self._stopping.is_set():

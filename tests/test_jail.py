@@ -123,3 +123,29 @@ def _running(marker: str) -> list[int]:
         except OSError:
             continue
     return found
+
+
+SPREADER = r"""
+import json, subprocess, sys, time
+# Four children each stay under RLIMIT_CPU (1 s a process) but together use 3.2 s.
+burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.8: pass\ntime.sleep(60)"
+children = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(4)]
+for line in sys.stdin:
+    msg = json.loads(line)
+    if "id" in msg:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
+"""
+
+
+def test_the_cpu_limit_holds_for_the_whole_process_tree(tmp_path: Path) -> None:
+    script = tmp_path / "spreader.py"
+    script.write_text(SPREADER)
+    profile = write_profile(tmp_path, '[sandbox]\nread = ["{project}"]\ncpu = "1s"\n')
+    with Wrapped(profile, [sys.executable, str(script)]) as w:
+        w.send({"jsonrpc": "2.0", "id": 1, "method": "ping"})
+        w.recv()
+        status = w.proc.wait(timeout=20)  # the client never closes: only the limit ends it
+        assert "[sandbox] cpu = 1 s" in w.proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert status == 128 + 9
+    kill = next(r for r in audit_records(tmp_path / "audit.jsonl") if r.get("decision") == "kill")
+    assert kill["rule"] == "sandbox.cpu"
