@@ -72,6 +72,10 @@ class Child:
     def pid(self) -> int:
         return self.process.pid
 
+    def server_pid(self) -> int:
+        """The pid whose process tree is the server's (for resource figures)."""
+        return self.pid
+
     def fds(self) -> tuple[int, int, int]:
         """The child's stdin, stdout and stderr pipe ends on our side."""
         p = self.process
@@ -131,6 +135,16 @@ class Jailed(Child):
     def __init__(self, process: subprocess.Popen[bytes], status_fd: int) -> None:
         super().__init__(process)
         self._status_fd = status_fd
+
+    def server_pid(self) -> int:
+        """pid 1 of the jail (the server, after exec), not the supervisor outside it: the
+        supervisor's own ~10 MB would otherwise be the peak RSS of every small server."""
+        try:
+            with open(f"/proc/{self.pid}/task/{self.pid}/children") as f:
+                children = f.read().split()
+        except OSError:
+            children = []
+        return int(children[0]) if children else self.pid
 
     def wait_ready(self) -> None:
         """Block until the trampoline exec'd the server (EOF) or failed (a JSON report)."""

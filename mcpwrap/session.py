@@ -69,7 +69,7 @@ class Session:
             server_out=server_out,
             audit=audit,
             limiter=RateLimiter(os.path.join(paths.state_dir(), "state.sqlite3")),
-            tree=ProcessTree(child.pid),
+            tree=ProcessTree(child.server_pid()),
             agent=Agent.of_parent(),
             options=RelayOptions(max_message=max_message, cwd=cwd),
         )

@@ -149,3 +149,16 @@ def test_the_cpu_limit_holds_for_the_whole_process_tree(tmp_path: Path) -> None:
     assert status == 128 + 9
     kill = next(r for r in audit_records(tmp_path / "audit.jsonl") if r.get("decision") == "kill")
     assert kill["rule"] == "sandbox.cpu"
+
+
+def test_resource_figures_are_the_servers_not_the_supervisors(tmp_path: Path) -> None:
+    """busybox serves in ~1 MB; the Python supervisor outside the jail holds ~10 MB."""
+    script = tmp_path / "server.sh"
+    script.write_text((Path(__file__).parent / "fixtures" / "busybox_server.sh").read_text())
+    body = '[sandbox]\nread = ["{project}"]\n[policy]\ndefault = "allow"\n'
+    with Wrapped(write_profile(tmp_path, body), ["/bin/busybox", "sh", str(script)]) as w:
+        w.initialize()
+        w.call("echo", {}, msg_id=5)
+        w.close()
+    call = next(r for r in audit_records(tmp_path / "audit.jsonl") if r.get("event") == "call")
+    assert 0 < call["peak_rss_kb"] < 8 * 1024, call["peak_rss_kb"]
