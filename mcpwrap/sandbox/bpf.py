@@ -8,11 +8,9 @@ finds them imports neither seccomp.py nor libseccomp.
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import errno
-import glob
-import json
+import marshal
 import os
 from collections.abc import Sequence
 
@@ -100,10 +98,11 @@ def _install(program: bytes) -> None:
 
 
 _LIBSECCOMP = (
-    "/usr/lib/*-linux-gnu/libseccomp.so.2*",
-    "/usr/lib64/libseccomp.so.2*",
-    "/usr/lib/libseccomp.so.2*",
-    "/usr/local/lib/libseccomp.so.2*",
+    "/usr/lib/x86_64-linux-gnu",
+    "/lib/x86_64-linux-gnu",
+    "/usr/lib64",
+    "/usr/lib",
+    "/usr/local/lib",
 )
 
 
@@ -113,30 +112,37 @@ def cache_key(mode: str) -> str:
     digest = sha.sha256(mode.encode())  # not hashlib: OpenSSL costs the trampoline ~4 ms
     with open(os.path.join(os.path.dirname(__file__), "seccomp.py"), "rb") as f:
         digest.update(f.read())
-    for pattern in _LIBSECCOMP:  # fixed places, never a recursive walk of /usr/lib
-        for lib in sorted(glob.glob(pattern)):
-            digest.update(os.path.realpath(lib).encode())
+    for directory in _LIBSECCOMP:  # fixed places, never a recursive walk of /usr/lib
+        try:
+            names = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        for name in names:
+            if name.startswith("libseccomp.so.2"):
+                digest.update(os.path.realpath(os.path.join(directory, name)).encode())
     return str(digest.hexdigest())[:32]
 
 
 def load_cached(path: str) -> Prepared | None:
     try:
-        with open(path, encoding="ascii") as f:
-            data = json.load(f)
-        return Prepared([bytes.fromhex(p) for p in data["programs"]], data["lines"])
-    except (OSError, ValueError, KeyError, TypeError):
+        with open(path, "rb") as f:
+            data = marshal.load(f)  # noqa: S302 - our own file, in a dir the jail cannot write
+        return Prepared(list(data["programs"]), list(data["lines"]))
+    except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None  # absent or unreadable: build it again
 
 
 def store(path: str, prepared: Prepared) -> None:
     """Best effort, atomic: a unique temp file renamed into place."""
-    data = {"programs": [p.hex() for p in prepared.programs], "lines": prepared.describe()}
+    data = {"programs": list(prepared.programs), "lines": prepared.describe()}
     tmp = f"{path}.{os.getpid()}.tmp"
     try:
         os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        with open(tmp, "w", encoding="ascii") as f:
-            json.dump(data, f)
+        with open(tmp, "wb") as f:
+            marshal.dump(data, f)
         os.replace(tmp, path)
     except OSError:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except OSError:
+            pass

@@ -16,9 +16,8 @@ host sees EOF. Killing the inner process, pid 1, kills every process in the name
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
-import json
+import marshal
 import os
 import resource
 import signal
@@ -40,7 +39,7 @@ def main(argv: list[str]) -> None:
     status_fd, spec_fd = int(argv[1]), int(argv[2])
     os.set_inheritable(status_fd, False)  # passed in inheritable; execve must close it
     with os.fdopen(spec_fd, "rb") as f:
-        spec: dict[str, Any] = json.loads(f.read())
+        spec: dict[str, Any] = marshal.loads(f.read())  # noqa: S302 - from mcpwrap, by pipe
     try:
         _outer(spec, status_fd)
     except SetupError as exc:
@@ -52,8 +51,10 @@ def main(argv: list[str]) -> None:
 
 
 def _report(status_fd: int, exc: SetupError) -> None:
-    with contextlib.suppress(OSError):  # mcpwrap is gone: nobody is left to tell
-        os.write(status_fd, json.dumps(exc.as_dict()).encode())
+    try:
+        os.write(status_fd, marshal.dumps(exc.as_dict()))
+    except OSError:
+        pass  # mcpwrap is gone: nobody is left to tell
 
 
 def _outer(spec: dict[str, Any], status_fd: int) -> None:
@@ -97,7 +98,7 @@ def _prepare_seccomp(spec: dict[str, Any]) -> Any:
     from mcpwrap.sandbox import bpf
 
     cache = spec.get("seccomp_cache") or ""
-    path = os.path.join(cache, f"seccomp-{mode}-{bpf.cache_key(mode)}.json") if cache else ""
+    path = os.path.join(cache, f"seccomp-{mode}-{bpf.cache_key(mode)}.marshal") if cache else ""
     cached = bpf.load_cached(path) if path else None
     if cached is not None:
         return cached
@@ -143,8 +144,10 @@ def _pids_cgroup(spec: dict[str, Any]) -> str:
             os.makedirs(parent, exist_ok=True)
             _sweep(parent)
             if base.endswith("unified") or base == "/sys/fs/cgroup":
-                with contextlib.suppress(OSError):  # v2: the controller must be on for children
+                try:  # v2: the controller must be on for children
                     kernel.write_file(parent + "/cgroup.subtree_control", "+pids", "rlimits")
+                except SetupError:
+                    pass
             group = f"{parent}/jail-{os.getpid()}"
             os.mkdir(group)
             kernel.write_file(group + "/pids.max", str(limit), "rlimits")
@@ -165,8 +168,10 @@ def _sweep(parent: str) -> None:
     still holds a process, so a running jail's group is never touched."""
     for name in os.listdir(parent):
         if name.startswith("jail-"):
-            with contextlib.suppress(OSError):
+            try:
                 os.rmdir(f"{parent}/{name}")
+            except OSError:
+                pass  # still in use, or not ours
 
 
 def _has_pids(base: str) -> bool:
