@@ -31,6 +31,15 @@ def run(options: RunOptions) -> int:
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
     if profile.sandbox.enforce:
+        if not sys.platform.startswith("linux"):
+            raise launch.SandboxError(
+                {
+                    "message": "the jail needs Linux (namespaces, Landlock, seccomp); "
+                    f"this is {sys.platform}",
+                    "hint": "run the server on Linux, or set [sandbox] enforce = false in "
+                    f"{profile.source} to run it unsandboxed",
+                }
+            )
         from mcpwrap.sandbox import spec
 
         jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir())
@@ -42,9 +51,18 @@ def run(options: RunOptions) -> int:
 
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
-    sandbox = "jail" if isinstance(child, launch.Jailed) else "off"
+    sandbox = _layers(profile) if isinstance(child, launch.Jailed) else "off"
     session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd)
     return session.run(argv, sandbox=sandbox)
+
+
+def _layers(profile: Profile) -> str:
+    """What the jail applied (it fails closed, so what it was asked for), for the record."""
+    network = "own network namespace" if profile.sandbox.network.value == "none" else "host network"
+    return (
+        f"jail: user, mount, pid, ipc, uts namespaces; {network}; new root; rlimits; "
+        f"no capabilities; no_new_privs; Landlock; seccomp {profile.sandbox.syscalls.value}"
+    )
 
 
 def _load(options: RunOptions) -> Profile:

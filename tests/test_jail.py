@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, write_profile
 
 from mcpwrap import launch
@@ -69,7 +70,8 @@ def test_a_jailed_run_is_recorded_as_such(tmp_path: Path) -> None:
     with Wrapped(write_profile(tmp_path, '[policy]\ndefault = "allow"\n'), RAW_SERVER) as w:
         w.initialize()
         w.close()
-    assert audit_records(tmp_path / "audit.jsonl")[0]["sandbox"] == "jail"
+    record = audit_records(tmp_path / "audit.jsonl")[0]["sandbox"]
+    assert record.startswith("jail: ") and "Landlock" in record and "seccomp default" in record
 
 
 def test_a_broken_layer_reports_step_call_and_errno(tmp_path: Path) -> None:
@@ -162,3 +164,17 @@ def test_resource_figures_are_the_servers_not_the_supervisors(tmp_path: Path) ->
         w.close()
     call = next(r for r in audit_records(tmp_path / "audit.jsonl") if r.get("event") == "call")
     assert 0 < call["peak_rss_kb"] < 8 * 1024, call["peak_rss_kb"]
+
+
+def test_enforce_on_a_system_without_the_jail_refuses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not Linux: stand-in by patching sys.platform in-process (the only way to be another
+    OS on this machine); the run must refuse before any server starts."""
+    from mcpwrap import runner
+
+    profile = write_profile(tmp_path, "")
+    monkeypatch.setattr(sys, "platform", "darwin")
+    with pytest.raises(launch.SandboxError, match=r"the jail needs Linux.*enforce = false"):
+        runner.run(runner.RunOptions(profile=str(profile), command=tuple(RAW_SERVER)))
+    assert not (tmp_path / "out" / "server.log").exists()
