@@ -175,7 +175,7 @@ def table(direct: Figures, floor: Figures, wrapped: Figures, jailed: Figures) ->
 
 def _delta(kind: str, value: float, base: float, unit: str, of: str) -> str:
     if kind == "added":
-        return f"+{value - base:.1f} {unit} ({value / base:.2f}x)"
+        return f"{value - base:+.1f} {unit} ({value / base:.2f}x)"
     if kind == "ratio":
         return f"{value / base * 100:.0f} % {of}"
     return "-"
