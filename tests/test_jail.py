@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, write_profile
+from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
 from mcpwrap import launch
 from mcpwrap.profile import load_profile
@@ -108,23 +108,12 @@ def test_the_server_is_pid_1_and_mcpwrap_dying_kills_the_namespace(tmp_path: Pat
     import time
 
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _running(marker):
+    while time.monotonic() < deadline and processes_with(marker):
         time.sleep(0.05)
-    left = _running(marker)
+    left = processes_with(marker)
     for pid in left:
         os.kill(pid, 9)
     assert not left, "a process of the jail outlived mcpwrap"
-
-
-def _running(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
 
 
 SPREADER = r"""

@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, write_profile
+from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
 from mcpwrap.auditread import verify
 
@@ -85,17 +85,6 @@ def test_client_eof_ends_the_server_and_mcpwrap(tmp_path: Path) -> None:
     assert stop["event"] == "session" and stop["decision"] == "stop"
 
 
-def _with_marker(marker: str) -> list[int]:
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
-                found.append(int(pid))
-        except OSError:
-            continue
-    return found
-
-
 def test_a_server_that_ignores_eof_and_sigterm_is_killed_with_its_daemons(tmp_path: Path) -> None:
     script = tmp_path / "stubborn.py"
     script.write_text(STUBBORN)
@@ -104,14 +93,14 @@ def test_a_server_that_ignores_eof_and_sigterm_is_killed_with_its_daemons(tmp_pa
     with w:
         w.request("ping", {}, msg_id=1)
         w.recv()
-        assert _with_marker(marker), "the daemon must be running before the stop"
+        assert processes_with(marker), "the daemon must be running before the stop"
         start = time.monotonic()
         w.close(timeout=20)
         assert time.monotonic() - start < 12
     deadline = time.monotonic() + 5
-    while _with_marker(marker) and time.monotonic() < deadline:
+    while processes_with(marker) and time.monotonic() < deadline:
         time.sleep(0.05)
-    leftovers = _with_marker(marker)
+    leftovers = processes_with(marker)
     for pid in leftovers:  # never leave it running, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, "a daemon outlived the jail's pid namespace"

@@ -168,3 +168,16 @@ def audit_records(path: Path) -> list[dict[str, Any]]:
 
 def server_log(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def processes_with(marker: str) -> list[int]:
+    """Pids whose command line holds `marker`: how a test finds the processes a jailed
+    server started, whose pids inside the jail mean nothing outside."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.append(int(pid))
+        except OSError:
+            continue
+    return found
