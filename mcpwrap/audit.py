@@ -80,7 +80,6 @@ class AuditWriter:
 
     def __init__(self, path: str, *, session: str) -> None:
         self._path = path
-        self._session = session
         self._session_json = _ENCODER.encode(session)
         self._lock = _thread.allocate_lock()
         self._fd: int | None = _open_log(path)
@@ -105,15 +104,14 @@ class AuditWriter:
         Raises ValueError for a record that sets a reserved key or holds NaN/Infinity,
         and AuditError when the file cannot be written.
         """
-        clash = _RESERVED_SET.intersection(record)
-        if clash:
-            raise ValueError(f"audit record may not set {', '.join(sorted(clash))}")
+        # Encoded before the locks: other writers wait only for the chain and the write.
+        fields = b",".join(f for f in (prefix, encode_fields(record) if record else b"") if f)
         with self._lock:
             fd = self._current_fd()
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX)
                 try:
-                    return self._append(fd, record, prefix)
+                    return self._append(fd, fields)
                 finally:
                     fcntl.flock(fd, fcntl.LOCK_UN)
             except OSError as exc:
@@ -154,7 +152,7 @@ class AuditWriter:
             self._fd, self._forks, self._size = fd, _FORKS[0], _UNKNOWN
         return self._fd
 
-    def _append(self, fd: int, record: Mapping[str, object], prefix: bytes) -> str:
+    def _append(self, fd: int, fields: bytes) -> str:
         """Chain and write one record; the caller holds the flock."""
         size = os.fstat(fd).st_size
         terminator = b""
@@ -162,7 +160,7 @@ class AuditWriter:
             self._seq, self._hash, torn = _tail_state(fd, size)
             # A crashed writer's torn line gets its newline so it stays one bad line.
             terminator = b"\n" if torn else b""
-        line = self._encode(record, prefix)
+        line = self._encode(fields)
         # No fsync: once write(2) returns the bytes are the kernel's, so a kill -9 of this
         # process cannot lose them; only a kernel crash or power cut could.
         _write_all(fd, terminator + line + b"\n")
@@ -171,19 +169,14 @@ class AuditWriter:
         self._hash = line_hash(line)
         return self._hash
 
-    def _encode(self, record: Mapping[str, object], prefix: bytes) -> bytes:
+    def _encode(self, fields: bytes) -> bytes:
         # The head is formatted, not serialised: its values are known to need no escaping
         # (ints, a hex hash, a timestamp) except the session, encoded once.
         head = (
             f'{{"v":{VERSION},"seq":{self._seq + 1},"prev":"{self._hash}",'
             f'"ts":"{utc_timestamp(time.time_ns())}","session":{self._session_json}'
         ).encode("ascii")
-        parts = [head]
-        if prefix:
-            parts.append(prefix)
-        if record:
-            parts.append(encode_fields(record))
-        return b",".join(parts) + b"}"
+        return head + (b"," + fields if fields else b"") + b"}"
 
 
 def _open_log(path: str) -> int:
