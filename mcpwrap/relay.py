@@ -520,14 +520,7 @@ class Relay:
         verdict = policy.decide_input_requests(self.profile.policy, result)
         if verdict.allowed:
             return None
-        self._record(
-            "server_request",
-            decision="refuse",
-            method=pending.method,
-            rule=verdict.rule,
-            reason=verdict.reason,
-            outcome="refused",
-        )
+        self._record_refusal("server_request", verdict, method=pending.method)
         if pending.method == "tools/call":
             return _encode(_tool_error(msg["id"], verdict, pending.modern))
         return _encode(_error(msg["id"], verdict.code, verdict.reason))
@@ -556,15 +549,7 @@ class Relay:
             with self._lock:
                 self._refused_server[key] = method
                 self._trim(self._refused_server)
-            self._record(
-                "server_request",
-                decision="refuse",
-                method=method,
-                rule=verdict.rule,
-                reason=verdict.reason,
-                outcome="refused",
-                bytes_in=len(line),
-            )
+            self._record_refusal("server_request", verdict, method=method, bytes_in=len(line))
             self._to_server(_encode(_error(msg["id"], verdict.code, verdict.reason)))
             return
         with self._lock:
@@ -667,16 +652,7 @@ class Relay:
         self._to_client(_encode(_error(msg_id, code, reason)))
 
     def _refuse_request(self, msg_id: object, method: str, verdict: Verdict, size: int) -> None:
-        self._record(
-            "request",
-            decision="refuse",
-            method=method,
-            rule=verdict.rule,
-            reason=verdict.reason,
-            bytes_in=size,
-            outcome="refused",
-            request_id=msg_id,
-        )
+        self._record_refusal("request", verdict, method=method, bytes_in=size, request_id=msg_id)
         self._remember_local(msg_id)
         self._to_client(_encode(_error(msg_id, verdict.code, verdict.reason)))
 
@@ -691,13 +667,10 @@ class Relay:
         size: int,
     ) -> None:
         name = params.get("name") if isinstance(params, dict) else None
-        self._record(
+        self._record_refusal(
             "call",
-            decision="refuse",
+            verdict,
             tool=name,
-            rule=verdict.rule,
-            reason=verdict.reason,
-            outcome="refused",
             bytes_in=size,
             request_id=msg_id,
             **self._tool_fields(tool),
@@ -816,6 +789,17 @@ class Relay:
 
     def _common(self) -> dict[str, Any]:
         return {"server": self.profile.name, "agent": self.agent.as_record(), "token": None}
+
+    def _record_refusal(self, event: str, verdict: Verdict, **fields: Any) -> None:
+        """The record of a message mcpwrap answered (or dropped) instead of relaying."""
+        self._record(
+            event,
+            decision="refuse",
+            rule=verdict.rule,
+            reason=verdict.reason,
+            outcome="refused",
+            **fields,
+        )
 
     def _record(self, event: str, **fields: Any) -> None:
         self._write({"event": event, **self._common(), **fields})
