@@ -82,14 +82,7 @@ def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool
     if not jail:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=bed.project)
         return _verdict(out.stdout, out.returncode)
-    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
-    spec = jail_spec.build(
-        profile,
-        argv,
-        {"PATH": os.environ["PATH"]},
-        str(bed.project),
-        state_dir=str(bed.tmp / "state"),
-    )
+    spec = jail_for(bed, argv)
     for layer in ("seccomp", "landlock"):
         if off.get(layer):
             spec[layer] = None
@@ -97,6 +90,13 @@ def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool
     child.wait_ready()
     out, _ = child.process.communicate(timeout=30)
     return _verdict(out.decode(), child.process.returncode)
+
+
+def jail_for(bed: Bed, argv: list[str]) -> dict[str, Any]:
+    """The spec mcpwrap would give argv under the bed's profile."""
+    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
+    env = {"PATH": os.environ["PATH"]}
+    return jail_spec.build(profile, argv, env, str(bed.project), state_dir=str(bed.tmp / "state"))
 
 
 def _verdict(stdout: str, returncode: int) -> dict[str, Any]:
@@ -127,14 +127,7 @@ def test_the_home_directory_shows_only_the_runtime_bound_from_it(bed: Bed) -> No
     """The server's own runtime may live in the home (pyenv, nvm): only the directories
     leading to it appear, nothing else of the home."""
     home = os.path.expanduser("~")
-    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
-    binds = jail_spec.build(
-        profile,
-        [sys.executable, PROBE],
-        {"PATH": os.environ["PATH"]},
-        str(bed.project),
-        state_dir=str(bed.tmp / "state"),
-    )["binds"]
+    binds = jail_for(bed, [sys.executable, PROBE])["binds"]
     allowed = {p[len(home) + 1 :].split("/")[0] for p, _ in binds if p.startswith(home + "/")}
     result = run_probe(bed, "list_dir", home)
     shown = set(result["detail"].split(",")) if result["escaped"] and result["detail"] else set()
@@ -324,14 +317,7 @@ def test_cpu_limit_ends_a_spinning_server(bed: Bed) -> None:
     result = run_probe(bed, "memory_hog", "1", jail=True)  # a quick one first: the jail works
     assert result["returncode"] == 0
     spin = [sys.executable, "-c", "while True: pass"]
-    profile = load_profile(str(bed.profile), state_dir=str(bed.tmp / "state"))
-    spec = jail_spec.build(
-        profile,
-        spin,
-        {"PATH": os.environ["PATH"]},
-        str(bed.project),
-        state_dir=str(bed.tmp / "state"),
-    )
+    spec = jail_for(bed, spin)
     child = launch.start_jailed(spec)
     child.wait_ready()
     assert child.process.wait(timeout=20) in (-signal.SIGXCPU, -signal.SIGKILL)

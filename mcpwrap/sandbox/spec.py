@@ -221,7 +221,7 @@ def _dedupe(binds: list[list[str]]) -> list[list[str]]:
     rank = {"link": 0, "ro": 1, "rx": 2, "rw": 3}
     best: dict[str, str] = {}
     for path, mode in binds:
-        if rank[mode] > rank.get(best.get(path, "link"), -1) or path not in best:
+        if path not in best or rank[mode] > rank[best[path]]:
             best[path] = mode
     return [[p, m] for p, m in best.items()]
 
