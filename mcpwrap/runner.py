@@ -30,6 +30,7 @@ def run(options: RunOptions) -> int:
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
+    sealed: dict[str, list[str]] = {}
     if profile.sandbox.enforce:
         if not sys.platform.startswith("linux"):
             raise launch.SandboxError(
@@ -44,6 +45,9 @@ def run(options: RunOptions) -> int:
 
         jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir())
         child: launch.Child = launch.start_jailed(jail_spec)
+        sealed = jail_spec["sealed"]
+        if sealed:
+            sys.stderr.write(_sealed_note(sealed))
     else:
         _warn_unsandboxed(profile)
         child = launch.start(argv, env=env, cwd=cwd)
@@ -51,17 +55,31 @@ def run(options: RunOptions) -> int:
 
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
-    sandbox = _layers(profile) if isinstance(child, launch.Jailed) else "off"
+    sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
     session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd)
     return session.run(argv, sandbox=sandbox)
 
 
-def _layers(profile: Profile) -> str:
+def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
     """What the jail applied (it fails closed, so what it was asked for), for the record."""
+    from mcpwrap.sandbox import landlock
+
     network = "own network namespace" if profile.sandbox.network.value == "none" else "host network"
+    seal = f" (sealed, nothing new created: {', '.join(sealed)})" if sealed else ""
     return (
         f"jail: user, mount, pid, ipc, uts namespaces; {network}; new root; rlimits; "
-        f"no capabilities; no_new_privs; Landlock; seccomp {profile.sandbox.syscalls.value}"
+        f"no capabilities; no_new_privs; {landlock.describe_abi()}{seal}; "
+        f"seccomp {profile.sandbox.syscalls.value}"
+    )
+
+
+def _sealed_note(sealed: dict[str, list[str]]) -> str:
+    missing = [p for paths in sealed.values() for p in paths]
+    return (
+        f"mcpwrap: nothing new can be created directly in {', '.join(sealed)} (existing "
+        f"files there stay writable): the write grant covers {', '.join(missing)}, which "
+        "do not exist yet and which no server may create. Create them yourself to lift "
+        "this, or grant write on subdirectories only\n"
     )
 
 

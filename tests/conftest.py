@@ -11,6 +11,7 @@ import importlib.util
 import json
 import shutil
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
@@ -126,3 +127,15 @@ def _isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
 def anyio_backend() -> str:
     """`@pytest.mark.anyio` tests run on asyncio only."""
     return "asyncio"
+
+
+@pytest.fixture
+def var_tmp_path() -> Iterator[Path]:
+    """A fresh directory outside /tmp, removed afterwards. The jail's private /tmp passes
+    its Landlock rights down to whatever is bound beneath it, so a directory the jail must
+    seal cannot live there (pytest's tmp_path does)."""
+    base = Path(tempfile.mkdtemp(prefix="mcpwrap-test-", dir="/var/tmp"))
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base)

@@ -46,6 +46,16 @@ class Bed:
 
 @pytest.fixture
 def bed(tmp_path: Path) -> Iterator[Bed]:
+    yield from _make_bed(tmp_path)
+
+
+@pytest.fixture
+def var_bed(var_tmp_path: Path) -> Iterator[Bed]:
+    """A bed outside /tmp, where the jail can seal a directory (see var_tmp_path)."""
+    yield from _make_bed(var_tmp_path)
+
+
+def _make_bed(tmp_path: Path) -> Iterator[Bed]:
     project, outside = tmp_path / "project", tmp_path / "outside"
     (project / "out").mkdir(parents=True)
     outside.mkdir()
@@ -77,7 +87,8 @@ def bed(tmp_path: Path) -> Iterator[Bed]:
 
 
 def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool) -> dict[str, Any]:
-    """Run the probe in the jail (or not); off={"seccomp": True} drops that layer."""
+    """Run the probe in the jail (or not); off={"seccomp": True} drops that layer, and
+    off={"pins": True} the self-binds that keep protected paths' parents in place."""
     argv = [sys.executable, PROBE, attempt, *args]
     if not jail:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=bed.project)
@@ -86,6 +97,8 @@ def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool
     for layer in ("seccomp", "landlock"):
         if off.get(layer):
             spec[layer] = None
+    if off.get("pins"):
+        spec["pins"] = []
     child = launch.start_jailed(spec)
     child.wait_ready()
     out, _ = child.process.communicate(timeout=30)
@@ -161,29 +174,92 @@ def test_symlinks_and_hardlinks_do_not_lead_out(bed: Bed) -> None:
     assert not stopped(run_probe(bed, "hardlink_out", readonly, out, jail=False))
 
 
-def test_protected_paths_stay_read_only_under_a_write_grant(bed: Bed) -> None:
-    """A write grant on the project does not reach .mcpwrap/, .git/hooks, .git/config,
-    client configs or the profile itself."""
-    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor"):
-        (bed.project / sub).mkdir(parents=True)
-    for name in (".git/config", ".mcp.json", ".mcpwrap/p.toml"):
-        (bed.project / name).write_text("original\n")
+def _grant_write_on_the_project(bed: Bed) -> None:
     bed.profile.write_text(
         bed.profile.read_text().replace('write = ["{project}/out"]', 'write = ["{project}"]')
     )
+
+
+def test_protected_paths_stay_read_only_under_a_write_grant(var_bed: Bed) -> None:
+    """A write grant on the project does not reach .mcpwrap/, .git/hooks, .git/config,
+    client configs or the profile itself; every protected path exists here."""
+    bed = var_bed
+    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor", ".claude"):
+        (bed.project / sub).mkdir(parents=True)
+    for name in (".git/config", ".mcp.json", ".mcpwrap/p.toml", ".envrc", "p.lock"):
+        (bed.project / name).write_text("original\n")
+    _grant_write_on_the_project(bed)
     targets = [
         ".git/config",
         ".mcp.json",
+        ".envrc",
         ".mcpwrap/p.toml",
         ".git/hooks/pre-commit",
         ".vscode/mcp.json",
         ".cursor/mcp.json",
+        ".claude/settings.json",
         "p.toml",
+        "p.lock",
     ]
     for target in targets:
         assert stopped(run_probe(bed, "write_file", str(bed.project / target))), target
+        assert stopped(run_probe(bed, "write_file", str(bed.project / target), landlock=True))
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "fine.txt")))
     assert (bed.project / ".git" / "config").read_text() == "original\n"
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / "fine.txt"), jail=False))
+
+
+def test_a_protected_path_cannot_be_replaced_by_moving_its_parent_aside(var_bed: Bed) -> None:
+    """`mv .git .git.moved && mkdir -p .git/hooks` would plant a hook: the jail binds .git
+    onto itself, and a mount point cannot be renamed."""
+    bed = var_bed
+    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor", ".claude"):
+        (bed.project / sub).mkdir(parents=True)
+    for name in (".git/config", ".mcp.json", ".envrc", "p.lock"):
+        (bed.project / name).write_text("original\n")
+    _grant_write_on_the_project(bed)
+    hook, git = str(bed.project / ".git/hooks/pre-commit"), str(bed.project / ".git")
+    assert stopped(run_probe(bed, "plant", hook, git))
+    assert not (bed.project / ".git.moved").exists()
+    assert not stopped(run_probe(bed, "plant", hook, git, pins=True)), "the pin is what stops it"
+    assert (bed.project / ".git.moved" / "config").read_text() == "original\n"
+
+
+MISSING = [".mcp.json", ".envrc", ".vscode/tasks.json", ".claude/settings.json", ".git/config"]
+
+
+@pytest.mark.parametrize("target", MISSING)
+def test_a_protected_path_that_does_not_exist_cannot_be_created(var_bed: Bed, target: str) -> None:
+    """No mount can cover a name that does not exist: the jail seals the directory it
+    would appear in (Landlock withholds the make rights there), so nothing new is made
+    there while existing files stay writable and subdirectories keep the full grant."""
+    bed = var_bed
+    _grant_write_on_the_project(bed)
+    assert stopped(run_probe(bed, "plant", str(bed.project / target)))
+    assert not (bed.project / target.split("/", maxsplit=1)[0]).exists()
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / "readonly.txt")))
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / "out" / "new.txt")))
+    assert stopped(run_probe(bed, "write_file", str(bed.project / "new.txt"))), "sealed"
+    assert not stopped(run_probe(bed, "plant", str(bed.project / target), landlock=True)), (
+        "Landlock's seal is what stops it"
+    )
+
+
+def test_a_missing_protected_path_deeper_down_seals_only_its_way_there(var_bed: Bed) -> None:
+    """.git exists without hooks/: .git and the project are sealed, out/ is not, and .git
+    cannot be moved aside to make room for a fresh one."""
+    bed = var_bed
+    for sub in (".mcpwrap", ".git/objects", ".vscode", ".cursor", ".claude"):
+        (bed.project / sub).mkdir(parents=True)
+    for name in (".git/config", ".mcp.json", ".envrc", "p.lock"):
+        (bed.project / name).write_text("original\n")
+    _grant_write_on_the_project(bed)
+    hook = str(bed.project / ".git/hooks/pre-commit")
+    assert stopped(run_probe(bed, "plant", hook))
+    assert stopped(run_probe(bed, "plant", hook, str(bed.project / ".git")))
+    assert not (bed.project / ".git" / "hooks").exists()
+    assert not stopped(run_probe(bed, "write_file", str(bed.project / ".git/objects/x")))
+    assert not stopped(run_probe(bed, "plant", hook, landlock=True))
 
 
 def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:

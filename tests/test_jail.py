@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -71,7 +72,32 @@ def test_a_jailed_run_is_recorded_as_such(tmp_path: Path) -> None:
         w.initialize()
         w.close()
     record = audit_records(tmp_path / "audit.jsonl")[0]["sandbox"]
-    assert record.startswith("jail: ") and "Landlock" in record and "seccomp default" in record
+    assert record.startswith("jail: ") and "seccomp default" in record
+    assert re.search(r"Landlock ABI \d+", record), record
+    assert "sealed" not in record
+
+
+def test_a_sealed_directory_is_reported_on_stderr_and_in_the_record(var_tmp_path: Path) -> None:
+    body = '[policy]\ndefault = "allow"\n[sandbox]\nread = ["{project}"]\nwrite = ["{project}"]\n'
+    with Wrapped(write_profile(var_tmp_path, body), RAW_SERVER) as w:
+        w.initialize()
+        w.close()
+        stderr = w.proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert f"nothing new can be created directly in {var_tmp_path}" in stderr
+    assert f"{var_tmp_path}/.mcp.json" in stderr and "Create them yourself" in stderr
+    record = audit_records(var_tmp_path / "audit.jsonl")[0]["sandbox"]
+    assert f"sealed, nothing new created: {var_tmp_path}" in record
+
+
+def test_a_seal_the_jail_cannot_hold_stops_the_run(tmp_path: Path) -> None:
+    """Under the jail's private /tmp a seal would not hold (see guard_protected)."""
+    body = '[sandbox]\nread = ["{project}"]\nwrite = ["{project}"]\n'
+    with Wrapped(write_profile(tmp_path, body), RAW_SERVER) as w:
+        w.proc.stdin.close()  # type: ignore[union-attr]
+        assert w.proc.wait(timeout=30) != 0
+        stderr = w.proc.stderr.read().decode()  # type: ignore[union-attr]
+    assert "private /tmp" in stderr and ".mcp.json" in stderr, stderr
+    assert not (tmp_path / "out" / "server.log").exists(), "the server must never have started"
 
 
 def test_a_broken_layer_reports_step_call_and_errno(tmp_path: Path) -> None:

@@ -285,6 +285,8 @@ def _build_root(spec: dict[str, Any]) -> str:
     for source, mode in sorted(spec["binds"], key=lambda b: b[0].count("/")):
         _bind(root, source, mode)
     _proc_and_dev(root)
+    for path in spec.get("pins", ()):  # a mount point cannot be renamed away (EBUSY)
+        _bind(root, path, "rw", source_root=root)
     for path in spec["protect"]:
         if os.path.lexists(root + path) and not os.path.islink(root + path):
             _bind(root, path, "ro", source_root=root)
@@ -410,6 +412,7 @@ def _landlock(spec: dict[str, Any]) -> None:
             read=grants["read"],
             write=grants["write"],
             execute=grants["execute"],
+            seal=grants.get("seal", ()),
             tcp=not spec.get("host_network"),
         )
     except landlock.LandlockError as exc:

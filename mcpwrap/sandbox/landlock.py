@@ -62,6 +62,8 @@ _FS_RIGHTS: tuple[tuple[str, int], ...] = (
 )
 _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
+# make_char .. make_sym: what a sealed directory withholds (nothing new can appear there).
+_MAKE = sum(1 << i for i, (name, _) in enumerate(_FS_RIGHTS) if name.startswith("make_"))
 # The kernel refuses (EINVAL) a rule on a non-directory that carries directory rights.
 _FILE_ONLY = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
 
@@ -157,6 +159,13 @@ def abi_version() -> int:
     return _probe()[0]
 
 
+def describe_abi() -> str:
+    """One line for the session record: the ABI the jail's Landlock layer used."""
+    abi = abi_version()
+    applied = min(abi, _KNOWN_ABI)
+    return f"Landlock ABI {abi}" + (f" (rights of ABI {applied})" if applied < abi else "")
+
+
 def _probe() -> tuple[int, int]:
     """(abi, errno): errno says why abi is 0."""
     abi = _libc.syscall(
@@ -190,17 +199,20 @@ def restrict(
     execute: Sequence[str],
     tcp_connect: Sequence[int] = (),
     tcp_bind: Sequence[int] = (),
+    seal: Sequence[str] = (),
     scope: bool = True,
     tcp: bool = True,
 ) -> Report:
     """Landlock the calling thread (and its future children) to these grants.
 
     read: READ_FILE, READ_DIR. execute: those and EXECUTE. write: every handled right but
-    EXECUTE (a written file runs only if also under an execute grant). A directory grant
-    covers everything beneath it; a file grant gets only the file rights; a missing path
-    is skipped and reported. TCP is refused except the listed ports (ABI >= 4); abstract
-    unix sockets and signals stay inside the domain when scope (ABI >= 6). tcp=False
-    leaves TCP alone (a server the profile gives the host's network).
+    EXECUTE (a written file runs only if also under an execute grant). seal: the write
+    rights without the make rights (entries can be changed and removed, none created); a
+    sealed directory must have no write grant above it, as rights inherit downwards. A
+    directory grant covers everything beneath it; a file grant gets only the file rights;
+    a missing path is skipped and reported. TCP is refused except the listed ports
+    (ABI >= 4); abstract unix sockets and signals stay inside the domain when scope
+    (ABI >= 6). tcp=False leaves TCP alone (a server the profile gives the host's network).
     """
     ports = _port_rules(tcp_connect, tcp_bind)
     abi, err = _probe()
@@ -210,7 +222,7 @@ def restrict(
     net = net if tcp else 0
     fd = _create_ruleset(abi, fs, net, scoped)
     try:
-        added, skipped = _add_path_rules(fd, _path_grants(read, write, execute, fs))
+        added, skipped = _add_path_rules(fd, _path_grants(read, write, execute, seal, fs))
         if net:
             added += _add_port_rules(fd, ports)
         _no_new_privs()
@@ -243,11 +255,15 @@ def _create_ruleset(abi: int, fs: int, net: int, scoped: int) -> int:
 
 
 def _path_grants(
-    read: Sequence[str], write: Sequence[str], execute: Sequence[str], fs: int
+    read: Sequence[str],
+    write: Sequence[str],
+    execute: Sequence[str],
+    seal: Sequence[str],
+    fs: int,
 ) -> list[tuple[str, int]]:
     """(path, rights) in order; rights for the same path accumulate in the kernel."""
     write_rights = fs & ~_EXECUTE
-    kinds = ((read, _READ), (execute, _RUN), (write, write_rights))
+    kinds = ((read, _READ), (execute, _RUN), (write, write_rights), (seal, write_rights & ~_MAKE))
     return [(path, rights & fs) for paths, rights in kinds for path in paths]
 
 

@@ -14,7 +14,7 @@ import glob
 import os
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from mcpwrap.profile import Network, Profile
 
@@ -93,6 +93,8 @@ def build(
     binds = _system_binds() + [[d, "rx"] for d in runtime if not _covered(d)]
     binds += [[p, "ro"] for p in profile.sandbox.read if os.path.exists(p)]
     binds += [[p, "rw"] for p in profile.sandbox.write if os.path.exists(p)]
+    protect = protected_paths(profile, state_dir)
+    guard = guard_protected([p for p, m in binds if m == "rw"], protect, profile.source)
     inside_env = {**env, "HOME": HOME_INSIDE, "TMPDIR": "/tmp"}
     return {
         "parent": os.getpid(),
@@ -103,9 +105,11 @@ def build(
         "env": inside_env,
         "cwd": cwd,
         "binds": _dedupe(binds),
-        "protect": protected_paths(profile, state_dir),
+        "protect": protect,
+        "pins": list(guard.pins),
+        "sealed": {d: list(p) for d, p in guard.sealed.items()},
         "rlimits": rlimits(profile),
-        "landlock": _landlock_grants(binds),
+        "landlock": _landlock_grants(binds, guard),
         "seccomp": profile.sandbox.syscalls.value,
         "seccomp_cache": os.path.join(state_dir, "cache"),
         "host_network": profile.sandbox.network is Network.HOST,
@@ -253,9 +257,120 @@ def rlimits(profile: Profile) -> dict[str, int]:
     return limits
 
 
-def _landlock_grants(binds: list[list[str]]) -> dict[str, list[str]]:
+_PRIVATE_WRITES = ("/tmp", "/dev/null", "/dev/zero", "/dev/full", "/dev/shm")
+
+
+def _landlock_grants(binds: list[list[str]], guard: Guard) -> dict[str, list[str]]:
     read = ["/proc", "/dev"] + [p for p, m in binds if m == "ro"]
     execute = [p for p, m in binds if m == "rx"]
-    write = ["/tmp", "/dev/null", "/dev/zero", "/dev/full", "/dev/shm"]
-    write += [p for p, m in binds if m == "rw"]
-    return {"read": read, "execute": execute, "write": write}
+    write = list(_PRIVATE_WRITES)
+    write += [p for p, m in binds if m == "rw" and p not in guard.sealed]
+    write += guard.unsealed
+    return {"read": read, "execute": execute, "write": write, "seal": list(guard.sealed)}
+
+
+class Guard(NamedTuple):
+    """How the jail keeps protected paths out of reach under a write grant that covers them.
+
+    pins: existing directories between a write grant and an existing protected path. Each
+    is bound onto itself: a mount point cannot be renamed or removed (EBUSY), so the server
+    cannot move `.git` aside and plant a fresh `.git/hooks` in its place.
+
+    sealed: existing directories in which a protected path that does not exist yet would be
+    created (the project root for a missing `.mcp.json`), each with those paths. No mount
+    can cover a name that does not exist without creating it on the host, so Landlock
+    withholds the make rights there: existing entries can still be written, truncated and
+    removed, but nothing new appears. Landlock rights inherit downwards, so every directory
+    from the write grant down to the one that needs it is sealed, and unsealed lists their
+    other entries, which keep the full grant.
+    """
+
+    pins: tuple[str, ...]
+    sealed: dict[str, tuple[str, ...]]
+    unsealed: tuple[str, ...]
+
+
+def guard_protected(write: Sequence[str], protect: Sequence[str], source: str) -> Guard:
+    """The pins and seals that keep `protect` read-only under the `write` grants."""
+    protected = set(protect)
+    grants = sorted({w for w in write if os.path.isdir(w)}, key=len)
+    pins: list[str] = []
+    sealed: dict[str, list[str]] = {}
+    for path in protect:
+        for grant in grants:
+            if grant == path or grant.startswith(path + "/"):
+                _refuse_inside(grant, path, source)
+        outer = next((g for g in grants if path.startswith(g.rstrip("/") + "/")), None)
+        if outer is None:
+            continue
+        chain, missing = _walk(outer, path, protected)
+        if missing:
+            for directory in chain:
+                sealed.setdefault(directory, [])
+            sealed[chain[-1]].append(path)
+        elif chain:
+            pins += chain[1:]
+    for directory in sealed:
+        for private in _PRIVATE_WRITES:
+            if directory.startswith(private.rstrip("/") + "/"):
+                _refuse_unsealable(directory, sealed, private)
+    unsealed = tuple(e for d in sealed for e in _entries(d) if e not in sealed)
+    return Guard(tuple(dict.fromkeys(pins)), {d: tuple(p) for d, p in sealed.items()}, unsealed)
+
+
+def _walk(grant: str, path: str, protected: set[str]) -> tuple[list[str], bool]:
+    """(the existing directories from grant down towards path, whether path is missing).
+    A symlink or a file where a directory belongs counts as missing: the server could
+    remove it and create the real thing. An existing protected directory on the way
+    (`.mcpwrap/` above a lock file not written yet) is read-only already: empty chain."""
+    chain = [grant]
+    parts = path[len(grant.rstrip("/")) + 1 :].split("/")
+    current = grant.rstrip("/")
+    for i, part in enumerate(parts):
+        current = f"{current}/{part}"
+        if os.path.islink(current) or not os.path.lexists(current):
+            return chain, True
+        if i == len(parts) - 1:
+            return chain, False
+        if not os.path.isdir(current):
+            return chain, True
+        if current in protected:
+            return [], False
+        chain.append(current)
+    return chain, False
+
+
+def _entries(directory: str) -> list[str]:
+    """A sealed directory's real files and directories. Symlinks are left out: a rule is
+    set on what a path resolves to, and a link back to the sealed directory would unseal it."""
+    try:
+        with os.scandir(directory) as it:
+            return [
+                e.path
+                for e in it
+                if e.is_dir(follow_symlinks=False) or e.is_file(follow_symlinks=False)
+            ]
+    except OSError:
+        return []
+
+
+def _refuse_inside(grant: str, path: str, source: str) -> None:
+    from mcpwrap.launch import LaunchError
+
+    raise LaunchError(
+        f"{source}: [sandbox] write grant {grant} is inside {path}, which no server may "
+        "change: remove the grant (mcpwrap keeps that path read-only whatever the profile "
+        "says)"
+    )
+
+
+def _refuse_unsealable(directory: str, sealed: dict[str, list[str]], private: str) -> None:
+    from mcpwrap.launch import LaunchError
+
+    missing = sorted({p for paths in sealed.values() for p in paths})
+    raise LaunchError(
+        f"cannot keep {', '.join(missing)} from being created: {directory} lies under the "
+        f"jail's private {private}, whose rights Landlock would pass down to it. Create "
+        "those paths yourself before the run, move the project out of "
+        f"{private}, or grant write on subdirectories only"
+    )
