@@ -41,6 +41,14 @@ examples:
   mcpwrap doctor --profile fs    ... and what profile fs needs, and what its last run applied
 """
 
+_CHECK_EXAMPLE = """\
+examples:
+  mcpwrap check .mcpwrap/*.toml          findings for a repository's profiles
+  mcpwrap check fs --format json         one profile, by name, for a machine
+
+exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that does not load
+"""
+
 _DEMO_EXAMPLE = """\
 example:
   mcpwrap demo            run the bundled server under the bundled profile and show
@@ -58,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     _add_run(sub)
     _add_audit(sub)
+    _add_check(sub)
     _add_doctor(sub)
     _add_demo(sub)
     return parser
@@ -121,6 +130,22 @@ def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         )
 
 
+def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "check",
+        help="validate profiles and list what they leave open",
+        description="Load each profile (every key validated) and list its findings: errors for "
+        'settings that weaken the jail (enforce = false, network = "host", write grants on '
+        "the home or system directories), notes for what the jail will do that may surprise.",
+        epilog=_CHECK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile names or .toml paths")
+    p.add_argument(
+        "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+
+
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "doctor",
@@ -163,6 +188,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "check":
+        from mcpwrap.check import check_paths
+
+        text, status = check_paths(args.profiles, as_json=args.format == "json")
+        sys.stdout.write(text)
+        return status
     from mcpwrap.demo import run_demo
 
     return run_demo()

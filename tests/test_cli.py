@@ -24,7 +24,8 @@ def mcpwrap(
 
 
 @pytest.mark.parametrize(
-    "command", [["run"], ["audit"], ["audit", "verify"], ["audit", "tail"], ["demo"]]
+    "command",
+    [["run"], ["audit"], ["audit", "verify"], ["audit", "tail"], ["check"], ["doctor"], ["demo"]],
 )
 def test_every_subcommand_has_help_with_an_example(command: list[str]) -> None:
     out = mcpwrap(*command, "--help")

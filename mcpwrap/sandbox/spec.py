@@ -43,7 +43,7 @@ _ETC = (
 )
 # Files no server may change whatever the profile grants (ARCHITECTURE.md): relative to
 # the project root, or to the home directory.
-_PROTECTED_IN_PROJECT = (
+PROTECTED_IN_PROJECT = (
     ".mcpwrap",
     ".git/hooks",
     ".git/config",
@@ -233,7 +233,7 @@ def _dedupe(binds: list[list[str]]) -> list[list[str]]:
 def protected_paths(profile: Profile, state_dir: str) -> list[str]:
     home = os.path.expanduser("~")
     paths = [profile.source, os.path.splitext(profile.source)[0] + ".lock"]
-    paths += [os.path.join(profile.project, p) for p in _PROTECTED_IN_PROJECT]
+    paths += [os.path.join(profile.project, p) for p in PROTECTED_IN_PROJECT]
     paths += [os.path.join(home, p) for p in _PROTECTED_IN_HOME]
     paths += [state_dir, profile.audit.path]
     return [p for p in paths if p.startswith("/")]

@@ -1,0 +1,162 @@
+"""`mcpwrap check`: what a profile leaves open, as findings a person or a CI job can act on.
+
+`findings()` is a pure function of a loaded profile (plus the home directory and which
+grant paths exist, passed in), so each rule is a row in a table-driven test. A finding
+is an error when the profile weakens a protection mcpwrap would otherwise give; a note
+says what the jail will do that the author may not expect. Errors make the exit status
+1, fit for a repository's CI.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from mcpwrap.profile import Network, Profile
+
+ERROR, NOTE = "error", "note"
+
+
+class Finding(NamedTuple):
+    severity: str  # ERROR or NOTE
+    rule: str  # the profile key it is about, dotted
+    message: str
+    fix: str
+
+
+def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> list[Finding]:
+    """Every finding for this profile, most serious first."""
+    found = [*_sandbox_off(profile), *_network(profile), *_writes(profile, home, exists)]
+    return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _sandbox_off(profile: Profile) -> list[Finding]:
+    if profile.sandbox.enforce:
+        return []
+    return [
+        Finding(
+            ERROR,
+            "sandbox.enforce",
+            "enforce = false: the server runs unsandboxed, with your full rights (every "
+            "file you can read, every host you can reach)",
+            "remove `enforce = false`; if a layer is missing on this machine, "
+            "`mcpwrap doctor` says which and how to add it",
+        )
+    ]
+
+
+def _network(profile: Profile) -> list[Finding]:
+    if profile.sandbox.network is not Network.HOST:
+        return []
+    return [
+        Finding(
+            ERROR,
+            "sandbox.network",
+            'network = "host": the server can reach every host and every service on '
+            "this machine's loopback",
+            'use network = "none", or "allowlist" with the endpoints it needs in egress',
+        )
+    ]
+
+
+_DANGEROUS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/var", "/boot", "/root", "/home")
+
+
+def _writes(profile: Profile, home: str, exists: Callable[[str], bool]) -> list[Finding]:
+    out: list[Finding] = []
+    for grant in profile.sandbox.write:
+        where = grant.rstrip("/") or "/"
+        if where in _DANGEROUS or where == home.rstrip("/"):
+            out.append(
+                Finding(
+                    ERROR,
+                    "sandbox.write",
+                    f"write grant on {where}: the server may change anything there",
+                    "grant the directories it works on, such as {project}/build",
+                )
+            )
+        elif not exists(grant):
+            out.append(
+                Finding(
+                    NOTE,
+                    "sandbox.write",
+                    f"write grant on {grant}, which does not exist: the jail leaves it out",
+                    "create it before the run, or remove the grant",
+                )
+            )
+        elif where == profile.project and (missing := _missing_protected(where, exists)):
+            out.append(_sealed_root(where, missing))
+    return out
+
+
+def _sealed_root(root: str, missing: list[str]) -> Finding:
+    text = (
+        f"write grant on the project root {root}, where {', '.join(missing)} do not exist "
+        "yet: no server may create them, so the jail seals the root (existing files stay "
+        "writable, nothing new can be created there)"
+    )
+    fix = "grant write on subdirectories, or create those paths yourself"
+    if root.startswith("/tmp/"):  # noqa: S108 - the jail's own /tmp: a seal cannot hold there
+        return Finding(ERROR, "sandbox.write", text + "; under /tmp the run stops instead", fix)
+    return Finding(NOTE, "sandbox.write", text, fix)
+
+
+def _missing_protected(project: str, exists: Callable[[str], bool]) -> list[str]:
+    from mcpwrap.sandbox.spec import PROTECTED_IN_PROJECT
+
+    return [p for p in PROTECTED_IN_PROJECT if not exists(os.path.join(project, p))]
+
+
+def report_text(path: str, found: Sequence[Finding]) -> str:
+    if not found:
+        return f"{path}: ok, no findings\n"
+    lines = [f"{path}: {f.severity}: {f.rule}: {f.message}\n    to fix: {f.fix}\n" for f in found]
+    return "".join(lines)
+
+
+def report_json(results: dict[str, Sequence[Finding] | str]) -> str:
+    """{"profiles": [{"path", "valid", "error"?, "findings": [...]}]}."""
+    profiles = []
+    for path, result in results.items():
+        if isinstance(result, str):
+            profiles.append({"path": path, "valid": False, "error": result, "findings": []})
+        else:
+            items = [f._asdict() for f in result]
+            profiles.append({"path": path, "valid": True, "findings": items})
+    return json.dumps({"profiles": profiles}, indent=2) + "\n"
+
+
+def exit_status(results: dict[str, Sequence[Finding] | str]) -> int:
+    """2 when a profile does not load, 1 when one has an error finding, else 0."""
+    if any(isinstance(r, str) for r in results.values()):
+        return 2
+    lists = [r for r in results.values() if not isinstance(r, str)]
+    return 1 if any(f.severity == ERROR for found in lists for f in found) else 0
+
+
+def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
+    """Load each profile and collect its findings: (the report, the exit status)."""
+    from mcpwrap import paths as places
+    from mcpwrap.errors import MCPWrapError
+    from mcpwrap.profile import load_profile
+
+    results: dict[str, Sequence[Finding] | str] = {}
+    for name in paths:
+        try:
+            path = places.find(name)
+            profile = load_profile(
+                path, state_dir=places.state_dir(), builtin_dir=places.builtin_profiles_dir()
+            )
+        except MCPWrapError as exc:
+            results[name] = str(exc)
+            continue
+        results[path] = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
+    if as_json:
+        return report_json(results), exit_status(results)
+    text = "".join(
+        f"{p}: invalid: {r}\n" if isinstance(r, str) else report_text(p, r)
+        for p, r in results.items()
+    )
+    return text, exit_status(results)

@@ -1,0 +1,86 @@
+"""`mcpwrap check`: each rule is a row; the command's exit status is fit for CI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+from wrapped import MCPWRAP
+
+from mcpwrap.check import ERROR, NOTE, findings
+from mcpwrap.profile import Placeholders, Profile, parse_profile
+
+HOME = "/home/u"
+PROJECT = "/work/proj"
+
+
+def _profile(sandbox: str) -> Profile:
+    places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
+    return parse_profile(f"version = 1\n[sandbox]\n{sandbox}\n", source="p.toml", places=places)
+
+
+ROWS = [
+    # ([sandbox] body, paths that exist, expected (severity, rule) pairs)
+    ("", set(), []),
+    ("enforce = false", set(), [(ERROR, "sandbox.enforce")]),
+    ('network = "host"', set(), [(ERROR, "sandbox.network")]),
+    ('write = ["{home}"]', {HOME}, [(ERROR, "sandbox.write")]),
+    ('write = ["/etc"]', {"/etc"}, [(ERROR, "sandbox.write")]),
+    ('write = ["{project}/build"]', {f"{PROJECT}/build"}, []),
+    ('write = ["{project}/build"]', set(), [(NOTE, "sandbox.write")]),
+    ('write = ["{project}"]', {PROJECT}, [(NOTE, "sandbox.write")]),
+]
+
+
+@pytest.mark.parametrize(("sandbox", "existing", "expected"), ROWS)
+def test_findings(sandbox: str, existing: set[str], expected: list[tuple[str, str]]) -> None:
+    found = findings(_profile(sandbox), home=HOME, exists=existing.__contains__)
+    assert [(f.severity, f.rule) for f in found] == expected
+    assert all(f.message and f.fix for f in found)
+
+
+def test_a_project_root_with_every_protected_path_is_not_sealed() -> None:
+    from mcpwrap.sandbox.spec import PROTECTED_IN_PROJECT
+
+    existing = {PROJECT} | {f"{PROJECT}/{p}" for p in PROTECTED_IN_PROJECT}
+    profile = _profile('write = ["{project}"]')
+    assert findings(profile, home=HOME, exists=existing.__contains__) == []
+
+
+def test_a_sealed_root_under_tmp_is_an_error_because_the_run_would_stop() -> None:
+    places = Placeholders(project="/tmp/p", home=HOME, cwd="/tmp/p", state="/s")
+    profile = parse_profile(
+        'version = 1\n[sandbox]\nwrite = ["{project}"]\n', source="p.toml", places=places
+    )
+    (found,) = findings(profile, home=HOME, exists={"/tmp/p"}.__contains__)
+    assert found.severity == ERROR and "run stops" in found.message
+
+
+def _check(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*MCPWRAP, "check", *args], capture_output=True, text=True, cwd=cwd, timeout=60
+    )
+
+
+def test_exit_status_and_json(tmp_path: Path) -> None:
+    good, off = tmp_path / "good.toml", tmp_path / "off.toml"
+    good.write_text('version = 1\n[sandbox]\nread = ["{project}"]\n')
+    off.write_text("version = 1\n[sandbox]\nenforce = false\n")
+    ok = _check(str(good), cwd=tmp_path)
+    assert ok.returncode == 0 and "ok, no findings" in ok.stdout, ok.stdout + ok.stderr
+    bad = _check(str(good), str(off), cwd=tmp_path)
+    assert bad.returncode == 1 and "error: sandbox.enforce" in bad.stdout
+    assert "to fix:" in bad.stdout
+    out = _check(str(off), "--format", "json", cwd=tmp_path)
+    report = json.loads(out.stdout)["profiles"][0]
+    assert report["valid"] and report["findings"][0]["rule"] == "sandbox.enforce"
+
+
+def test_a_profile_that_does_not_load_is_exit_2_with_file_line_and_key(tmp_path: Path) -> None:
+    broken = tmp_path / "broken.toml"
+    broken.write_text('version = 1\n[sandbox]\nnetwrok = "none"\n')
+    out = _check(str(broken), cwd=tmp_path)
+    assert out.returncode == 2
+    assert f"{broken}: invalid: {broken}:3: sandbox.netwrok" in out.stdout, out.stdout
