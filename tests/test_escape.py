@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -99,6 +100,10 @@ def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool
             spec[layer] = None
     if off.get("pins"):
         spec["pins"] = []
+    return _run_spec(spec)
+
+
+def _run_spec(spec: dict[str, Any]) -> dict[str, Any]:
     child = launch.start_jailed(spec)
     child.wait_ready()
     out, _ = child.process.communicate(timeout=30)
@@ -260,6 +265,31 @@ def test_a_missing_protected_path_deeper_down_seals_only_its_way_there(var_bed: 
     assert not (bed.project / ".git" / "hooks").exists()
     assert not stopped(run_probe(bed, "write_file", str(bed.project / ".git/objects/x")))
     assert not stopped(run_probe(bed, "plant", hook, landlock=True))
+
+
+def test_a_setuid_binary_gives_no_other_uid(bed: Bed) -> None:
+    """A setuid binary in the server's own install tree (bound read-only, executable)
+    runs with the caller's uid: the binds are nosuid and no_new_privs is set. As root the
+    test makes a setuid copy of `sleep` owned by nobody, and the same attempt outside the
+    jail does get nobody's uid; as an ordinary user it cannot chown, so it checks that
+    every mount the server can execute from is nosuid."""
+    install = bed.tmp / "install"
+    install.mkdir()
+    copy = install / "suidsleep"
+    shutil.copy2(shutil.which("sleep") or "/bin/sleep", copy)
+    if ROOT:
+        os.chown(copy, 65534, 65534)
+        os.chmod(copy, 0o4755)
+        assert not stopped(run_probe(bed, "setuid_exec", str(copy), jail=False))
+    spec = jail_for(bed, [sys.executable, PROBE, "setuid_exec", str(copy)])
+    spec["binds"].append([str(install), "rx"])
+    spec["landlock"]["execute"].append(str(install))
+    result = _run_spec(spec)
+    assert result["escaped"] is False and result["returncode"] == 0, result
+    assert result["detail"].startswith("uid real"), f"the copy must have run: {result}"
+    spec = jail_for(bed, [sys.executable, PROBE, "exec_mounts_nosuid"])
+    nosuid = _run_spec(spec)
+    assert nosuid["escaped"] is False, nosuid["detail"]
 
 
 def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:

@@ -368,6 +368,9 @@ def _proc_and_dev(root: str) -> None:
     for name in _DEVICES:
         open(f"{dev}/{name}", "w").close()
         kernel.mount(f"/dev/{name}", f"{dev}/{name}", None, kernel.MS_BIND)
+        # A bind keeps its source's flags: the host's /dev may allow suid and exec.
+        flags = kernel.MS_BIND | kernel.MS_REMOUNT | kernel.MS_NOSUID | kernel.MS_NOEXEC
+        kernel.mount("none", f"{dev}/{name}", None, flags | _locked_flags(f"{dev}/{name}"))
     os.mkdir(dev + "/shm", 0o1777)
     kernel.mount(
         "tmpfs", dev + "/shm", "tmpfs", kernel.MS_NOSUID | kernel.MS_NODEV, "mode=1777,size=64m"
