@@ -750,9 +750,24 @@ def _tool(ctx: _Ctx, path: _Path, value: object) -> ToolSpec:
         timeout=t.get("timeout", _duration, None),
         rate=t.get("rate", _rate, None),
         concurrency=t.get("concurrency", _at_least(1), None),
-        effects=t.get("effects", _words, ()),
+        effects=t.get("effects", _effects, ()),
         args=t.get("args", _args, _NO_ARGS),
     )
+
+
+def _effect(ctx: _Ctx, path: _Path, value: object) -> str:
+    """A declared side effect; "network:HOST:PORT" (or network:tcp:ADDR:PORT) is checked
+    like an egress entry, as the egress proxy admits it while a call of the tool runs."""
+    text = _word(ctx, path, value)
+    if not text.startswith("network:"):
+        return text
+    try:
+        return "network:" + _normal_egress(text.removeprefix("network:"))
+    except ValueError as exc:
+        ctx.fail(path, f"{exc}; expected network:{_EGRESS_FORMS}")
+
+
+_effects = _array_of(_effect, "an array of non-empty strings")
 
 
 def _args(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, Constraint]:

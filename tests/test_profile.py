@@ -1103,3 +1103,28 @@ def test_enums_have_the_documented_values() -> None:
     assert [m.value for m in Network] == ["none", "allowlist", "host"]
     assert [m.value for m in Syscalls] == ["default", "strict"]
     assert [m.value for m in ArgumentsMode] == ["digest", "full", "none"]
+
+
+@pytest.mark.parametrize(
+    ("effects", "message"),
+    [
+        ('["network:api.github.com"]', "has no port from 1 to 65535"),
+        ('["network:tcp:db:5432"]', "does not hold an IPv4 address"),
+    ],
+)
+def test_a_network_effect_is_checked_like_an_egress_entry(
+    tmp_path: Path, effects: str, message: str
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(f'version = 1\n[tools.t]\nclass = "read"\neffects = {effects}\n')
+    with pytest.raises(ProfileError, match=rf"p\.toml:4: tools\.t\.effects\[0\]: .*{message}"):
+        load_profile(str(path), state_dir=str(tmp_path))
+
+
+def test_network_effects_are_kept_in_canonical_form(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(
+        'version = 1\n[tools.t]\nclass = "read"\neffects = ["network:API.GitHub.com:443", "fs"]\n'
+    )
+    tool = load_profile(str(path), state_dir=str(tmp_path)).tools["t"]
+    assert tool.effects == ("network:api.github.com:443", "fs")
