@@ -132,9 +132,31 @@ def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
 class Jailed(Child):
     """A server started through the jail trampoline; `wait_ready` reports its set-up."""
 
-    def __init__(self, process: subprocess.Popen[bytes], status_fd: int) -> None:
+    def __init__(
+        self, process: subprocess.Popen[bytes], status_fd: int, egress: Any = None
+    ) -> None:
         super().__init__(process)
         self._status_fd = status_fd
+        self._egress = egress  # our end of the socket the jail sends its listeners on
+
+    def egress_listeners(self) -> list[tuple[str, Any, tuple[str, int] | None]]:
+        """The listeners the jail bound in its network namespace: (kind, socket, target).
+        Call after wait_ready(): the jail sent them before it exec'd the server."""
+        if self._egress is None:
+            return []
+        import socket
+
+        with self._egress:
+            msg, fds, _, _ = socket.recv_fds(self._egress, 65536, 64)
+        kinds = marshal.loads(msg)  # noqa: S302 - from our own trampoline
+        if len(kinds) != len(fds):
+            for fd in fds:
+                os.close(fd)
+            raise SandboxError({"message": "the jail sent an incomplete set of listeners"})
+        return [
+            (kind, socket.socket(fileno=fd), tuple(target) if target else None)
+            for (kind, target), fd in zip(kinds, fds, strict=True)
+        ]
 
     def server_pid(self) -> int:
         """pid 1 of the jail (the server, after exec), not the supervisor outside it: the
@@ -205,6 +227,12 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
     """Start the trampoline: a fresh interpreter applies the layers, then execs the server."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
+    egress = jail_end = None
+    if spec.get("egress") is not None:
+        import socket
+
+        egress, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        spec["egress"]["fd"] = jail_end.fileno()
     argv = [
         sys.executable,
         "-I",
@@ -225,19 +253,23 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
             env={},
             bufsize=0,
             close_fds=True,
-            pass_fds=(status_w, spec_r),
+            pass_fds=(status_w, spec_r) + ((jail_end.fileno(),) if jail_end else ()),
             start_new_session=True,
         )
     except OSError as exc:
+        if egress is not None:
+            egress.close()
         raise LaunchError(
             f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
         ) from exc
     finally:
         os.close(status_w)
         os.close(spec_r)
+        if jail_end is not None:
+            jail_end.close()
     with os.fdopen(spec_w, "wb") as f:  # small: fits the pipe before the child reads it
         f.write(marshal.dumps(spec))  # marshal: the trampoline need not import json
-    child = Jailed(process, status_r)
+    child = Jailed(process, status_r, egress)
     for fd in child.fds():
         widen_pipe(fd)
     return child

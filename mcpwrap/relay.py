@@ -825,6 +825,15 @@ class Relay:
     def record_session(self, *, rule: str = "session", **fields: Any) -> None:
         self._record("session", rule=rule, **fields)
 
+    def record_event(self, event: str, **fields: Any) -> None:
+        """A record of another part of mcpwrap (the egress proxy), in this chain."""
+        self._record(event, **fields)
+
+    def calls_in_flight(self) -> list[tuple[str, object]]:
+        """(tool, call id) of every tools/call forwarded and not answered yet."""
+        with self._lock:
+            return [(p.tool.name, p.msg_id) for p in self._pending.values() if p.tool]
+
     def _warn(self, text: str) -> None:
         try:
             self._log.write(f"mcpwrap: {text}\n")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
@@ -57,7 +57,31 @@ def run(options: RunOptions) -> int:
         child.wait_ready()  # a layer that failed stops the run here: fail closed
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
     session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd)
-    return session.run(argv, sandbox=sandbox)
+    egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
+    try:
+        return session.run(argv, sandbox=sandbox)
+    finally:
+        if egress is not None:
+            egress.close()
+
+
+def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
+    """network = "allowlist": serve the listeners the jail bound, under the profile's rules."""
+    listeners = child.egress_listeners()
+    if not listeners:
+        return None
+    from mcpwrap import egress, netpolicy
+
+    relay = session.relay
+    proxy = egress.Egress(
+        netpolicy.entries(profile),
+        [egress.Listener(kind, sock, target) for kind, sock, target in listeners],
+        record=relay.record_event,
+        in_flight=relay.calls_in_flight,
+        broken=lambda: relay.audit_broken,
+    )
+    proxy.start()
+    return proxy
 
 
 def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:

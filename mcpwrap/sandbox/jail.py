@@ -214,6 +214,8 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
     kernel.sethostname("mcpwrap")
     if not spec.get("host_network"):
         _loopback_up()
+    if spec.get("egress") is not None:
+        spec["tcp_connect"] = _egress_listeners(spec)
     root = _build_root(spec)
     _enter_root(root)
     os.setsid()
@@ -266,6 +268,73 @@ def _loopback_up() -> None:
         raise SetupError("network", "ioctl(SIOCSIFFLAGS)", exc.errno or 0, "lo") from exc
     finally:
         os.close(fd)
+
+
+def _egress_listeners(spec: dict[str, Any]) -> list[int]:
+    """Bind the proxy listeners and the tcp: forwards in this namespace, hand them to
+    mcpwrap, and point the server's environment at them: the ports its TCP may reach."""
+    import socket  # only with network = "allowlist": ~3 ms
+
+    egress = spec["egress"]
+    made: list[tuple[str, list[Any] | None, socket.socket]] = []
+    env = spec["env"]
+    try:
+        for kind in ("http", "socks"):
+            sock = socket.create_server(("127.0.0.1", 0), backlog=128)
+            made.append((kind, None, sock))
+        for n, (address, port) in enumerate(egress["forwards"]):
+            v6 = ":" in address
+            if not v6 and not address.startswith("127."):
+                _add_loopback_address(address, n)
+            family = socket.AF_INET6 if v6 else socket.AF_INET
+            made.append(
+                ("tcp", [address, port], socket.create_server((address, port), family=family))
+            )
+    except OSError as exc:
+        raise SetupError("egress", "bind", exc.errno or 0, str(exc)) from exc
+    http = f"http://127.0.0.1:{made[0][2].getsockname()[1]}"
+    socks = f"socks5h://127.0.0.1:{made[1][2].getsockname()[1]}"
+    local = ",".join(["localhost", "127.0.0.1", "::1", *(a for a, _ in egress["forwards"])])
+    for name, value in (
+        ("http_proxy", http),
+        ("https_proxy", http),
+        ("all_proxy", socks),
+        ("no_proxy", local),
+    ):
+        env[name] = env[name.upper()] = value
+    env["NODE_USE_ENV_PROXY"] = "1"  # Node >= 22.21 / 24.5: fetch honours the variables
+    channel = socket.socket(fileno=egress["fd"])
+    try:
+        kinds = [(kind, target) for kind, target, _ in made]
+        socket.send_fds(channel, [marshal.dumps(kinds)], [s.fileno() for _, _, s in made])
+    except OSError as exc:
+        raise SetupError("egress", "sendmsg(SCM_RIGHTS)", exc.errno or 0) from exc
+    finally:
+        channel.close()
+    ports = [s.getsockname()[1] for _, _, s in made]
+    for _, _, sock in made:
+        sock.close()
+    return ports
+
+
+def _add_loopback_address(address: str, n: int) -> None:
+    """A tcp: forward to a non-loopback IPv4 address: give lo an alias with it, so the
+    server connects to the same address it would outside."""
+    siocsifaddr, siocsifnetmask = 0x8916, 0x891C
+    name = f"lo:{n}".encode()
+    fd = kernel.inet_dgram_socket()
+    try:
+        for request, value in ((siocsifaddr, address), (siocsifnetmask, "255.255.255.255")):
+            packed = struct.pack("16sH2s4s8s", name, 2, b"\0\0", _ipv4(value), b"\0" * 8)
+            fcntl.ioctl(fd, request, packed)
+    except OSError as exc:
+        raise SetupError("egress", "ioctl(SIOCSIFADDR)", exc.errno or 0, address) from exc
+    finally:
+        os.close(fd)
+
+
+def _ipv4(text: str) -> bytes:
+    return bytes(int(part) for part in text.split("."))
 
 
 # --- the new root ----------------------------------------------------------------------
@@ -416,6 +485,7 @@ def _landlock(spec: dict[str, Any]) -> None:
             write=grants["write"],
             execute=grants["execute"],
             seal=grants.get("seal", ()),
+            tcp_connect=spec.get("tcp_connect", ()),
             tcp=not spec.get("host_network"),
         )
     except landlock.LandlockError as exc:

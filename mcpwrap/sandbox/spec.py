@@ -80,14 +80,6 @@ def build(
     profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: str, *, state_dir: str
 ) -> dict[str, Any]:
     """The trampoline's spec: a JSON-ready dict."""
-    if profile.sandbox.network is Network.ALLOWLIST:
-        from mcpwrap.launch import LaunchError
-
-        raise LaunchError(
-            f'{profile.source}: [sandbox] network = "allowlist" needs the egress proxy of a '
-            'later mcpwrap release; use network = "none" (no network) or "host" (unconfined) '
-            "until then"
-        )
     exe = _which(argv[0], env.get("PATH", ""))
     runtime = sorted(set(_runtime_dirs([exe, *_script(exe, argv[1:])], cwd)))
     binds = _system_binds() + [[d, "rx"] for d in runtime if not _covered(d)]
@@ -113,7 +105,27 @@ def build(
         "seccomp": profile.sandbox.syscalls.value,
         "seccomp_cache": os.path.join(state_dir, "cache"),
         "host_network": profile.sandbox.network is Network.HOST,
+        "egress": _egress(profile),
     }
+
+
+def _egress(profile: Profile) -> dict[str, Any] | None:
+    """With network = "allowlist": the tcp: forwards the jail listens at (the proxies it
+    always binds). The fd to send the listeners on is added by launch.start_jailed."""
+    if profile.sandbox.network is not Network.ALLOWLIST:
+        return None
+    from mcpwrap import netpolicy
+
+    forwards = netpolicy.forwards(netpolicy.entries(profile))
+    for address, port in forwards:
+        if ":" in address and address != "::1":
+            from mcpwrap.launch import LaunchError
+
+            raise LaunchError(
+                f"{profile.source}: egress tcp:[{address}]:{port}: a forward inside the jail "
+                "needs an IPv4 address or [::1]"
+            )
+    return {"forwards": [list(f) for f in forwards]}
 
 
 def _which(program: str, path: str) -> str:

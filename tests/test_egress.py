@@ -1,0 +1,284 @@
+"""The egress proxy with the real jail and real clients: the server's only way out.
+
+Upstreams are the test's own listeners on the host's loopback; names are mapped to
+loopback, private and metadata addresses through MCPWRAP_TEST_HOSTS, never resolved on
+the network. Each refusal has a control that the same client gets through when the
+entry allows it, so a test fails if its rule goes.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from mcpwrap import egress, launch, netpolicy
+from mcpwrap.profile import load_profile
+from mcpwrap.sandbox import spec as jail_spec
+
+PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = f"hello {self.path}\n".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+class Upstream(NamedTuple):
+    port: int
+    hits: list[str]
+
+
+@pytest.fixture
+def upstream() -> Iterator[Upstream]:
+    hits: list[str] = []
+
+    class Counting(_Hello):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Upstream(server.server_address[1], hits)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class Run(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+    records: list[dict[str, Any]]
+
+
+def jailed(
+    tmp: Path,
+    egress_entries: list[str],
+    argv: list[str],
+    *,
+    tools: str = "",
+    in_flight: list[tuple[str, object]] | None = None,
+    hosts: dict[str, str] | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+) -> Run:
+    """argv in the jail under network = "allowlist", with mcpwrap's proxy serving it."""
+    listed = ", ".join(json.dumps(e) for e in egress_entries)
+    profile_path = tmp / "p.toml"
+    profile_path.write_text(
+        f'version = 1\n[sandbox]\nnetwork = "allowlist"\negress = [{listed}]\n'
+        f'[audit]\npath = "{tmp}/a.jsonl"\n{tools}'
+    )
+    if hosts is not None and monkeypatch is not None:
+        (tmp / "hosts").write_text("".join(f"{a} {n}\n" for n, a in hosts.items()))
+        monkeypatch.setenv("MCPWRAP_TEST_HOSTS", str(tmp / "hosts"))
+    profile = load_profile(str(profile_path), state_dir=str(tmp / "state"))
+    env = {"PATH": os.environ["PATH"]}
+    spec = jail_spec.build(profile, argv, env, str(tmp), state_dir=str(tmp / "state"))
+    child = launch.start_jailed(spec)
+    child.wait_ready()
+    records: list[dict[str, Any]] = []
+    proxy = egress.Egress(
+        netpolicy.entries(profile),
+        [egress.Listener(k, s, t) for k, s, t in child.egress_listeners()],
+        record=lambda event, **fields: records.append({"event": event, **fields}),
+        in_flight=lambda: list(in_flight or []),
+    )
+    proxy.start()
+    try:
+        out, err = child.process.communicate(timeout=60)
+    finally:
+        proxy.close()
+    return Run(child.process.returncode, out.decode(), err.decode(), records)
+
+
+def curl(*args: str) -> list[str]:
+    return ["curl", "-sS", "--max-time", "10", *args]
+
+
+# --- allowed paths, with real clients --------------------------------------------------
+
+
+def test_curl_https_proxy_and_socks_reach_a_listed_name(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """curl through the HTTP proxy and through SOCKS5 with remote names; the name maps to
+    loopback, which an entry names literally, so it is admitted."""
+    url = f"http://upstream.test:{upstream.port}"
+    script = f"curl -sS --max-time 10 {url}/http && curl -sS --max-time 10 --proxy $ALL_PROXY {url}/socks"
+    run = jailed(
+        tmp_path,
+        [f"upstream.test:{upstream.port}", f"127.0.0.1:{upstream.port}"],
+        ["sh", "-c", script],
+        hosts={"upstream.test": "127.0.0.1"},
+        monkeypatch=monkeypatch,
+    )
+    assert run.returncode == 0, run
+    assert "hello /http" in run.stdout and "hello /socks" in run.stdout
+    assert upstream.hits == ["/http", "/socks"]
+    vias = sorted(r["via"] for r in run.records)
+    assert vias == ["http", "socks"] and all(r["decision"] == "allow" for r in run.records)
+    assert all(r["address"] == "127.0.0.1" and r["bytes_in"] > 0 for r in run.records)
+
+
+URLLIB = (
+    "import sys, urllib.request\n"
+    "try:\n"
+    "    print(urllib.request.urlopen(sys.argv[1], timeout=10).read().decode())\n"
+    "except Exception as exc:\n"
+    "    print('failed:', exc); sys.exit(3)\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "address", "why"),
+    [
+        ("upstream.test", "127.0.0.1", "loopback"),
+        ("metadata.test", "169.254.169.254", "cloud metadata"),
+        ("private.test", "10.1.2.3", "private"),
+        ("cgnat.test", "100.64.0.1", "CGNAT"),
+        ("mapped.test", "::ffff:127.0.0.1", "IPv4-mapped"),
+    ],
+)
+def test_a_listed_name_that_resolves_to_a_non_public_address_is_refused(
+    tmp_path: Path,
+    upstream: Upstream,
+    monkeypatch: pytest.MonkeyPatch,
+    name: str,
+    address: str,
+    why: str,
+) -> None:
+    """The jail has no DNS: urllib hands the name to the proxy, mcpwrap resolves it and
+    refuses the address. The control: with the address named literally it gets through."""
+    url = f"http://{name}:{upstream.port}/u"
+    run = jailed(
+        tmp_path,
+        [f"{name}:{upstream.port}"],
+        [sys.executable, "-c", URLLIB, url],
+        hosts={name: address},
+        monkeypatch=monkeypatch,
+    )
+    assert run.returncode == 3 and "403" in run.stdout, run
+    (refusal,) = run.records
+    assert refusal["rule"] == "egress.address" and why in refusal["reason"], refusal
+    assert upstream.hits == []
+    if address == "127.0.0.1":
+        allowed = jailed(
+            tmp_path,
+            [f"{name}:{upstream.port}", f"{address}:{upstream.port}"],
+            [sys.executable, "-c", URLLIB, url],
+            hosts={name: address},
+            monkeypatch=monkeypatch,
+        )
+        assert allowed.returncode == 0 and "hello /u" in allowed.stdout, allowed
+
+
+def test_an_unlisted_host_and_an_ip_literal_are_refused(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    listed = f"upstream.test:{upstream.port}"
+    for url, rule in (
+        (f"http://other.test:{upstream.port}/", "egress.unlisted"),
+        (f"http://198.51.100.7:{upstream.port}/", "egress.unlisted"),
+        (f"http://upstream.test:{upstream.port + 1}/", "egress.unlisted"),
+    ):
+        run = jailed(
+            tmp_path,
+            [listed, f"127.0.0.1:{upstream.port}"],
+            [sys.executable, "-c", URLLIB, url],
+            hosts={"upstream.test": "127.0.0.1", "other.test": "127.0.0.1"},
+            monkeypatch=monkeypatch,
+        )
+        assert run.returncode == 3 and "403" in run.stdout, (url, run)
+        assert [r["rule"] for r in run.records] == [rule], url
+    assert upstream.hits == []
+
+
+def test_direct_tcp_udp_and_dns_have_no_way_out(tmp_path: Path, upstream: Upstream) -> None:
+    """Without the proxy nothing leaves: the host's loopback listener is unreachable, UDP
+    and DNS find no route, and the proxies are the only TCP ports Landlock lets it reach."""
+    tcp = jailed(
+        tmp_path,
+        [f"127.0.0.1:{upstream.port}"],
+        [sys.executable, PROBE, "tcp_connect", "127.0.0.1", str(upstream.port)],
+    )
+    assert json.loads(tcp.stdout.strip().splitlines()[-1])["escaped"] is False, tcp
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+        udp.bind(("127.0.0.1", 0))
+        udp.settimeout(0.5)
+        port = str(udp.getsockname()[1])
+        jailed(
+            tmp_path, [f"127.0.0.1:{port}"], [sys.executable, PROBE, "udp_send", "127.0.0.1", port]
+        )
+        with pytest.raises(TimeoutError):
+            udp.recv(100)
+    dns = "import socket; socket.getaddrinfo('example.com', 443)"
+    run = jailed(tmp_path, [], [sys.executable, "-c", dns])
+    assert run.returncode != 0 and "gaierror" in run.stderr, run
+    assert upstream.hits == []
+
+
+def test_a_tcp_forward_appears_at_the_same_address_inside(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """tcp:127.0.0.1:PORT: the server connects to the address it knows, the proxy relays
+    to the host's listener; a port with no entry stays closed."""
+    url = f"http://127.0.0.1:{upstream.port}/fwd"
+    run = jailed(tmp_path, [f"tcp:127.0.0.1:{upstream.port}"], [sys.executable, "-c", URLLIB, url])
+    assert run.returncode == 0 and "hello /fwd" in run.stdout, run
+    (record,) = run.records
+    assert record["via"] == "tcp" and record["rule"] == "sandbox.egress"
+    closed = jailed(tmp_path, [], [sys.executable, "-c", URLLIB, url])
+    assert closed.returncode == 3 and upstream.hits == ["/fwd"]
+
+
+def test_an_endpoint_in_a_tools_effects_is_reachable_only_during_its_call(
+    tmp_path: Path, upstream: Upstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Declared only by tools.fetch.effects: refused with no call in flight and with only
+    another tool's call in flight; admitted while a call of fetch runs, and attributed to
+    every call of fetch in flight (two overlapping ones here)."""
+    port = upstream.port
+    tools = (
+        f'[tools.fetch]\nclass = "read"\n'
+        f'effects = ["network:upstream.test:{port}", "network:127.0.0.1:{port}"]\n'
+        '[tools.other]\nclass = "read"\n'
+    )
+    argv = [sys.executable, "-c", URLLIB, f"http://upstream.test:{port}/t"]
+
+    def run(in_flight: list[tuple[str, object]]) -> Run:
+        return jailed(
+            tmp_path,
+            [],
+            argv,
+            tools=tools,
+            in_flight=in_flight,
+            hosts={"upstream.test": "127.0.0.1"},
+            monkeypatch=monkeypatch,
+        )
+
+    for idle in (run([]), run([("other", 1)])):
+        assert idle.returncode == 3, idle
+        assert [r["rule"] for r in idle.records] == ["egress.not_in_flight"]
+    assert upstream.hits == []
+    both = run([("fetch", 7), ("other", 8), ("fetch", "x")])
+    assert both.returncode == 0 and "hello /t" in both.stdout, both
+    (record,) = both.records
+    assert record["rule"] == "tools.fetch.effects" and record["calls"] == [7, "x"]
