@@ -134,28 +134,43 @@ class Egress:
             failed = Verdict(False, "egress.protocol", f"bad {listener.kind} request: {exc}")
             self._refuse(listener, conn, (host, port), failed, status=400)
             return
+        up = down = 0
         try:
             if reply:
                 conn.sendall(reply)
             if early:
                 upstream.sendall(early)
             up, down, ended = self._pipe(conn, upstream, len(early))
+        except OSError as exc:  # a side gone before the pipe ran: still one record
+            ended = f"closed: {exc.strerror or exc}"
         finally:
             upstream.close()
             conn.close()
-        self._record(
-            "egress",
-            decision="allow",
-            rule=verdict.rule,
-            reason=verdict.reason,
-            via=listener.kind,
-            endpoint=f"{host}:{port}",
+        self._record_connection(
+            verdict,
+            listener,
+            (host, port),
             address=str(address),
             bytes_out=up,
             bytes_in=down,
             duration_ms=round((time.monotonic() - started) * 1000, 3),
             ended=ended,
             calls=list(verdict.calls),
+        )
+
+    def _record_connection(
+        self, verdict: Verdict, listener: Listener, endpoint: tuple[str, int], **fields: object
+    ) -> None:
+        """The one audit record of a connection, admitted or refused."""
+        host, port = endpoint
+        self._record(
+            "egress",
+            decision="allow" if verdict.allowed else "refuse",
+            rule=verdict.rule,
+            reason=verdict.reason,
+            via=listener.kind,
+            endpoint=f"{host}:{port}" if host else None,
+            **fields,
         )
 
     def _admit(self, host: str, port: int, *, tcp: bool) -> tuple[Verdict, IP]:
@@ -184,7 +199,6 @@ class Egress:
         *,
         status: int = 403,
     ) -> None:
-        host, port = endpoint
         try:
             if listener.kind == "http":
                 conn.sendall(_http_error(status, verdict))
@@ -194,14 +208,7 @@ class Egress:
             pass
         finally:
             conn.close()
-        self._record(
-            "egress",
-            decision="refuse",
-            rule=verdict.rule,
-            reason=verdict.reason,
-            via=listener.kind,
-            endpoint=f"{host}:{port}" if host else None,
-        )
+        self._record_connection(verdict, listener, endpoint)
 
     def _pipe(
         self, conn: socket.socket, upstream: socket.socket, sent: int

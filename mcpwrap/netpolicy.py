@@ -121,7 +121,8 @@ def decide(
     callers = [(tool, call) for tool, call in in_flight if tool in scoped]
     if callers:
         entry = scoped[callers[0][0]]
-        return Verdict(True, entry.rule, "declared by a tool in flight", entry, _ids(callers))
+        calls = tuple(call for _, call in callers)
+        return Verdict(True, entry.rule, "declared by a tool in flight", entry, calls)
     if scoped:
         tools = ", ".join(sorted(f"tools.{t}.effects" for t in scoped if t))
         return Verdict(
@@ -131,10 +132,6 @@ def decide(
         )
     where = "a tcp: entry" if tcp else "[sandbox] egress or a tool's network effects"
     return Verdict(False, "egress.unlisted", f"{name}:{port} is not in {where}")
-
-
-def _ids(callers: Sequence[tuple[str, object]]) -> tuple[object, ...]:
-    return tuple(call for _, call in callers)
 
 
 def _matches(entry: Entry, name: str) -> bool:

@@ -185,14 +185,22 @@ def _grant_write_on_the_project(bed: Bed) -> None:
     )
 
 
+def _make_protected(bed: Bed, *, hooks: bool = True) -> None:
+    """Every protected path of the project, so that nothing needs sealing (but .git/hooks
+    when hooks is False: .git gets objects/ instead)."""
+    for sub in (".mcpwrap", ".git/hooks" if hooks else ".git/objects", ".vscode", ".cursor"):
+        (bed.project / sub).mkdir(parents=True)
+    (bed.project / ".claude").mkdir()
+    for name in (".git/config", ".mcp.json", ".envrc", "p.lock"):
+        (bed.project / name).write_text("original\n")
+
+
 def test_protected_paths_stay_read_only_under_a_write_grant(var_bed: Bed) -> None:
     """A write grant on the project does not reach .mcpwrap/, .git/hooks, .git/config,
     client configs or the profile itself; every protected path exists here."""
     bed = var_bed
-    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor", ".claude"):
-        (bed.project / sub).mkdir(parents=True)
-    for name in (".git/config", ".mcp.json", ".mcpwrap/p.toml", ".envrc", "p.lock"):
-        (bed.project / name).write_text("original\n")
+    _make_protected(bed)
+    (bed.project / ".mcpwrap" / "p.toml").write_text("original\n")
     _grant_write_on_the_project(bed)
     targets = [
         ".git/config",
@@ -218,10 +226,7 @@ def test_a_protected_path_cannot_be_replaced_by_moving_its_parent_aside(var_bed:
     """`mv .git .git.moved && mkdir -p .git/hooks` would plant a hook: the jail binds .git
     onto itself, and a mount point cannot be renamed."""
     bed = var_bed
-    for sub in (".mcpwrap", ".git/hooks", ".vscode", ".cursor", ".claude"):
-        (bed.project / sub).mkdir(parents=True)
-    for name in (".git/config", ".mcp.json", ".envrc", "p.lock"):
-        (bed.project / name).write_text("original\n")
+    _make_protected(bed)
     _grant_write_on_the_project(bed)
     hook, git = str(bed.project / ".git/hooks/pre-commit"), str(bed.project / ".git")
     assert stopped(run_probe(bed, "plant", hook, git))
@@ -254,10 +259,7 @@ def test_a_missing_protected_path_deeper_down_seals_only_its_way_there(var_bed: 
     """.git exists without hooks/: .git and the project are sealed, out/ is not, and .git
     cannot be moved aside to make room for a fresh one."""
     bed = var_bed
-    for sub in (".mcpwrap", ".git/objects", ".vscode", ".cursor", ".claude"):
-        (bed.project / sub).mkdir(parents=True)
-    for name in (".git/config", ".mcp.json", ".envrc", "p.lock"):
-        (bed.project / name).write_text("original\n")
+    _make_protected(bed, hooks=False)
     _grant_write_on_the_project(bed)
     hook = str(bed.project / ".git/hooks/pre-commit")
     assert stopped(run_probe(bed, "plant", hook))
