@@ -7,6 +7,10 @@ address. mcpwrap accepts on them from the host's namespace, asks netpolicy.decid
 netpolicy.vet(), connects to the vetted address itself, and relays bytes both ways within
 the limits. Each connection, admitted or refused, gets one audit record when it ends.
 
+A connection admitted only by tools' network effects lives no longer than the calls it
+was attributed to: when the last of them ends (answered, cancelled, timed out), mcpwrap
+closes it, so a server cannot open a socket during a call and keep using it afterwards.
+
 Threads: one accept loop per listener, two pumps per admitted connection (one per
 direction, so neither side can stall the other), bounded by the connection limit.
 """
@@ -75,6 +79,9 @@ class Egress:
         self._broken = broken
         self._slots = threading.BoundedSemaphore(limits.connections)
         self._closed = threading.Event()
+        # Connections admitted by tools' effects: the calls each still waits on.
+        self._scoped: dict[_PipeState, set[object]] = {}
+        self._scoped_lock = threading.Lock()
 
     def start(self) -> None:
         for listener in self._listeners:
@@ -86,6 +93,27 @@ class Egress:
         for listener in self._listeners:
             _shutdown(listener.sock, socket.SHUT_RDWR)
             listener.sock.close()
+
+    def call_ended(self, call: object) -> None:
+        """A tools/call ended: close the tool-scoped connections that no call holds open.
+        Cheap and lock-light: the relay calls it while holding its own lock."""
+        with self._scoped_lock:
+            done = [state for state, calls in self._scoped.items() if _discard(calls, call)]
+        for state in done:
+            state.end("call ended")
+
+    def _hold(self, state: _PipeState, verdict: Verdict) -> None:
+        """Tie a connection admitted by tools' effects to the calls it is attributed to."""
+        with self._scoped_lock:
+            self._scoped[state] = {_hashable(c) for c in verdict.calls}
+        # A call that ended between decide() and now sent its call_ended too early.
+        running = {_hashable(c) for _, c in self._in_flight()}
+        with self._scoped_lock:
+            calls = self._scoped.get(state, set())
+            calls &= running
+            gone = not calls
+        if gone:
+            state.end("call ended")
 
     def _accept(self, listener: Listener) -> None:
         while not self._closed.is_set():
@@ -134,18 +162,25 @@ class Egress:
             failed = Verdict(False, "egress.protocol", f"bad {listener.kind} request: {exc}")
             self._refuse(listener, conn, (host, port), failed, status=400)
             return
-        up = down = 0
+        state = _PipeState(self._limits, len(early), conn, upstream)
+        scoped = verdict.entry is not None and verdict.entry.tool is not None
+        if scoped:
+            self._hold(state, verdict)
         try:
             if reply:
                 conn.sendall(reply)
             if early:
                 upstream.sendall(early)
-            up, down, ended = self._pipe(conn, upstream, len(early))
+            self._pipe(state)
         except OSError as exc:  # a side gone before the pipe ran: still one record
-            ended = f"closed: {exc.strerror or exc}"
+            state.end(f"closed: {exc.strerror or exc}")
         finally:
+            if scoped:
+                with self._scoped_lock:
+                    self._scoped.pop(state, None)
             upstream.close()
             conn.close()
+        up, down, ended = state.counts["out"], state.counts["in"], state.ended
         self._record_connection(
             verdict,
             listener,
@@ -210,28 +245,49 @@ class Egress:
             conn.close()
         self._record_connection(verdict, listener, endpoint)
 
-    def _pipe(
-        self, conn: socket.socket, upstream: socket.socket, sent: int
-    ) -> tuple[int, int, str]:
-        """Relay both ways until both are done or a limit ends it: (out, in, why it ended)."""
-        state = _PipeState(self._limits, sent)
+    def _pipe(self, state: _PipeState) -> None:
+        """Relay both ways until both are done or a limit or the end of a call ends it."""
         back = threading.Thread(
-            target=state.pump, args=(upstream, conn, "in"), name="egress-in", daemon=True
+            target=state.pump,
+            args=(state.upstream, state.conn, "in"),
+            name="egress-in",
+            daemon=True,
         )
         back.start()
-        state.pump(conn, upstream, "out")
+        state.pump(state.conn, state.upstream, "out")
         back.join()
-        return state.counts["out"], state.counts["in"], state.ended
+
+
+def _hashable(call: object) -> object:
+    return call if isinstance(call, (str, int, float, type(None))) else repr(call)
+
+
+def _discard(calls: set[object], call: object) -> bool:
+    """Drop call from calls; True if that emptied it (the connection's last call ended)."""
+    key = _hashable(call)
+    if key not in calls:
+        return False
+    calls.discard(key)
+    return not calls
 
 
 class _PipeState:
-    def __init__(self, limits: Limits, sent: int) -> None:
+    """One admitted connection: its byte counts, last activity and why it ended."""
+
+    def __init__(
+        self, limits: Limits, sent: int, conn: socket.socket, upstream: socket.socket
+    ) -> None:
         self.limits = limits
+        self.conn, self.upstream = conn, upstream
         self.counts = {"out": sent, "in": 0}
         self.last = time.monotonic()
         self.ended = "closed"
         self.lock = threading.Lock()
         self.done = False
+
+    def end(self, why: str) -> None:
+        """End the connection from outside the pumps (both wake up on the shutdown)."""
+        self._end(why, self.conn, self.upstream)
 
     def pump(self, src: socket.socket, dst: socket.socket, way: str) -> None:
         buf = bytearray(_CHUNK)

@@ -119,6 +119,10 @@ class SandboxSpec(NamedTuple):
     open_files: int | None = None
     file_size: int | None = None
     syscalls: Syscalls = Syscalls.DEFAULT
+    # network = "allowlist" only: the egress proxy's limits
+    egress_connections: int = 64  # open at once
+    egress_idle: float = 300.0  # seconds with no byte either way end a connection
+    egress_bytes: int = 1 << 30  # per connection, both directions together
 
 
 class PolicySpec(NamedTuple):
@@ -633,19 +637,25 @@ _SANDBOX_KEYS = (
     "open_files",
     "file_size",
     "syscalls",
+    "egress_connections",
+    "egress_idle",
+    "egress_bytes",
 )
+_EGRESS_LIMITS = ("egress_connections", "egress_idle", "egress_bytes")
 _EGRESS_FORMS = 'HOST:PORT (e.g. "api.github.com:443", "*.example.com:443") or tcp:ADDR:PORT'
 
 
 def _sandbox(t: _Table) -> SandboxSpec:
     network = t.get("network", _enum_of(Network), Network.NONE)
     egress = t.get("egress", _egress, ())
-    if egress and network is not Network.ALLOWLIST:
-        t.ctx.fail(
-            (*t.path, "egress"),
-            f'egress applies only with network = "allowlist", and network is "{network.value}": '
-            'set network = "allowlist" or remove egress',
-        )
+    for key in ("egress", *_EGRESS_LIMITS):
+        if key in t.data and network is not Network.ALLOWLIST and (key != "egress" or egress):
+            t.ctx.fail(
+                (*t.path, key),
+                f'{key} applies only with network = "allowlist", and network is '
+                f'"{network.value}": set network = "allowlist" or remove {key}',
+            )
+    base = SandboxSpec()
     return SandboxSpec(
         enforce=t.get("enforce", _boolean, True),
         network=network,
@@ -658,6 +668,9 @@ def _sandbox(t: _Table) -> SandboxSpec:
         open_files=t.get("open_files", _at_least(1), None),
         file_size=t.get("file_size", _size, None),
         syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
+        egress_connections=t.get("egress_connections", _at_least(1), base.egress_connections),
+        egress_idle=t.get("egress_idle", _duration, base.egress_idle),
+        egress_bytes=t.get("egress_bytes", _size, base.egress_bytes),
     )
 
 

@@ -132,6 +132,9 @@ class Relay:
         self._closed = threading.Event()
         self._server_stdin_open = True
         self.audit_broken: str | None = None
+        # Told the id of each tools/call that ends, under the lock (the egress proxy
+        # closes connections held open only by that call); must not block.
+        self.on_call_end: Callable[[object], None] | None = None
 
     # --- pumps ---------------------------------------------------------------------------
 
@@ -341,6 +344,8 @@ class Relay:
         if pending.tool is not None:
             self._in_flight[pending.tool.name] -= 1
             self._calls_in_flight -= 1
+            if self.on_call_end is not None:
+                self.on_call_end(pending.msg_id)
         return pending
 
     def _client_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:

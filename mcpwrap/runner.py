@@ -73,13 +73,16 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
     from mcpwrap import egress, netpolicy
 
     relay = session.relay
+    box = profile.sandbox
     proxy = egress.Egress(
         netpolicy.entries(profile),
         [egress.Listener(kind, sock, target) for kind, sock, target in listeners],
         record=relay.record_event,
         in_flight=relay.calls_in_flight,
+        limits=egress.Limits(box.egress_connections, box.egress_idle, box.egress_bytes),
         broken=lambda: relay.audit_broken,
     )
+    relay.on_call_end = proxy.call_ended
     proxy.start()
     return proxy
 

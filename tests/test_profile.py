@@ -61,6 +61,9 @@ processes = 128
 open_files = 512
 file_size = "256MiB"
 syscalls = "default"           # "default" (deny-list) | "strict" (allow-list)
+egress_connections = 32        # the egress proxy's limits (network = "allowlist")
+egress_idle = "120s"
+egress_bytes = "100MiB"
 
 [policy]
 default = "deny"               # tools not named under [tools] are hidden and refused
@@ -143,6 +146,9 @@ def expected_full(project: str, state: str) -> Profile:
             open_files=512,
             file_size=256 * 2**20,
             syscalls=Syscalls.DEFAULT,
+            egress_connections=32,
+            egress_idle=120.0,
+            egress_bytes=100 * 2**20,
         ),
         policy=PolicySpec(
             default=Access.DENY,
@@ -614,6 +620,28 @@ BAD = [
         section("sandbox", 'network = "host"\negress = ["a.com:443"]'),
         'p.toml:4: sandbox.egress: egress applies only with network = "allowlist", and network is '
         '"host"',
+    ),
+    (
+        section("sandbox", 'egress_idle = "10s"'),
+        'p.toml:3: sandbox.egress_idle: egress_idle applies only with network = "allowlist", '
+        'and network is "none": set network = "allowlist" or remove egress_idle',
+    ),
+    (
+        section("sandbox", 'network = "host"\negress_connections = 4'),
+        'p.toml:4: sandbox.egress_connections: egress_connections applies only with network = '
+        '"allowlist", and network is "host"',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress_connections = 0'),
+        "p.toml:4: sandbox.egress_connections: expected an integer >= 1, got 0",
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress_bytes = "much"'),
+        'p.toml:4: sandbox.egress_bytes: expected a size like',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress_idle = "0s"'),
+        'p.toml:4: sandbox.egress_idle: expected a duration greater than zero, got "0s"',
     ),
     (
         section("sandbox", 'egress = "a.com:443"'),

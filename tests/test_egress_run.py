@@ -1,0 +1,169 @@
+"""Egress end to end: a real MCP client, `mcpwrap run`, the jail, and an SDK server whose
+tools reach the network.
+
+Attribution here comes from the relay's real in-flight calls, not from a list the test
+hands the proxy: an endpoint declared by a tool's effects is reachable during that tool's
+call only, and a connection opened during the call is closed when the call ends.
+Upstreams are the test's own listeners on the host's loopback; the name upstream.test is
+mapped to 127.0.0.1 through MCPWRAP_TEST_HOSTS.
+"""
+
+from __future__ import annotations
+
+import http.server
+import os
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+from wrapped import MCPWRAP, REPO, audit_records
+
+SERVER = [sys.executable, str(REPO / "tests" / "fixtures" / "net_server.py")]
+
+
+class _Hello(http.server.BaseHTTPRequestHandler):
+    hits: list[str]
+
+    def do_GET(self) -> None:
+        self.hits.append(self.path)
+        body = f"hello {self.path}".encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[int, int, list[str]]]:
+    """(HTTP port, TCP echo port, paths the HTTP server was asked for)."""
+    hits: list[str] = []
+    handler = type("Hello", (_Hello,), {"hits": hits})
+    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=http_server.serve_forever, daemon=True).start()
+    echo = socket.create_server(("127.0.0.1", 0))
+
+    def serve_echo() -> None:
+        while True:
+            try:
+                conn, _ = echo.accept()
+            except OSError:
+                return
+            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve_echo, daemon=True).start()
+    try:
+        yield http_server.server_address[1], echo.getsockname()[1], hits
+    finally:
+        http_server.shutdown()
+        http_server.server_close()
+        echo.close()
+
+
+def _echo(conn: socket.socket) -> None:
+    with conn:
+        while data := conn.recv(4096):
+            conn.sendall(data)
+
+
+def text(result: types.CallToolResult) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+def wrap(
+    tmp_path: Path, http_port: int, echo_port: int, sandbox: str = ""
+) -> StdioServerParameters:
+    profile = tmp_path / "net.toml"
+    profile.write_text(
+        f"""version = 1
+[sandbox]
+network = "allowlist"
+read = ["{{project}}"]
+{sandbox}
+[policy]
+default = "deny"
+[tools.fetch]
+class = "read"
+effects = ["network:upstream.test:{http_port}", "network:127.0.0.1:{http_port}"]
+[tools.other]
+class = "read"
+[tools.hold]
+class = "read"
+effects = ["network:127.0.0.1:{echo_port}"]
+[tools.held]
+class = "read"
+[audit]
+path = "{tmp_path}/audit.jsonl"
+"""
+    )
+    (tmp_path / "hosts").write_text("127.0.0.1 upstream.test\n")
+    return StdioServerParameters(
+        command=MCPWRAP[0],
+        args=[*MCPWRAP[1:], "run", "--profile", str(profile), "--", *SERVER],
+        cwd=str(tmp_path),
+        env={"PATH": os.environ["PATH"], "MCPWRAP_TEST_HOSTS": str(tmp_path / "hosts")},
+    )
+
+
+@pytest.mark.anyio
+async def test_tool_effects_follow_the_relays_calls(
+    tmp_path: Path, servers: tuple[int, int, list[str]]
+) -> None:
+    http_port, echo_port, hits = servers
+    params = wrap(tmp_path, http_port, echo_port)
+    url = f"http://upstream.test:{http_port}"
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        assert text(await session.call_tool("fetch", {"url": f"{url}/in-call"})) == (
+            "hello /in-call"
+        )
+        refused = text(await session.call_tool("other", {"url": f"{url}/other"}))
+        assert refused.startswith("failed:") and "403" in refused, refused
+        assert text(await session.call_tool("hold", {"host": "127.0.0.1", "port": echo_port})) == (
+            "held ping"
+        )
+        # hold's call has ended: the tunnel it opened must be gone.
+        assert text(await session.call_tool("held", {})).startswith("closed"), "outlived its call"
+    assert hits == ["/in-call"]
+
+    records = audit_records(tmp_path / "audit.jsonl")
+    call_ids = {r["tool"]: r["request_id"] for r in records if r.get("event") == "call"}
+    egress: list[dict[str, Any]] = [r for r in records if r.get("event") == "egress"]
+    by_rule = {r["rule"]: r for r in egress}
+    fetched = by_rule["tools.fetch.effects"]
+    assert fetched["decision"] == "allow" and fetched["calls"] == [call_ids["fetch"]]
+    assert fetched["endpoint"] == f"upstream.test:{http_port}" and fetched["bytes_in"] > 0
+    assert by_rule["egress.not_in_flight"]["endpoint"] == f"upstream.test:{http_port}"
+    tunnel = by_rule["tools.hold.effects"]
+    assert tunnel["ended"] == "call ended" and tunnel["calls"] == [call_ids["hold"]]
+    assert len(egress) == 3, egress
+
+
+@pytest.mark.anyio
+async def test_the_profiles_egress_limits_reach_the_proxy(
+    tmp_path: Path, servers: tuple[int, int, list[str]]
+) -> None:
+    """egress_bytes = "6B": the tunnel's 4 bytes out pass, the 4 coming back are over.
+    With the echo endpoint listed profile-wide the connection is not tied to the call, so
+    the limit, not the call's end, is what closes it."""
+    http_port, echo_port, _ = servers
+    params = wrap(
+        tmp_path,
+        http_port,
+        echo_port,
+        f'egress = ["127.0.0.1:{echo_port}"]\negress_bytes = "6B"',
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        held = text(await session.call_tool("hold", {"host": "127.0.0.1", "port": echo_port}))
+        assert held == "held ", held  # the echo never came back
+    (record,) = [r for r in audit_records(tmp_path / "audit.jsonl") if r.get("event") == "egress"]
+    assert record["rule"] == "sandbox.egress" and record["ended"] == "bytes limit", record
