@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from mcpwrap.profile import Network, Profile
+
+if TYPE_CHECKING:
+    from mcpwrap import netpolicy
 
 ERROR, NOTE = "error", "note"
 
@@ -28,7 +31,12 @@ class Finding(NamedTuple):
 
 def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> list[Finding]:
     """Every finding for this profile, most serious first."""
-    found = [*_sandbox_off(profile), *_network(profile), *_writes(profile, home, exists)]
+    found = [
+        *_sandbox_off(profile),
+        *_network(profile),
+        *_egress(profile),
+        *_writes(profile, home, exists),
+    ]
     return sorted(found, key=lambda f: f.severity != ERROR)
 
 
@@ -59,6 +67,71 @@ def _network(profile: Profile) -> list[Finding]:
             'use network = "none", or "allowlist" with the endpoints it needs in egress',
         )
     ]
+
+
+def _egress(profile: Profile) -> list[Finding]:
+    """What the allowlist opens beyond public hosts, and effects that cannot be used."""
+    from mcpwrap import netpolicy
+
+    rules = netpolicy.entries(profile)
+    network = profile.sandbox.network
+    if network is not Network.ALLOWLIST:
+        scoped = sorted({e.rule for e in rules if e.tool is not None})
+        if not scoped or network is Network.HOST:
+            return []
+        return [
+            Finding(
+                NOTE,
+                scoped[0],
+                f"{', '.join(scoped)} declare network endpoints, and network is "
+                f'"{network.value}": no call can reach them',
+                'set network = "allowlist" in [sandbox], or remove the network effects',
+            )
+        ]
+    if not rules:
+        return [
+            Finding(
+                NOTE,
+                "sandbox.egress",
+                'network = "allowlist" with no endpoints, in egress or in any tool\'s '
+                'effects: nothing is reachable, as with "none"',
+                'list the endpoints the server needs, or set network = "none"',
+            )
+        ]
+    return [f for e in rules if (f := _egress_entry(e)) is not None]
+
+
+def _egress_entry(entry: netpolicy.Entry) -> Finding | None:
+    from mcpwrap import netpolicy
+
+    shown = f"{'tcp:' if entry.tcp else ''}{entry.host}:{entry.port}"
+    address = entry.literal
+    why = netpolicy.refused_address(address) if address is not None else None
+    if address is not None and address.is_link_local:
+        return Finding(
+            ERROR,
+            entry.rule,
+            f"{shown}: {why}. On a cloud machine this address hands out the machine's "
+            "credentials to whoever asks",
+            "remove the entry; no MCP server needs the metadata service",
+        )
+    if why:
+        return Finding(
+            NOTE,
+            entry.rule,
+            f"{shown}: {why}. The server reaches a service on this machine or its network, "
+            "with whatever trust that service gives local clients",
+            "keep it only for a service the server needs (a database, say), and prefer "
+            "declaring it in the effects of the tools that use it",
+        )
+    if entry.host.startswith("*."):
+        return Finding(
+            NOTE,
+            entry.rule,
+            f"{shown} admits every name under {entry.host[2:]}, at any depth",
+            "list the names the server uses, if they are few",
+        )
+    return None
 
 
 _DANGEROUS = ("/", "/etc", "/usr", "/bin", "/sbin", "/lib", "/var", "/boot", "/root", "/home")

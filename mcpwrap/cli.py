@@ -135,8 +135,9 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "check",
         help="validate profiles and list what they leave open",
         description="Load each profile (every key validated) and list its findings: errors for "
-        'settings that weaken the jail (enforce = false, network = "host", write grants on '
-        "the home or system directories), notes for what the jail will do that may surprise.",
+        'settings that weaken the jail (enforce = false, network = "host", egress to cloud '
+        "metadata, write grants on the home or system directories), notes for what the jail "
+        "will do that may surprise (egress to loopback or private addresses, sealed grants).",
         epilog=_CHECK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -31,6 +31,25 @@ ROWS = [
     ('write = ["{project}/build"]', {f"{PROJECT}/build"}, []),
     ('write = ["{project}/build"]', set(), [(NOTE, "sandbox.write")]),
     ('write = ["{project}"]', {PROJECT}, [(NOTE, "sandbox.write")]),
+    # egress: public names pass; what reaches past them is named
+    ('network = "allowlist"\negress = ["api.example.com:443"]', set(), []),
+    ('network = "allowlist"', set(), [(NOTE, "sandbox.egress")]),
+    ('network = "allowlist"\negress = ["169.254.169.254:80"]', set(), [(ERROR, "sandbox.egress")]),
+    ('network = "allowlist"\negress = ["tcp:[fe80::1]:80"]', set(), [(ERROR, "sandbox.egress")]),
+    ('network = "allowlist"\negress = ["tcp:127.0.0.1:5432"]', set(), [(NOTE, "sandbox.egress")]),
+    ('network = "allowlist"\negress = ["10.0.0.5:443"]', set(), [(NOTE, "sandbox.egress")]),
+    ('network = "allowlist"\negress = ["198.51.100.7:443"]', set(), []),
+    ('network = "allowlist"\negress = ["*.example.com:443"]', set(), [(NOTE, "sandbox.egress")]),
+    (
+        'network = "allowlist"\n[tools.f]\nclass = "read"\neffects = ["network:[::1]:80"]',
+        set(),
+        [(NOTE, "tools.f.effects")],
+    ),
+    (
+        '[tools.f]\nclass = "read"\neffects = ["network:api.example.com:443"]',
+        set(),
+        [(NOTE, "tools.f.effects")],
+    ),
 ]
 
 
