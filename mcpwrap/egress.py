@@ -397,6 +397,10 @@ def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
             raise ValueError(f"request head over {_HEAD_LIMIT} bytes")
     head, _, rest = data.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
+    # Refused, not repaired: a bare CR or LF, or a folded line, is a second header that
+    # this parser would miss and the upstream might see (a Host header smuggled past us).
+    if any(b"\r" in line or b"\n" in line or line[:1] in (b" ", b"\t") for line in lines):
+        raise ValueError("bare CR or LF, or a folded line, in the request head")
     parts = lines[0].split(b" ")
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         raise ValueError(f"not an HTTP/1.x request line: {lines[0][:100]!r}")
@@ -410,14 +414,24 @@ def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
         raise ValueError(
             f"{text[:100]!r}: only absolute http:// URIs and CONNECT go through this proxy"
         )
-    authority, slash, path = remainder.partition("/")
-    host, port = _authority(authority.rpartition("@")[2], 80)
+    cut = min((i for i in map(remainder.find, "/?#") if i >= 0), default=len(remainder))
+    authority, path = remainder[:cut], remainder[cut:].partition("#")[0]
+    authority = authority.rpartition("@")[2]  # credentials in the URI are not a host
+    host, port = _authority(authority, 80)
+    # The Host header is the URI's authority, whatever the client sent: a different one
+    # would ask the vetted address for another site (fronting through a shared host).
     headers = [
-        line for line in lines[1:] if line.split(b":", 1)[0].strip().lower() not in _HOP_BY_HOP
+        line
+        for line in lines[1:]
+        if line.split(b":", 1)[0].strip().lower() not in (*_HOP_BY_HOP, b"host")
     ]
     # One request per connection: the next one could name another host.
-    first = b" ".join((method, ("/" + path).encode("ascii") if slash else b"/", version))
-    upstream_head = b"\r\n".join([first, *headers, b"Connection: close"]) + b"\r\n\r\n"
+    origin = path if path.startswith("/") else "/" + path  # "?q" alone is "/?q"
+    first = b" ".join((method, origin.encode("ascii"), version))
+    host_line = b"Host: " + authority.encode("ascii")
+    upstream_head = (
+        b"\r\n".join([first, host_line, *headers, b"Connection: close"]) + b"\r\n\r\n"
+    )
     return host, port, upstream_head + rest, b""
 
 
