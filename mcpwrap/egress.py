@@ -429,9 +429,7 @@ def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
     origin = path if path.startswith("/") else "/" + path  # "?q" alone is "/?q"
     first = b" ".join((method, origin.encode("ascii"), version))
     host_line = b"Host: " + authority.encode("ascii")
-    upstream_head = (
-        b"\r\n".join([first, host_line, *headers, b"Connection: close"]) + b"\r\n\r\n"
-    )
+    upstream_head = b"\r\n".join([first, host_line, *headers, b"Connection: close"]) + b"\r\n\r\n"
     return host, port, upstream_head + rest, b""
 
 
