@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import http.server
 import json
-import os
 import socket
 import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import pytest
-
-from mcpwrap import egress, launch, netpolicy
-from mcpwrap.profile import load_profile
-from mcpwrap.sandbox import spec as jail_spec
+from egress_harness import Run, jailed
 
 PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")
 
@@ -62,53 +58,6 @@ def upstream() -> Iterator[Upstream]:
         server.server_close()
 
 
-class Run(NamedTuple):
-    returncode: int
-    stdout: str
-    stderr: str
-    records: list[dict[str, Any]]
-
-
-def jailed(
-    tmp: Path,
-    egress_entries: list[str],
-    argv: list[str],
-    *,
-    tools: str = "",
-    in_flight: list[tuple[str, object]] | None = None,
-    hosts: dict[str, str] | None = None,
-    monkeypatch: pytest.MonkeyPatch | None = None,
-) -> Run:
-    """argv in the jail under network = "allowlist", with mcpwrap's proxy serving it."""
-    listed = ", ".join(json.dumps(e) for e in egress_entries)
-    profile_path = tmp / "p.toml"
-    profile_path.write_text(
-        f'version = 1\n[sandbox]\nnetwork = "allowlist"\negress = [{listed}]\n'
-        f'[audit]\npath = "{tmp}/a.jsonl"\n{tools}'
-    )
-    if hosts is not None and monkeypatch is not None:
-        (tmp / "hosts").write_text("".join(f"{a} {n}\n" for n, a in hosts.items()))
-        monkeypatch.setenv("MCPWRAP_TEST_HOSTS", str(tmp / "hosts"))
-    profile = load_profile(str(profile_path), state_dir=str(tmp / "state"))
-    env = {"PATH": os.environ["PATH"]}
-    spec = jail_spec.build(profile, argv, env, str(tmp), state_dir=str(tmp / "state"))
-    child = launch.start_jailed(spec)
-    child.wait_ready()
-    records: list[dict[str, Any]] = []
-    proxy = egress.Egress(
-        netpolicy.entries(profile),
-        [egress.Listener(k, s, t) for k, s, t in child.egress_listeners()],
-        record=lambda event, **fields: records.append({"event": event, **fields}),
-        in_flight=lambda: list(in_flight or []),
-    )
-    proxy.start()
-    try:
-        out, err = child.process.communicate(timeout=60)
-    finally:
-        proxy.close()
-    return Run(child.process.returncode, out.decode(), err.decode(), records)
-
-
 def curl(*args: str) -> list[str]:
     return ["curl", "-sS", "--max-time", "10", *args]
 
@@ -122,7 +71,7 @@ def test_curl_https_proxy_and_socks_reach_a_listed_name(
     """curl through the HTTP proxy and through SOCKS5 with remote names; the name maps to
     loopback, which an entry names literally, so it is admitted."""
     url = f"http://upstream.test:{upstream.port}"
-    script = f"curl -sS --max-time 10 {url}/http && curl -sS --max-time 10 --proxy $ALL_PROXY {url}/socks"
+    script = f"curl -sS --max-time 10 {url}/http && curl -sS --max-time 10 --proxy $SOCKS_PROXY {url}/socks"
     run = jailed(
         tmp_path,
         [f"upstream.test:{upstream.port}", f"127.0.0.1:{upstream.port}"],

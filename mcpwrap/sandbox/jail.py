@@ -295,10 +295,15 @@ def _egress_listeners(spec: dict[str, Any]) -> list[int]:
     http = f"http://127.0.0.1:{made[0][2].getsockname()[1]}"
     socks = f"socks5h://127.0.0.1:{made[1][2].getsockname()[1]}"
     local = ",".join(["localhost", "127.0.0.1", "::1", *(a for a, _ in egress["forwards"])])
+    # ALL_PROXY names the HTTP proxy too, not SOCKS: httpx and httpx2 (the MCP SDK's
+    # client) build a transport for every proxy variable when a client is made, and a
+    # socks5h:// one raises ImportError without the optional socksio, even for requests
+    # that would use HTTPS_PROXY. SOCKS5 is offered as SOCKS_PROXY, which they ignore.
     for name, value in (
         ("http_proxy", http),
         ("https_proxy", http),
-        ("all_proxy", socks),
+        ("all_proxy", http),
+        ("socks_proxy", socks),
         ("no_proxy", local),
     ):
         env[name] = env[name.upper()] = value
