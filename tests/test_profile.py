@@ -628,7 +628,7 @@ BAD = [
     ),
     (
         section("sandbox", 'network = "host"\negress_connections = 4'),
-        'p.toml:4: sandbox.egress_connections: egress_connections applies only with network = '
+        "p.toml:4: sandbox.egress_connections: egress_connections applies only with network = "
         '"allowlist", and network is "host"',
     ),
     (
@@ -637,7 +637,7 @@ BAD = [
     ),
     (
         section("sandbox", 'network = "allowlist"\negress_bytes = "much"'),
-        'p.toml:4: sandbox.egress_bytes: expected a size like',
+        "p.toml:4: sandbox.egress_bytes: expected a size like",
     ),
     (
         section("sandbox", 'network = "allowlist"\negress_idle = "0s"'),

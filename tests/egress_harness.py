@@ -1,0 +1,87 @@
+"""Run a command in the real jail under network = "allowlist", with mcpwrap's egress proxy
+serving it in this process, and collect the proxy's audit records.
+
+Shared by tests/test_egress.py (upstreams on the host's loopback) and
+tests/test_egress_hosts.py (upstreams in a test host's network namespace).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import pytest
+
+from mcpwrap import egress, launch, netpolicy
+from mcpwrap.profile import load_profile
+from mcpwrap.sandbox import spec as jail_spec
+
+
+class Run(NamedTuple):
+    returncode: int
+    stdout: str
+    stderr: str
+    records: list[dict[str, Any]]
+
+
+def jailed(
+    tmp: Path,
+    egress_entries: list[str],
+    argv: list[str],
+    *,
+    tools: str = "",
+    in_flight: list[tuple[str, object]] | None = None,
+    hosts: dict[str, str] | None = None,
+    monkeypatch: pytest.MonkeyPatch | None = None,
+    read: Sequence[str | Path] = (),
+    env: Mapping[str, str] | None = None,
+) -> Run:
+    """argv in the jail under network = "allowlist", with mcpwrap's proxy serving it.
+
+    hosts (with monkeypatch): names mapped for the proxy's resolver (MCPWRAP_TEST_HOSTS).
+    read: extra paths for the profile's [sandbox] read grant (files a client must read).
+    env: extra variables for the jailed command, besides PATH (the jail adds the proxy's)."""
+    listed = ", ".join(json.dumps(e) for e in egress_entries)
+    grants = ", ".join(json.dumps(str(p)) for p in read)
+    profile_path = tmp / "p.toml"
+    profile_path.write_text(
+        f'version = 1\n[sandbox]\nnetwork = "allowlist"\negress = [{listed}]\n'
+        f"read = [{grants}]\n"
+        f'[audit]\npath = "{tmp}/a.jsonl"\n{tools}'
+    )
+    if hosts is not None and monkeypatch is not None:
+        (tmp / "hosts").write_text("".join(f"{a} {n}\n" for n, a in hosts.items()))
+        monkeypatch.setenv("MCPWRAP_TEST_HOSTS", str(tmp / "hosts"))
+    profile = load_profile(str(profile_path), state_dir=str(tmp / "state"))
+    inside = {"PATH": os.environ["PATH"], **(env or {})}
+    spec = jail_spec.build(profile, argv, inside, str(tmp), state_dir=str(tmp / "state"))
+    child = launch.start_jailed(spec)
+    child.wait_ready()
+    records: list[dict[str, Any]] = []
+    proxy = egress.Egress(
+        netpolicy.entries(profile),
+        [egress.Listener(k, s, t) for k, s, t in child.egress_listeners()],
+        record=lambda event, **fields: records.append({"event": event, **fields}),
+        in_flight=lambda: list(in_flight or []),
+    )
+    proxy.start()
+    try:
+        out, err = child.process.communicate(timeout=60)
+    finally:
+        proxy.close()
+    _settle()
+    return Run(child.process.returncode, out.decode(), err.decode(), records)
+
+
+def _settle(timeout: float = 10.0) -> None:
+    """Wait for the proxy's connections to end: each writes its audit record when both of
+    its sides are done, which may be just after the jailed command exits."""
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if thread.name == "egress-conn":
+            thread.join(max(0.0, deadline - time.monotonic()))
