@@ -20,13 +20,14 @@ from __future__ import annotations
 import contextlib
 import ipaddress
 import os
+import select
 import socket
 import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from mcpwrap import netpolicy
+from mcpwrap import netpolicy, tlshello
 from mcpwrap.netpolicy import IP, Entry, Verdict
 
 _HEAD_LIMIT = 64 * 1024  # an HTTP request head larger than this is refused
@@ -162,13 +163,26 @@ class Egress:
             failed = Verdict(False, "egress.protocol", f"bad {listener.kind} request: {exc}")
             self._refuse(listener, conn, (host, port), failed, status=400)
             return
+        if reply:  # a tunnel: see which site its TLS asks for before relaying a byte
+            try:
+                conn.sendall(reply)
+                early = self._first_bytes(conn, upstream, early)
+                self._check_hello(early, host, port)
+            except (Refused, OSError) as exc:
+                upstream.close()
+                refused = (
+                    exc.verdict
+                    if isinstance(exc, Refused)
+                    else Verdict(False, "egress.protocol", f"tunnel: {exc.strerror or exc}")
+                )
+                conn.close()
+                self._record_connection(refused, listener, (host, port), address=str(address))
+                return
         state = _PipeState(self._limits, len(early), conn, upstream)
         scoped = verdict.entry is not None and verdict.entry.tool is not None
         if scoped:
             self._hold(state, verdict)
         try:
-            if reply:
-                conn.sendall(reply)
             if early:
                 upstream.sendall(early)
             self._pipe(state)
@@ -192,6 +206,43 @@ class Egress:
             ended=ended,
             calls=list(verdict.calls),
         )
+
+    def _first_bytes(self, conn: socket.socket, upstream: socket.socket, early: bytes) -> bytes:
+        """What the client sends first through a tunnel, up to a whole TLS ClientHello.
+        Nothing goes upstream before it is read: a tunnel relays no TLS unchecked. A
+        server that speaks first (SSH, SMTP) is not TLS: its tunnel starts at once."""
+        data = early
+        deadline = time.monotonic() + self._limits.idle
+        while not tlshello.parse(data).complete:
+            if len(data) > tlshello.MAX_HELLO:
+                break  # parse() says it is too long once the length field is in
+            waiting = [conn] if data else [conn, upstream]
+            ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise Refused(Verdict(False, "egress.idle", "nothing sent through the tunnel"))
+            if upstream in ready:
+                return data  # the server speaks first
+            chunk = conn.recv(_CHUNK)
+            if not chunk:
+                break
+            data += chunk
+        return data
+
+    def _check_hello(self, data: bytes, host: str, port: int) -> None:
+        hello = tlshello.parse(data)
+        if hello.error:
+            raise Refused(
+                Verdict(False, "egress.tls", f"a malformed TLS ClientHello: {hello.error}")
+            )
+        if not hello.complete and data:
+            raise Refused(Verdict(False, "egress.tls", "an incomplete TLS ClientHello"))
+        if hello.name is None:
+            return
+        verdict = netpolicy.decide_server_name(
+            host, hello.name, port, self._rules, self._in_flight()
+        )
+        if not verdict.allowed:
+            raise Refused(verdict)
 
     def _record_connection(
         self, verdict: Verdict, listener: Listener, endpoint: tuple[str, int], **fields: object

@@ -83,6 +83,30 @@ def forwards(rules: Sequence[Entry]) -> list[tuple[str, int]]:
     return list(dict.fromkeys((e.host, e.port) for e in rules if e.tcp))
 
 
+def decide_server_name(
+    host: str,
+    server_name: str,
+    port: int,
+    rules: Sequence[Entry],
+    in_flight: Sequence[tuple[str, object]],
+) -> Verdict:
+    """A tunnel to host:port (already admitted) whose TLS ClientHello asks for
+    server_name: every name a connection carries must be allowed, or a server could ask an
+    allowlisted address (a CDN edge) for another site it serves."""
+    name = canonical_host(server_name)
+    if name is not None and name == canonical_host(host):
+        return Verdict(True, "egress.sni", "the TLS server name is the tunnel's host")
+    verdict = decide(server_name, port, rules, in_flight)
+    if verdict.allowed:
+        return verdict._replace(reason=f"the TLS server name {name} is allowed too")
+    return Verdict(
+        False,
+        "egress.sni",
+        f"the tunnel to {host}:{port} asks for {server_name!r} in its TLS server name, "
+        f"which is not allowed: {verdict.reason}",
+    )
+
+
 def canonical_host(host: str) -> str | None:
     """A requested host in the form entries use, or None if it cannot be one safely."""
     host = host.strip().removesuffix(".")

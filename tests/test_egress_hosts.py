@@ -295,3 +295,37 @@ def test_a_listed_name_that_maps_to_a_private_address_is_refused(
     (record,) = control.records
     assert_allowed(record, host, via="http", endpoint=f"{name}:443", address=host.private)
     assert [r["path"] for r in requests(seen)] == ["/internal"]
+
+
+# --- fronting: one name in the tunnel, another in its TLS --------------------------------
+
+
+@pytest.mark.parametrize("proxy", ["https_proxy", "socks"])
+def test_a_tunnel_whose_tls_names_an_unlisted_site_is_refused(
+    host: NetHost, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, proxy: str
+) -> None:
+    """curl --connect-to asks the proxy for api (listed) and sends other (unlisted, served
+    at the same address) as the TLS server name: the tunnel is refused before a byte of it
+    reaches the host. The control: with other listed too, the same request gets through."""
+    other = "other.example.test"
+    socks = ["--proxy", "$SOCKS_PROXY"] if proxy == "socks" else []
+    script = curl(
+        "--cacert",
+        str(host.ca),
+        *socks,
+        "--connect-to",
+        f"{other}:443:{API}:443",
+        f"https://{other}/front",
+    )
+    run, seen = run_in_jail(host, tmp_path, monkeypatch, [f"{API}:443"], ["sh", "-c", script])
+    assert run.returncode != 0 and '"path": "/front"' not in run.stdout, run
+    (record,) = run.records
+    assert record["decision"] == "refuse" and record["rule"] == "egress.sni", record
+    assert record["endpoint"] == f"{API}:443" and other in record["reason"], record
+    assert requests(seen) == [], seen
+
+    allowed, seen = run_in_jail(
+        host, tmp_path, monkeypatch, [f"{API}:443", f"{other}:443"], ["sh", "-c", script]
+    )
+    assert allowed.returncode == 0 and reply(allowed.stdout)["host"] == other, allowed
+    assert [r["path"] for r in requests(seen)] == ["/front"]

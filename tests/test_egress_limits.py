@@ -229,3 +229,44 @@ def test_a_profile_wide_connection_outlives_calls(echo: Echo) -> None:
         assert record["ended"] == "closed" and record["calls"] == [1]
     finally:
         proxy.close()
+
+
+# --- tunnels: the TLS check waits for the client only when the client speaks first ------
+
+
+def test_a_tunnel_to_a_server_that_speaks_first_is_not_held_back() -> None:
+    """SSH, SMTP and the like talk first; TLS never does. The proxy waits for a ClientHello
+    only while the upstream is silent, so the banner arrives without the client sending."""
+    banner = socket.create_server(("127.0.0.1", 0))
+    port = banner.getsockname()[1]
+
+    def speak() -> None:
+        conn, _ = banner.accept()
+        with conn:
+            conn.sendall(b"SSH-2.0-test\r\n")
+            assert conn.recv(100) == b"SSH-2.0-client\r\n"
+
+    threading.Thread(target=speak, daemon=True).start()
+    listener = socket.create_server(("127.0.0.1", 0))
+    records: list[dict[str, Any]] = []
+    proxy = egress.Egress(
+        [netpolicy.parse_entry(f"127.0.0.1:{port}")],
+        [egress.Listener("http", listener)],
+        record=lambda event, **fields: records.append(fields),
+        in_flight=list,
+    )
+    proxy.start()
+    try:
+        with socket.create_connection(listener.getsockname(), timeout=5) as sock:
+            sock.sendall(f"CONNECT 127.0.0.1:{port} HTTP/1.1\r\n\r\n".encode())
+            head = sock.recv(100)
+            assert head.startswith(b"HTTP/1.1 200"), head
+            assert sock.recv(100) == b"SSH-2.0-test\r\n"
+            sock.sendall(b"SSH-2.0-client\r\n")
+        deadline = time.monotonic() + 5
+        while not records and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert records[0]["decision"] == "allow" and records[0]["bytes_in"] == 14, records
+    finally:
+        proxy.close()
+        banner.close()

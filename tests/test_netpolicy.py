@@ -6,7 +6,14 @@ import ipaddress
 
 import pytest
 
-from mcpwrap.netpolicy import Entry, decide, parse_entry, refused_address, vet
+from mcpwrap.netpolicy import (
+    Entry,
+    decide,
+    decide_server_name,
+    parse_entry,
+    refused_address,
+    vet,
+)
 
 RULES = [
     parse_entry("api.example.com:443"),
@@ -51,6 +58,28 @@ def test_calls_in_flight_are_attributed() -> None:
     flight: list[tuple[str, object]] = [("notify", 1), ("other", 2), ("notify", "b")]
     assert decide("hooks.example.org", 443, RULES, flight).calls == (1, "b")
     assert decide("api.example.com", 443, RULES, flight).calls == (1, 2, "b")
+
+
+SERVER_NAMES = [
+    # (tunnel host, TLS server name, port, in flight, allowed, rule)
+    ("api.example.com", "api.example.com", 443, [], True, "egress.sni"),
+    ("api.example.com", "API.example.com.", 443, [], True, "egress.sni"),
+    ("api.example.com", "evil.com", 443, [], False, "egress.sni"),  # fronting
+    ("api.example.com", "a.cdn.example.net", 443, [], True, "sandbox.egress"),  # listed too
+    ("203.0.113.9", "evil.com", 8080, [], False, "egress.sni"),  # a literal is no cover
+    ("203.0.113.9", "api.example.com", 8080, [], False, "egress.sni"),  # listed on 443 only
+    ("api.example.com", "hooks.example.org", 443, [], False, "egress.sni"),
+    ("api.example.com", "hooks.example.org", 443, [("notify", 1)], True, "tools.notify.effects"),
+    ("api.example.com", "fe80::1%eth0", 443, [], False, "egress.sni"),
+]
+
+
+@pytest.mark.parametrize(("host", "name", "port", "flight", "allowed", "rule"), SERVER_NAMES)
+def test_decide_server_name(
+    host: str, name: str, port: int, flight: list[tuple[str, object]], allowed: bool, rule: str
+) -> None:
+    verdict = decide_server_name(host, name, port, RULES, flight)
+    assert (verdict.allowed, verdict.rule) == (allowed, rule), verdict.reason
 
 
 REFUSED = [
