@@ -31,7 +31,8 @@ from mcpwrap import netpolicy, tlshello
 from mcpwrap.netpolicy import IP, Entry, Verdict
 
 _HEAD_LIMIT = 64 * 1024  # an HTTP request head larger than this is refused
-_CHUNK = 256 * 1024
+_CHUNK = 64 * 1024  # a pump's first buffer, and the read size before relaying starts
+_MAX_CHUNK = 1024 * 1024  # a pump's buffer doubles up to this while reads fill it
 _DIAL_TIMEOUT = 10.0
 
 
@@ -341,9 +342,12 @@ class _PipeState:
         self._end(why, self.conn, self.upstream)
 
     def pump(self, src: socket.socket, dst: socket.socket, way: str) -> None:
+        # Small for chatty connections, grown for bulk ones: fewer, larger copies
+        # without 2 MiB per idle connection.
         buf = bytearray(_CHUNK)
         view = memoryview(buf)
         src.settimeout(min(self.limits.idle, 5.0))
+        full = 0  # reads in a row that filled the buffer
         while not self.done:
             try:
                 n = src.recv_into(buf)
@@ -369,6 +373,10 @@ class _PipeState:
             except OSError:
                 self._end("closed", src, dst)
                 return
+            full = full + 1 if n == len(buf) else 0
+            if full >= 2 and len(buf) < _MAX_CHUNK:
+                buf, full = bytearray(len(buf) * 2), 0
+                view = memoryview(buf)
 
     def _end(self, why: str, *socks: socket.socket) -> None:
         with self.lock:
