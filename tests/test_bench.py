@@ -35,3 +35,26 @@ def test_the_benchmark_runs_all_three_paths(repo_root: Path) -> None:
         "peak RSS",
     ):
         assert any(measure in line for line in lines), measure
+
+
+def test_the_egress_benchmark_runs_all_three_paths(repo_root: Path) -> None:
+    out = subprocess.run(
+        [
+            sys.executable,
+            str(repo_root / "bench" / "egress.py"),
+            "--mb",
+            "2",
+            "--connects",
+            "10",
+            "--rounds",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert "direct" in lines[1] and "HTTP proxy" in lines[1] and "tcp forward" in lines[1]
+    for measure in ("download throughput", "connect + first byte p50", "first byte p95"):
+        assert any(measure in line for line in lines), measure
