@@ -12,12 +12,10 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
+from mcpwrap import netpolicy
 from mcpwrap.profile import Network, Profile
-
-if TYPE_CHECKING:
-    from mcpwrap import netpolicy
 
 ERROR, NOTE = "error", "note"
 
@@ -71,8 +69,6 @@ def _network(profile: Profile) -> list[Finding]:
 
 def _egress(profile: Profile) -> list[Finding]:
     """What the allowlist opens beyond public hosts, and effects that cannot be used."""
-    from mcpwrap import netpolicy
-
     rules = netpolicy.entries(profile)
     network = profile.sandbox.network
     if network is not Network.ALLOWLIST:
@@ -102,8 +98,6 @@ def _egress(profile: Profile) -> list[Finding]:
 
 
 def _egress_entry(entry: netpolicy.Entry) -> Finding | None:
-    from mcpwrap import netpolicy
-
     shown = f"{'tcp:' if entry.tcp else ''}{entry.host}:{entry.port}"
     address = entry.literal
     why = netpolicy.refused_address(address) if address is not None else None

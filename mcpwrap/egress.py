@@ -167,8 +167,8 @@ class Egress:
         if reply:  # a tunnel: see which site its TLS asks for before relaying a byte
             try:
                 conn.sendall(reply)
-                early = self._first_bytes(conn, upstream, early)
-                self._check_hello(early, host, port)
+                early, hello = self._first_bytes(conn, upstream, early)
+                self._check_hello(hello, bool(early), host, port)
             except (Refused, OSError) as exc:
                 upstream.close()
                 refused = (
@@ -208,34 +208,36 @@ class Egress:
             calls=list(verdict.calls),
         )
 
-    def _first_bytes(self, conn: socket.socket, upstream: socket.socket, early: bytes) -> bytes:
-        """What the client sends first through a tunnel, up to a whole TLS ClientHello.
-        Nothing goes upstream before it is read: a tunnel relays no TLS unchecked. A
-        server that speaks first (SSH, SMTP) is not TLS: its tunnel starts at once."""
+    def _first_bytes(
+        self, conn: socket.socket, upstream: socket.socket, early: bytes
+    ) -> tuple[bytes, tlshello.Hello]:
+        """What the client sends first through a tunnel, up to a whole TLS ClientHello,
+        and what it is. Nothing goes upstream before it is read: a tunnel relays no TLS
+        unchecked. A server that speaks first (SSH, SMTP) is not TLS: relayed at once."""
         data = early
         deadline = time.monotonic() + self._limits.idle
-        while not tlshello.parse(data).complete:
-            if len(data) > tlshello.MAX_HELLO:
-                break  # parse() says it is too long once the length field is in
+        hello = tlshello.parse(data)
+        # The size bound stops a stream of empty records, which parse() never finishes.
+        while not hello.complete and len(data) <= tlshello.MAX_HELLO:
             waiting = [conn] if data else [conn, upstream]
             ready, _, _ = select.select(waiting, [], [], max(0.0, deadline - time.monotonic()))
             if not ready:
                 raise Refused(Verdict(False, "egress.idle", "nothing sent through the tunnel"))
             if upstream in ready:
-                return data  # the server speaks first
+                return data, tlshello.Hello(True, False)  # the server speaks first
             chunk = conn.recv(_CHUNK)
             if not chunk:
                 break
             data += chunk
-        return data
+            hello = tlshello.parse(data)
+        return data, hello
 
-    def _check_hello(self, data: bytes, host: str, port: int) -> None:
-        hello = tlshello.parse(data)
+    def _check_hello(self, hello: tlshello.Hello, sent: bool, host: str, port: int) -> None:
+        """Refuse a tunnel whose TLS names a site the allowlist does not admit."""
         if hello.error:
-            raise Refused(
-                Verdict(False, "egress.tls", f"a malformed TLS ClientHello: {hello.error}")
-            )
-        if not hello.complete and data:
+            reason = f"a malformed TLS ClientHello: {hello.error}"
+            raise Refused(Verdict(False, "egress.tls", reason))
+        if not hello.complete and sent:
             raise Refused(Verdict(False, "egress.tls", "an incomplete TLS ClientHello"))
         if hello.name is None:
             return

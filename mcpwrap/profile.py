@@ -648,8 +648,10 @@ _EGRESS_FORMS = 'HOST:PORT (e.g. "api.github.com:443", "*.example.com:443") or t
 def _sandbox(t: _Table) -> SandboxSpec:
     network = t.get("network", _enum_of(Network), Network.NONE)
     egress = t.get("egress", _egress, ())
-    for key in ("egress", *_EGRESS_LIMITS):
-        if key in t.data and network is not Network.ALLOWLIST and (key != "egress" or egress):
+    # An empty egress list says nothing; any other egress key needs the proxy.
+    given = [k for k in _EGRESS_LIMITS if k in t.data] + (["egress"] if egress else [])
+    for key in given:
+        if network is not Network.ALLOWLIST:
             t.ctx.fail(
                 (*t.path, key),
                 f'{key} applies only with network = "allowlist", and network is '
