@@ -2,16 +2,20 @@
 serving it in this process, and collect the proxy's audit records.
 
 Shared by tests/test_egress.py (upstreams on the host's loopback) and
-tests/test_egress_hosts.py (upstreams in a test host's network namespace).
+tests/test_egress_hosts.py (upstreams in a test host's network namespace); the loopback
+upstreams themselves (an HTTP server, a TCP echo server) serve the other egress tests too.
 """
 
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import os
+import socket
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -20,6 +24,65 @@ import pytest
 from mcpwrap import egress, launch, netpolicy
 from mcpwrap.profile import load_profile
 from mcpwrap.sandbox import spec as jail_spec
+
+
+class Upstream(NamedTuple):
+    port: int
+    hits: list[str]  # the paths asked for, in order
+
+
+@contextlib.contextmanager
+def hello_server() -> Iterator[Upstream]:
+    """An HTTP server on the host's loopback answering "hello PATH\n" to every GET."""
+    hits: list[str] = []
+
+    class Hello(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            body = f"hello {self.path}\n".encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield Upstream(server.server_address[1], hits)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class EchoServer:
+    """A TCP echo server on the host's loopback; counts the connections it accepted."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.sock.getsockname()[1]
+        self.accepted = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _echo(conn: socket.socket) -> None:
+        with conn:
+            while data := conn.recv(65536):
+                conn.sendall(data)
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 class Run(NamedTuple):

@@ -8,54 +8,22 @@ entry allows it, so a test fails if its rule goes.
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
-from egress_harness import Run, jailed
+from egress_harness import Run, Upstream, hello_server, jailed
 
 PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = f"hello {self.path}\n".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
-class Upstream(NamedTuple):
-    port: int
-    hits: list[str]
-
-
 @pytest.fixture
 def upstream() -> Iterator[Upstream]:
-    hits: list[str] = []
-
-    class Counting(_Hello):
-        def do_GET(self) -> None:
-            hits.append(self.path)
-            super().do_GET()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Counting)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield Upstream(server.server_address[1], hits)
-    finally:
-        server.shutdown()
-        server.server_close()
+    with hello_server() as server:
+        yield server
 
 
 def curl(*args: str) -> list[str]:

@@ -15,42 +15,18 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from egress_harness import EchoServer
 
 from mcpwrap import egress, netpolicy
 
 
-class Echo:
-    """A TCP echo server on the host's loopback; counts connections it accepted."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            threading.Thread(target=self._echo, args=(conn,), daemon=True).start()
-
-    @staticmethod
-    def _echo(conn: socket.socket) -> None:
-        with conn:
-            while data := conn.recv(65536):
-                conn.sendall(data)
-
-
 @pytest.fixture
-def echo() -> Iterator[Echo]:
-    server = Echo()
+def echo() -> Iterator[EchoServer]:
+    server = EchoServer()
     try:
         yield server
     finally:
-        server.sock.close()
+        server.close()
 
 
 class Proxy:
@@ -58,7 +34,7 @@ class Proxy:
 
     def __init__(
         self,
-        echo: Echo,
+        echo: EchoServer,
         entry: netpolicy.Entry,
         limits: egress.Limits = egress.DEFAULT_LIMITS,
         in_flight: list[tuple[str, object]] | None = None,
@@ -90,7 +66,7 @@ class Proxy:
         self.egress.close()
 
 
-def forward(echo: Echo, tool: str | None = None) -> netpolicy.Entry:
+def forward(echo: EchoServer, tool: str | None = None) -> netpolicy.Entry:
     return netpolicy.parse_entry(f"tcp:127.0.0.1:{echo.port}", tool=tool)
 
 
@@ -117,7 +93,7 @@ def closed(sock: socket.socket) -> bool:
 # --- limits ----------------------------------------------------------------------------
 
 
-def test_the_connection_limit_refuses_one_over_and_records_it(echo: Echo) -> None:
+def test_the_connection_limit_refuses_one_over_and_records_it(echo: EchoServer) -> None:
     proxy = Proxy(echo, forward(echo), egress.Limits(connections=1))
     try:
         first = proxy.connect()
@@ -138,7 +114,7 @@ def test_the_connection_limit_refuses_one_over_and_records_it(echo: Echo) -> Non
     assert echo.accepted == 2
 
 
-def test_an_idle_connection_is_ended(echo: Echo) -> None:
+def test_an_idle_connection_is_ended(echo: EchoServer) -> None:
     proxy = Proxy(echo, forward(echo), egress.Limits(idle=0.3))
     try:
         sock = proxy.connect()
@@ -152,7 +128,7 @@ def test_an_idle_connection_is_ended(echo: Echo) -> None:
         proxy.close()
 
 
-def test_the_byte_limit_ends_a_connection(echo: Echo) -> None:
+def test_the_byte_limit_ends_a_connection(echo: EchoServer) -> None:
     proxy = Proxy(echo, forward(echo), egress.Limits(bytes=10_000))
     try:
         sock = proxy.connect()
@@ -169,7 +145,7 @@ def test_the_byte_limit_ends_a_connection(echo: Echo) -> None:
 # --- tool-scoped connections end with their calls --------------------------------------
 
 
-def test_a_tool_scoped_connection_is_closed_when_its_last_call_ends(echo: Echo) -> None:
+def test_a_tool_scoped_connection_is_closed_when_its_last_call_ends(echo: EchoServer) -> None:
     """Two calls of fetch overlap: the connection survives the first's end and is closed
     at the second's, and its record says so and names both calls."""
     calls: list[tuple[str, object]] = [("fetch", 1), ("fetch", "b")]
@@ -191,7 +167,7 @@ def test_a_tool_scoped_connection_is_closed_when_its_last_call_ends(echo: Echo) 
 
 
 def test_a_call_that_ends_while_its_connection_is_admitted_still_closes_it(
-    echo: Echo,
+    echo: EchoServer,
 ) -> None:
     """The call's end arrives between the decision and the connection's registration: the
     proxy checks again after registering, so the connection does not outlive it."""
@@ -214,7 +190,7 @@ def test_a_call_that_ends_while_its_connection_is_admitted_still_closes_it(
         proxy.close()
 
 
-def test_a_profile_wide_connection_outlives_calls(echo: Echo) -> None:
+def test_a_profile_wide_connection_outlives_calls(echo: EchoServer) -> None:
     """The control: a [sandbox] egress entry is not tied to any call."""
     calls: list[tuple[str, object]] = [("fetch", 1)]
     proxy = Proxy(echo, forward(echo), in_flight=calls)

@@ -10,16 +10,14 @@ mapped to 127.0.0.1 through MCPWRAP_TEST_HOSTS.
 
 from __future__ import annotations
 
-import http.server
 import os
-import socket
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from egress_harness import EchoServer, hello_server
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
 from wrapped import MCPWRAP, REPO, audit_records
@@ -27,51 +25,15 @@ from wrapped import MCPWRAP, REPO, audit_records
 SERVER = [sys.executable, str(REPO / "tests" / "fixtures" / "net_server.py")]
 
 
-class _Hello(http.server.BaseHTTPRequestHandler):
-    hits: list[str]
-
-    def do_GET(self) -> None:
-        self.hits.append(self.path)
-        body = f"hello {self.path}".encode()
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: object) -> None:
-        pass
-
-
 @pytest.fixture
 def servers() -> Iterator[tuple[int, int, list[str]]]:
     """(HTTP port, TCP echo port, paths the HTTP server was asked for)."""
-    hits: list[str] = []
-    handler = type("Hello", (_Hello,), {"hits": hits})
-    http_server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    threading.Thread(target=http_server.serve_forever, daemon=True).start()
-    echo = socket.create_server(("127.0.0.1", 0))
-
-    def serve_echo() -> None:
-        while True:
-            try:
-                conn, _ = echo.accept()
-            except OSError:
-                return
-            threading.Thread(target=_echo, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=serve_echo, daemon=True).start()
+    echo = EchoServer()
     try:
-        yield http_server.server_address[1], echo.getsockname()[1], hits
+        with hello_server() as http:
+            yield http.port, echo.port, http.hits
     finally:
-        http_server.shutdown()
-        http_server.server_close()
         echo.close()
-
-
-def _echo(conn: socket.socket) -> None:
-    with conn:
-        while data := conn.recv(4096):
-            conn.sendall(data)
 
 
 def text(result: types.CallToolResult) -> str:
@@ -123,7 +85,7 @@ async def test_tool_effects_follow_the_relays_calls(
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         assert text(await session.call_tool("fetch", {"url": f"{url}/in-call"})) == (
-            "hello /in-call"
+            "hello /in-call\n"
         )
         refused = text(await session.call_tool("other", {"url": f"{url}/other"}))
         assert refused.startswith("failed:") and "403" in refused, refused
