@@ -60,6 +60,13 @@ class Syscalls(enum.Enum):
     STRICT = "strict"
 
 
+class Descriptions(enum.Enum):
+    """What a poisoning finding in a tool's definition does: warn, or hide and refuse it."""
+
+    WARN = "warn"
+    BLOCK = "block"
+
+
 class ArgumentsMode(enum.Enum):
     DIGEST = "digest"
     FULL = "full"
@@ -133,6 +140,7 @@ class PolicySpec(NamedTuple):
     roots: Access = Access.ALLOW
     resources: Selection = Selection(False)
     prompts: Selection = Selection(True)
+    descriptions: Descriptions = Descriptions.WARN
 
 
 class AuditSpec(NamedTuple):
@@ -716,7 +724,16 @@ def _ip(text: str, host: str) -> str:
 
 # --- [policy] ------------------------------------------------------------------------------
 
-_POLICY_KEYS = ("default", "timeout", "sampling", "elicitation", "roots", "resources", "prompts")
+_POLICY_KEYS = (
+    "default",
+    "timeout",
+    "sampling",
+    "elicitation",
+    "roots",
+    "resources",
+    "prompts",
+    "descriptions",
+)
 _access = _enum_of(Access)
 
 
@@ -729,6 +746,7 @@ def _policy(t: _Table) -> PolicySpec:
         roots=t.get("roots", _access, Access.ALLOW),
         resources=t.get("resources", _selection, Selection(False)),
         prompts=t.get("prompts", _selection, Selection(True)),
+        descriptions=t.get("descriptions", _enum_of(Descriptions), Descriptions.WARN),
     )
 
 

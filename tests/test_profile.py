@@ -18,6 +18,7 @@ from mcpwrap.profile import (
     ArgumentsMode,
     AuditSpec,
     Constraint,
+    Descriptions,
     Network,
     Placeholders,
     PolicySpec,
@@ -73,6 +74,7 @@ elicitation = "allow"
 roots = "allow"
 resources = "deny"             # "deny" | "allow" | list of URI globs
 prompts = "allow"              # "deny" | "allow" | list of names
+descriptions = "block"         # poisoned tool definitions: "warn" | "block"
 
 [tools.read_file]
 class = "read"                 # "read" | "write" | "admin"
@@ -158,6 +160,7 @@ def expected_full(project: str, state: str) -> Profile:
             roots=Access.ALLOW,
             resources=Selection(False),
             prompts=Selection(True),
+            descriptions=Descriptions.BLOCK,
         ),
         tools={
             "read_file": ToolSpec(
@@ -601,6 +604,10 @@ BAD = [
     (
         section("policy", "prompts = [1]"),
         "p.toml:3: policy.prompts[0]: expected a non-empty string, got 1",
+    ),
+    (
+        section("policy", 'descriptions = "ignore"'),
+        'p.toml:3: policy.descriptions: expected one of "warn", "block", got "ignore"',
     ),
     # [sandbox]
     (
