@@ -5,6 +5,7 @@ MCPWrapError            anything mcpwrap reports to a person and exits on
   DiscoveryError        no profile found for a name or a server command
   AuditError            an audit log that cannot be opened, written or read
   UsageError            a command line that does not make sense
+  LockError             a lock file that does not load, or a server that no longer matches it
 """
 
 
@@ -28,3 +29,7 @@ class AuditError(MCPWrapError):
 
 class UsageError(MCPWrapError):
     """Arguments that do not fit together."""
+
+
+class LockError(MCPWrapError):
+    """A lock file that does not load, or a server that no longer matches its lock."""

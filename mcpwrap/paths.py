@@ -48,6 +48,13 @@ def builtin_profiles_dir() -> str:
     )
 
 
+def lock_path(source: str, name: str) -> str:
+    """The lock beside a profile; a built-in profile's goes with the user's profiles."""
+    if source.startswith("<builtin:"):
+        return os.path.join(config_dir(), "profiles", name + ".lock")
+    return os.path.splitext(source)[0] + ".lock"
+
+
 def find(name: str) -> str:
     from mcpwrap.discovery import find_profile
 

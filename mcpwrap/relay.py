@@ -34,10 +34,19 @@ from mcpwrap.proctree import ProcessTree
 from mcpwrap.profile import Profile, ToolSpec
 from mcpwrap.ratelimit import RateLimiter
 from mcpwrap.records import Agent, arguments_field
-from mcpwrap.sanitize import clean_line
+from mcpwrap.sanitize import (
+    clean_line,
+    clean_prompt_result,
+    clean_tool_result,
+    clean_value,
+    might_need_cleaning,
+)
+from mcpwrap.toolgate import Alert, Gate, Status
 
 Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different requests
 _REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
+_LISTING_ID = "mcpwrap-pins-"  # ids of mcpwrap's own tools/list requests to the server
+_LISTING_PAGES = 1000  # a server that pages forever does not hold calls forever
 
 
 def _key(msg_id: object) -> Key:
@@ -86,6 +95,20 @@ class Pending:
         self.modern = False  # sent in the 2026-07-28 generation: our answers need resultType
 
 
+class _Listing:
+    """mcpwrap's own tools/list, page by page: calls wait for it when a tool's definition
+    is not known yet (no listing since the start, or the server said its tools changed)."""
+
+    __slots__ = ("msg_id", "names", "pages", "stale", "timer")
+
+    def __init__(self) -> None:
+        self.msg_id = ""
+        self.names: list[str] = []
+        self.pages = 0
+        self.stale = False  # the tools changed again while this listing ran
+        self.timer: threading.Timer | None = None
+
+
 class RelayOptions(NamedTuple):
     max_message: int
     cwd: str
@@ -108,6 +131,7 @@ class Relay:
         agent: Agent,
         options: RelayOptions,
         log: TextIO = sys.stderr,
+        gate: Gate | None = None,
     ) -> None:
         self.profile = profile
         self._client_in, self._client_out = client_in, client_out
@@ -132,6 +156,12 @@ class Relay:
         self._closed = threading.Event()
         self._server_stdin_open = True
         self.audit_broken: str | None = None
+        self._gate = gate or Gate(None, profile.policy.descriptions)
+        self._listing: _Listing | None = None
+        self._listing_seq = itertools.count(1)
+        self._held: list[tuple[dict[str, Any], object, bytes]] = []  # calls waiting for it
+        self._notes: list[bytes] = []  # log notifications to send after the current reply
+        self._protocol_meta: dict[str, Any] | None = None  # a 2026 client's _meta version
         # Told the id of each tools/call that ends, under the lock (the egress proxy
         # closes connections held open only by that call); must not block.
         self.on_call_end: Callable[[object], None] | None = None
@@ -222,6 +252,12 @@ class Relay:
             self._client_notification(msg, method, line)
 
     def _client_request(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+        if isinstance(msg["id"], str) and msg["id"].startswith(_LISTING_ID):
+            reason = f"request ids starting with {_LISTING_ID!r} are mcpwrap's own"
+            self._protocol_refusal(
+                msg["id"], policy.INVALID_REQUEST, reason, "protocol.reserved_id", len(line)
+            )
+            return
         params = msg.get("params")
         self._note_identity(method, params)
         if method == "tools/call":
@@ -244,6 +280,11 @@ class Relay:
             verdict = policy.refuse_result(
                 "audit", f"the audit log cannot be written: {self.audit_broken}"
             )
+        if verdict.allowed and tool is not None and self._gate.active:
+            gated = self._gate_verdict(msg, params, line, tool.name)
+            if gated is None:
+                return  # held until mcpwrap's own listing says what the tool is now
+            verdict = gated
         if verdict.allowed and tool is not None:
             verdict = self._limits_verdict(tool)
         if not verdict.allowed:
@@ -266,6 +307,24 @@ class Relay:
             # While the server works: encode the record's fixed fields now, so the reply's
             # path only encodes the outcome. A reply that wins the race makes its own.
             pending.prefix = self._call_prefix(pending)
+
+    def _gate_verdict(
+        self, msg: dict[str, Any], params: object, line: bytes, name: str
+    ) -> Verdict | None:
+        """The lock's and the description checks' verdict, or None: the call is held."""
+        start = None
+        with self._lock:
+            check = self._gate.check_call(name)
+            if check.status is Status.UNKNOWN:
+                self._held.append((msg, params, line))
+                start = self._want_listing()
+        if check.status is Status.OK:
+            return policy.allow(f"tools.{name}")
+        if check.status is not Status.UNKNOWN:
+            return policy.refuse_result(check.rule, check.reason)
+        if start is not None:
+            self._send_listing(start, None)
+        return None
 
     def _limits_verdict(self, tool: ToolSpec) -> Verdict:
         with self._lock:
@@ -396,6 +455,9 @@ class Relay:
     def _note_identity(self, method: str, params: object) -> None:
         if not isinstance(params, dict):
             return
+        meta = params.get("_meta")
+        if isinstance(meta, dict) and policy.META_PROTOCOL_VERSION in meta:
+            self._protocol_meta = {policy.META_PROTOCOL_VERSION: meta[policy.META_PROTOCOL_VERSION]}
         if method == "initialize":
             self.agent.note_client_info(params.get("clientInfo"))
             return
@@ -445,6 +507,9 @@ class Relay:
             self._server_garbage(line, "not a valid JSON-RPC message")
 
     def _server_response(self, msg: dict[str, Any], line: bytes) -> None:
+        ours = isinstance(msg["id"], str) and msg["id"].startswith(_LISTING_ID)
+        if ours and self._listing_reply(msg):
+            return
         key = _key(msg["id"])
         with self._lock:
             pending = self._unregister(key)
@@ -463,33 +528,30 @@ class Relay:
                 bytes_out=len(line),
             )
             return
-        out = self._shape_response(pending, msg) or line
+        out = self._shape_response(pending, msg, line) or line
         if pending.tool is not None:
             self._finish_call(pending, msg, len(out))
         self._to_client(out)
+        self._send_notes()
 
-    def _shape_response(self, pending: Pending, msg: dict[str, Any]) -> bytes | None:
+    def _shape_response(self, pending: Pending, msg: dict[str, Any], line: bytes) -> bytes | None:
         """The reply re-encoded where policy edits it, or None to forward it as it came."""
         result = msg.get("result")
         if not isinstance(result, dict):
             return None
         method, pol = pending.method, self.profile.policy
-        if method in ("initialize", "server/discover") and isinstance(
-            result.get("capabilities"), dict
-        ):
-            caps = policy.server_capabilities(pol, result["capabilities"])
-            return (
-                None
-                if caps is None
-                else _encode({**msg, "result": {**result, "capabilities": caps}})
-            )
+        if method in ("initialize", "server/discover"):
+            return self._server_info(msg, result)
         if method == "tools/list":
-            return self._filtered(
-                msg, result, "tools", lambda items: policy.visible_tools(self.profile, items)
-            )
+            return self._tools_page(msg, result)
+        dirty = might_need_cleaning(line)
         if method == "resources/list":
             return self._filtered(
-                msg, result, "resources", lambda i: policy.filter_listing(pol.resources, i, "uri")
+                msg,
+                result,
+                "resources",
+                lambda i: policy.filter_listing(pol.resources, i, "uri"),
+                dirty,
             )
         if method == "resources/templates/list":
             return self._filtered(
@@ -497,12 +559,55 @@ class Relay:
                 result,
                 "resourceTemplates",
                 lambda i: policy.filter_listing(pol.resources, i, "uriTemplate"),
+                dirty,
             )
         if method == "prompts/list":
             return self._filtered(
-                msg, result, "prompts", lambda i: policy.filter_listing(pol.prompts, i, "name")
+                msg,
+                result,
+                "prompts",
+                lambda i: policy.filter_listing(pol.prompts, i, "name"),
+                dirty,
             )
-        return self._input_requests(pending, msg, result)
+        refused = self._input_requests(pending, msg, result)
+        if refused is not None or not dirty:
+            return refused
+        clean = {"tools/call": clean_tool_result, "prompts/get": clean_prompt_result}.get(method)
+        cleaned = clean(result) if clean else result
+        return None if cleaned is result else _encode({**msg, "result": cleaned})
+
+    def _server_info(self, msg: dict[str, Any], result: dict[str, Any]) -> bytes | None:
+        """initialize (or discover): denied capabilities removed; instructions checked
+        against the lock and cleaned."""
+        edited = result
+        if isinstance(result.get("capabilities"), dict):
+            caps = policy.server_capabilities(self.profile.policy, result["capabilities"])
+            if caps is not None:
+                edited = {**edited, "capabilities": caps}
+        text = result.get("instructions")
+        if isinstance(text, str):
+            with self._lock:
+                keep, alerts = self._gate.instructions(text)
+            self._alert(alerts)
+            if keep is None:
+                edited = {k: v for k, v in edited.items() if k != "instructions"}
+            elif keep != text:
+                edited = {**edited, "instructions": keep}
+        return None if edited is result else _encode({**msg, "result": edited})
+
+    def _tools_page(self, msg: dict[str, Any], result: dict[str, Any]) -> bytes | None:
+        """One page of the client's tools/list: hidden by the profile, then checked against
+        the lock and for poisoning, and cleaned."""
+        items = result.get("tools")
+        if not isinstance(items, list):
+            return None
+        visible = policy.visible_tools(self.profile, items)
+        with self._lock:
+            review = self._gate.review(visible, _names(items))
+        self._alert(review.alerts)
+        if len(visible) == len(items) and not review.changed:
+            return None
+        return _encode({**msg, "result": {**result, "tools": review.tools}})
 
     def _filtered(
         self,
@@ -510,14 +615,156 @@ class Relay:
         result: dict[str, Any],
         key: str,
         keep: Callable[[list[Any]], list[Any]],
+        dirty: bool,
     ) -> bytes | None:
         items = result.get(key)
         if not isinstance(items, list):
             return None
         kept = keep(items)
-        if len(kept) == len(items):
+        cleaned = [_clean_descriptive(item) for item in kept] if dirty else kept
+        if len(kept) == len(items) and all(a is b for a, b in zip(cleaned, kept, strict=True)):
             return None
-        return _encode({**msg, "result": {**result, key: kept}})
+        return _encode({**msg, "result": {**result, key: cleaned}})
+
+    # --- mcpwrap's own tools/list ------------------------------------------------------------
+
+    def _want_listing(self) -> _Listing | None:
+        """A new listing to send, or None if one is running; the caller holds the lock."""
+        if self._listing is not None:
+            return None
+        self._listing = _Listing()
+        return self._listing
+
+    def _send_listing(self, listing: _Listing, cursor: str | None) -> None:
+        params: dict[str, Any] = {}
+        if cursor is not None:
+            params["cursor"] = cursor
+        if self._protocol_meta is not None:
+            params["_meta"] = dict(self._protocol_meta)
+        with self._lock:
+            listing.msg_id = f"{_LISTING_ID}{next(self._listing_seq)}"
+            listing.pages += 1
+            if listing.timer is None:
+                listing.timer = threading.Timer(
+                    self.profile.policy.timeout, self._listing_timeout, (listing,)
+                )
+                listing.timer.daemon = True
+                listing.timer.start()
+            request = {"jsonrpc": "2.0", "id": listing.msg_id, "method": "tools/list"}
+        self._to_server(_encode({**request, "params": params}))
+
+    def _listing_reply(self, msg: dict[str, Any]) -> bool:
+        """True if `msg` answers mcpwrap's own listing (and was handled here)."""
+        with self._lock:
+            listing = self._listing
+            if listing is None or listing.msg_id != msg["id"]:
+                return False
+        result = msg.get("result")
+        tools = result.get("tools") if isinstance(result, dict) else None
+        if not isinstance(tools, list):
+            error = msg.get("error")
+            what = error.get("message") if isinstance(error, dict) else "no tools array"
+            self._end_listing(
+                listing, f"the server did not list its tools ({clean_text_short(what)})"
+            )
+            return True
+        assert isinstance(result, dict)
+        names = _names(tools)
+        with self._lock:
+            review = self._gate.review(policy.visible_tools(self.profile, tools), names)
+            listing.names += names
+        self._alert(review.alerts)
+        self._send_notes()
+        cursor = result.get("nextCursor")
+        if isinstance(cursor, str) and cursor and listing.pages < _LISTING_PAGES:
+            self._send_listing(listing, cursor)
+        else:
+            self._end_listing(listing, None)
+        return True
+
+    def _listing_timeout(self, listing: _Listing) -> None:
+        seconds = self.profile.policy.timeout
+        self._end_listing(listing, f"the server did not list its tools within {seconds:g} s")
+
+    def _end_listing(self, listing: _Listing, failure: str | None) -> None:
+        """Release the held calls: checked again now that the tools are known, or refused."""
+        with self._lock:
+            if self._listing is not listing:
+                return  # timed out, or ended by the server's exit
+            self._listing = None
+            if listing.timer is not None:
+                listing.timer.cancel()
+            restart = listing.stale and failure is None
+            alerts = [] if failure or restart else self._gate.listing_complete(listing.names)
+            held, self._held = ([], self._held) if restart else (self._held, [])
+            again = self._want_listing() if restart else None
+        if again is not None:
+            self._send_listing(again, None)
+            return
+        self._alert(alerts)
+        self._send_notes()
+        if held and failure is not None:
+            self._release(held, failure)
+        elif held:
+            # A thread of its own: the server pump must not block writing to the server.
+            threading.Thread(target=self._release, args=(held, None), daemon=True).start()
+
+    def _release(
+        self, held: list[tuple[dict[str, Any], object, bytes]], failure: str | None
+    ) -> None:
+        for msg, params, line in held:
+            if failure is None:
+                self._client_call(msg, params, line)
+                continue
+            name = params.get("name") if isinstance(params, dict) else None
+            self._refuse_call(
+                msg_id=msg["id"],
+                params=params,
+                tool=self.profile.tool(name) if isinstance(name, str) else None,
+                arguments=params.get("arguments") if isinstance(params, dict) else None,
+                verdict=policy.refuse_result("pins.listing", failure),
+                size=len(line),
+            )
+
+    def _tools_changed(self) -> None:
+        """notifications/tools/list_changed: nothing seen so far is known any longer."""
+        with self._lock:
+            self._gate.invalidate()
+            if self._listing is not None:
+                self._listing.stale = True
+            start = self._want_listing()
+        if start is not None:
+            self._send_listing(start, None)
+
+    def _alert(self, alerts: list[Alert]) -> None:
+        """Each alert: an audit record; and unless it is a note, a warning on stderr and a
+        log notification to the client, sent after the reply being shaped."""
+        for alert in alerts:
+            event = "pins" if alert.rule.startswith("pins.") else "descriptions"
+            self._record(
+                event,
+                decision=alert.decision,
+                rule=alert.rule,
+                tool=alert.tool,
+                reason=alert.reason,
+                **alert.fields,
+            )
+            if alert.decision == "note":
+                continue
+            self._warn(alert.reason)
+            note = {
+                "jsonrpc": "2.0",
+                "method": "notifications/message",
+                "params": {"level": "warning", "logger": "mcpwrap", "data": alert.reason},
+            }
+            with self._lock:
+                self._notes.append(_encode(note))
+
+    def _send_notes(self) -> None:
+        with self._lock:
+            notes, self._notes = self._notes, []
+        for note in notes:
+            self._to_client(note)
 
     def _input_requests(
         self, pending: Pending, msg: dict[str, Any], result: dict[str, Any]
@@ -581,6 +828,12 @@ class Relay:
         if not verdict.allowed:
             self._drop_notification(method, verdict)
             return
+        if method == "notifications/tools/list_changed" and self._gate.active:
+            self._tools_changed()
+        if method == "notifications/message" and might_need_cleaning(line):
+            cleaned = clean_value(params)
+            if cleaned is not params:
+                line = _encode({**msg, "params": cleaned})
         self._to_client(line)
 
     def _drop_notification(self, method: str, verdict: Verdict) -> None:
@@ -718,6 +971,10 @@ class Relay:
     def fail_pending(self, reason: str) -> None:
         """Answer every request still in flight: the server is gone."""
         with self._lock:
+            listing = self._listing
+        if listing is not None:
+            self._end_listing(listing, reason)
+        with self._lock:
             pendings = [self._unregister(k) for k in list(self._pending)]
         for pending in pendings:
             if pending is None:
@@ -854,6 +1111,28 @@ def _decode(line: bytes) -> Any:
     """One message. MCP is UTF-8: decoding here skips json.loads' encoding detection, a
     Python-level step on every message; bad UTF-8 is a ValueError like bad JSON."""
     return _DECODER.decode(line.decode("utf-8"))
+
+
+def _names(tools: list[Any]) -> list[str]:
+    return [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
+
+
+def _clean_descriptive(item: object) -> object:
+    """A resource or prompt entry with its descriptive text cleaned; names and URIs are
+    identifiers the client sends back, so they are left as they are."""
+    if not isinstance(item, dict):
+        return item
+    out = None
+    for key in ("description", "title"):
+        if key in item:
+            cleaned = clean_value(item[key])
+            if cleaned is not item[key]:
+                out = {**(out or item), key: cleaned}
+    return out if out is not None else item
+
+
+def clean_text_short(value: object) -> str:
+    return clean_line(str(value).encode("utf-8", "replace")[:200])
 
 
 def _progress_token(params: object) -> object:

@@ -15,6 +15,7 @@ import sys
 import threading
 from collections.abc import Callable
 from types import FrameType
+from typing import Any
 
 from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
@@ -25,6 +26,7 @@ from mcpwrap.ratelimit import RateLimiter
 from mcpwrap.records import Agent
 from mcpwrap.relay import Relay, RelayOptions
 from mcpwrap.sanitize import clean_line
+from mcpwrap.toolgate import Gate
 
 
 def _return_big_buffers_to_the_os() -> None:
@@ -57,6 +59,7 @@ class Session:
         *,
         max_message: int,
         cwd: str,
+        gate: Gate | None = None,
     ) -> None:
         self.child = child
         self.audit = audit
@@ -72,11 +75,14 @@ class Session:
             tree=ProcessTree(child.server_pid()),
             agent=Agent.of_parent(),
             options=RelayOptions(max_message=max_message, cwd=cwd),
+            gate=gate,
         )
         self._stopping = threading.Event()
         self._signal: int | None = None
 
-    def run(self, argv: list[str], *, sandbox: str) -> int:
+    def run(
+        self, argv: list[str], *, sandbox: str, profile_change: dict[str, Any] | None = None
+    ) -> int:
         _return_big_buffers_to_the_os()
         self.relay.record_session(
             decision="start",
@@ -86,6 +92,8 @@ class Session:
             sandbox=sandbox,
             child_pid=self.child.pid,
         )
+        if profile_change is not None:
+            self.relay.record_event("profile", **profile_change)
         server_pump = self._thread(self.relay.pump_server, "server")
         if self.relay.profile.sandbox.cpu is not None:
             self._thread(self._watch_cpu, "cpu")
