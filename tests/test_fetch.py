@@ -1,0 +1,344 @@
+"""mcpwrap.fetch: `npx PKG` / `uvx PKG` resolved and installed once, then run offline.
+
+Real npm and uv, and no network: they install from the project-local caches that
+scripts/test fills (.cache/npm, .cache/uv) with the packages pinned in
+tests/fetch_peers.json. The installed servers then run under `mcpwrap run` in a jail with
+no network at all, and answer a real MCP client: nothing is fetched at run time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+from mcp import ClientSession, StdioServerParameters, types
+from mcp.client.stdio import stdio_client
+from wrapped import MCPWRAP, REPO
+
+from mcpwrap import fetch
+from mcpwrap.errors import LockError
+
+PEERS = json.loads((REPO / "tests" / "fetch_peers.json").read_text())
+TIME, TIME_VERSION = next(iter(PEERS["pypi"].items()))
+FILESYSTEM, FILESYSTEM_VERSION = next(iter(PEERS["npm"].items()))
+CACHE = REPO / ".cache"
+VENV_BIN = Path(sys.executable).parent
+EXACT = re.compile(r"^\d+(\.\d+)+$")
+
+
+@pytest.fixture(scope="session")
+def lock_env() -> dict[str, str]:
+    """The environment `mcpwrap lock` would get, with the registries out of reach: npm and
+    uv may read their caches only (and uv may not download a Python)."""
+    for cache in ("npm", "uv"):
+        if not (CACHE / cache).is_dir():
+            pytest.fail(
+                f"{CACHE / cache} is missing: run scripts/test once (it fills the offline "
+                "caches of tests/test_fetch.py)",
+                pytrace=False,
+            )
+    node = shutil.which("node")
+    if node is None:
+        pytest.fail("node is not on PATH: the tests need Node.js >= 20", pytrace=False)
+    path = os.pathsep.join(
+        dict.fromkeys([str(VENV_BIN), os.path.dirname(node), "/usr/bin", "/bin"])
+    )
+    return {
+        **os.environ,
+        "PATH": path,
+        "UV_CACHE_DIR": str(CACHE / "uv"),
+        "UV_OFFLINE": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        # The interpreter scripts/test warmed the cache with: the same resolution offline.
+        "UV_PYTHON": sys.executable,
+        "UV_NO_PROGRESS": "1",
+        "npm_config_cache": str(CACHE / "npm"),
+        "npm_config_offline": "true",
+        "npm_config_update_notifier": "false",
+    }
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A store with a short path: uv writes a console script's #! line with the venv's
+    python only when that path is short enough (else an sh trampoline)."""
+    return tmp_path_factory.mktemp("store")
+
+
+def resolve(argv: list[str], store: Path, env: Mapping[str, str]) -> fetch.Resolved:
+    return fetch.resolve(argv, store=str(store), env=env)
+
+
+def store_entries(store: Path, kind: str) -> list[str]:
+    directory = store / kind
+    return sorted(os.listdir(directory)) if directory.is_dir() else []
+
+
+def text(result: types.CallToolResult) -> str:
+    return " ".join(getattr(c, "text", "") for c in result.content)
+
+
+async def call_in_jail(
+    tmp_path: Path, server: tuple[str, ...], read: list[Path], tool: str, args: dict[str, str]
+) -> tuple[list[str], types.CallToolResult]:
+    """Start `server` under `mcpwrap run` (jail, network = "none"), list its tools and
+    call one."""
+    grants = ", ".join(json.dumps(str(p)) for p in read)
+    profile = tmp_path / "locked.toml"
+    profile.write_text(
+        "version = 1\n"
+        'name = "locked"\n'
+        "[policy]\n"
+        'default = "allow"\n'
+        "[sandbox]\n"
+        'network = "none"\n'
+        f"read = [{grants}]\n"
+        "[audit]\n"
+        f"path = {json.dumps(str(tmp_path / 'audit.jsonl'))}\n"
+    )
+    argv = [*MCPWRAP, "run", "--profile", str(profile), "--", *server]
+    params = StdioServerParameters(
+        command=argv[0],
+        args=argv[1:],
+        cwd=str(tmp_path),
+        env={
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "XDG_STATE_HOME": os.environ["XDG_STATE_HOME"],
+            "XDG_CONFIG_HOME": os.environ["XDG_CONFIG_HOME"],
+            "XDG_CACHE_HOME": os.environ["XDG_CACHE_HOME"],
+        },
+    )
+    async with (
+        stdio_client(params) as (read_stream, write_stream),
+        ClientSession(read_stream, write_stream) as session,
+    ):
+        await session.initialize()
+        names = sorted(t.name for t in (await session.list_tools()).tools)
+        return names, await session.call_tool(tool, args)
+
+
+# --- uvx ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["uvx", TIME],
+        ["uvx", f"{TIME}=={TIME_VERSION}"],
+        ["uvx", f"{TIME}@{TIME_VERSION}"],
+        ["uvx", "--from", TIME, TIME],
+        ["uvx", "-q", "--from", f"{TIME}=={TIME_VERSION}", TIME],
+        ["uvx", "--python", sys.executable, TIME],
+        ["uv", "tool", "run", f"--from={TIME}", TIME],
+    ],
+    ids=["bare", "eq", "at", "from", "from-pinned", "python", "uv-tool-run"],
+)
+def test_uvx_installs_the_exact_version_in_the_store(
+    argv: list[str], store: Path, lock_env: dict[str, str]
+) -> None:
+    r = resolve([*argv, "--local-timezone", "UTC"], store, lock_env)
+    assert (r.launcher, r.package) == ("uvx", TIME)
+    assert EXACT.match(r.version), r.version
+    if any(TIME_VERSION in a for a in argv):
+        assert r.version == TIME_VERSION
+    exe, *args = r.run
+    assert args == ["--local-timezone", "UTC"]
+    venv = Path(exe).parent.parent
+    assert venv.parent == store / "uv" and venv.name.startswith(f"{TIME}-")
+    assert Path(exe).name == TIME and os.access(exe, os.X_OK)
+    # The console script names the store venv's python itself: it runs without uv.
+    assert Path(exe).read_text().splitlines()[0] == f"#!{venv}/bin/python"
+    metadata = next(venv.glob("lib/python*/site-packages/mcp_server_time-*.dist-info/METADATA"))
+    assert f"\nVersion: {r.version}\n" in metadata.read_text()
+
+
+@pytest.mark.anyio
+async def test_uvx_server_runs_offline_in_the_jail(
+    tmp_path: Path, store: Path, lock_env: dict[str, str]
+) -> None:
+    r = resolve(["uvx", f"{TIME}@{TIME_VERSION}", "--local-timezone", "UTC"], store, lock_env)
+    names, now = await call_in_jail(tmp_path, r.run, [], "get_current_time", {"timezone": "UTC"})
+    assert names == ["convert_time", "get_current_time"]
+    assert not now.is_error, text(now)
+    assert now.structured_content is not None and now.structured_content["timezone"] == "UTC"
+
+
+def test_uvx_command_the_package_does_not_provide(store: Path, lock_env: dict[str, str]) -> None:
+    before = store_entries(store, "uv")
+    with pytest.raises(LockError) as caught:
+        resolve(["uvx", "--from", TIME, "no-such-command"], store, lock_env)
+    message = str(caught.value)
+    assert "no command 'no-such-command'" in message
+    assert f"its commands: {TIME})" in message
+    assert f"uvx --from {TIME} COMMAND" in message
+    assert store_entries(store, "uv") == before, "the failed install is removed"
+
+
+def test_uvx_package_not_in_the_offline_cache(store: Path, lock_env: dict[str, str]) -> None:
+    before = store_entries(store, "uv")
+    with pytest.raises(LockError) as caught:
+        resolve(["uvx", "mcpwrap-no-such-package-xyz"], store, lock_env)
+    message = str(caught.value)
+    assert message.startswith("uv pip install mcpwrap-no-such-package-xyz")
+    assert "was not found in the cache" in message, "uv's own explanation is carried"
+    assert "check the package name and version" in message
+    assert store_entries(store, "uv") == before
+
+
+# --- npx ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_npx_server_installs_then_runs_offline_in_the_jail(
+    tmp_path: Path, lock_env: dict[str, str]
+) -> None:
+    store = tmp_path / "store"
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("hi")
+    r = resolve(["npx", "-y", FILESYSTEM, str(shared)], store, lock_env)
+    assert (r.launcher, r.package) == ("npx", FILESYSTEM)
+    assert EXACT.match(r.version), r.version
+    node, script, *args = r.run
+    assert node == shutil.which("node", path=lock_env["PATH"]) and os.path.isabs(node)
+    manifest_dir = Path(script).parent.parent
+    manifest = json.loads((manifest_dir / "package.json").read_text())
+    assert manifest["name"] == FILESYSTEM and manifest["version"] == r.version
+    assert Path(script) == (manifest_dir / manifest["bin"]["mcp-server-filesystem"]).resolve()
+    assert args == [str(shared)]
+    (installed,) = store_entries(store, "npm")
+    assert installed.startswith(f"modelcontextprotocol+server-filesystem@{r.version}-")
+    assert script.startswith(f"{store}/npm/{installed}/node_modules/{FILESYSTEM}/")
+
+    names, listed = await call_in_jail(
+        tmp_path, r.run, [shared], "list_directory", {"path": str(shared)}
+    )
+    assert {"list_directory", "read_text_file"} <= set(names)
+    assert not listed.is_error, text(listed)
+    assert "[FILE] hello.txt" in text(listed)
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["npx", "--yes", "--", f"{FILESYSTEM}@{FILESYSTEM_VERSION}"],
+        ["npx", "-p", f"{FILESYSTEM}@{FILESYSTEM_VERSION}", "mcp-server-filesystem"],
+    ],
+    ids=["pinned", "package-option"],
+)
+def test_npx_exact_version(argv: list[str], tmp_path: Path, lock_env: dict[str, str]) -> None:
+    r = resolve([*argv, "/srv"], tmp_path / "store", lock_env)
+    assert (r.launcher, r.package, r.version) == ("npx", FILESYSTEM, FILESYSTEM_VERSION)
+    assert r.run[1].endswith(f"/node_modules/{FILESYSTEM}/dist/index.js") and r.run[2:] == ("/srv",)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (
+            ["npx", "--registry=https://example.org", "x"],
+            "npx option --registry=https://example.org is not understood by mcpwrap lock; write the command as `npx -y PACKAGE ARGS...`",
+        ),
+        (["npx", "-c", "echo hi"], "npx option -c is not understood"),
+        (["npx", "-y"], "npx names no package"),
+        (["npx", "-p"], "npx option -p needs a value"),
+        (["npx", "-p", "a", "-p", "b", "a"], "npx with several packages (a, b) cannot be locked"),
+        (["/usr/bin/npx", "-p", "a"], "npx -p a names no command to run"),
+        (
+            ["uvx", "--with", "httpx", TIME],
+            "uvx option --with is not understood by mcpwrap lock; write the command as `uvx [--from SPEC] [--python P] PACKAGE ARGS...`",
+        ),
+        (["uvx", "--from"], "uvx option --from needs a value"),
+        (["uvx", "-q"], "uvx names no package"),
+        (["uvx", "./local-dir"], "uvx ./local-dir: not a package name"),
+    ],
+)
+def test_commands_lock_does_not_understand(
+    argv: list[str], message: str, store: Path, lock_env: dict[str, str]
+) -> None:
+    with pytest.raises(LockError) as caught:
+        resolve(argv, store, lock_env)
+    assert message in str(caught.value)
+
+
+def test_npx_package_not_in_the_offline_cache(store: Path, lock_env: dict[str, str]) -> None:
+    before = store_entries(store, "npm")
+    with pytest.raises(LockError) as caught:
+        resolve(["npx", "-y", "@mcpwrap-test/no-such-package-xyz"], store, lock_env)
+    message = str(caught.value)
+    assert message.startswith("npm install @mcpwrap-test/no-such-package-xyz")
+    assert "ENOTCACHED" in message, "npm's own explanation is carried"
+    assert "--ignore-scripts" in message
+    assert store_entries(store, "npm") == before, "the failed install is removed"
+
+
+def test_npx_bin_the_package_does_not_have(tmp_path: Path, lock_env: dict[str, str]) -> None:
+    store = tmp_path / "store"
+    with pytest.raises(LockError) as caught:
+        resolve(["npx", "-p", f"{FILESYSTEM}@{FILESYSTEM_VERSION}", "nope"], store, lock_env)
+    assert str(caught.value) == (
+        f"{FILESYSTEM}@{FILESYSTEM_VERSION} has no bin named 'nope' (its bins: "
+        "mcp-server-filesystem); mcpwrap lock runs a bin of the package itself"
+    )
+    assert store_entries(store, "npm") == []
+
+
+@pytest.mark.parametrize(
+    ("bins", "chosen"),
+    [
+        ("cli.js", "cli.js"),
+        ({"only": "only.js"}, "only.js"),
+        ({"tool": "a.js", "other": "b.js"}, "a.js"),
+    ],
+)
+def test_npm_bin_chosen_as_npx_does(bins: object, chosen: str) -> None:
+    assert fetch._npm_bin("@scope/tool", "1.0.0", {"bin": bins}, None) == chosen
+
+
+@pytest.mark.parametrize(
+    ("bins", "message"),
+    [
+        (None, "@scope/tool@1.0.0 declares no bin in its package.json"),
+        (
+            {"a": "a.js", "b": "b.js"},
+            "@scope/tool@1.0.0 has several bins (a, b) and none is named tool: say which with "
+            "`npx -y -p @scope/tool@1.0.0 BIN ARGS...`",
+        ),
+    ],
+)
+def test_npm_bin_that_npx_could_not_choose(bins: object, message: str) -> None:
+    with pytest.raises(LockError, match=re.escape(message)):
+        fetch._npm_bin("@scope/tool", "1.0.0", {"bin": bins}, None)
+
+
+# --- anything else, and the store ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["python3", "-m", "mcp_server_time"],
+        ["node", "server.js"],
+        ["uv", "run", "server.py"],
+        ["/opt/npx-like/bin/npxx", "x"],
+        [],
+    ],
+)
+def test_other_commands_run_as_given(argv: list[str], tmp_path: Path) -> None:
+    r = fetch.resolve(argv, store=str(tmp_path / "store"), env={"PATH": "/nonexistent"})
+    assert r == fetch.Resolved(tuple(argv), "", "", "")
+    assert not (tmp_path / "store").exists()
+
+
+def test_store_dir_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
+    assert fetch.store_dir() == str(tmp_path / "c" / "mcpwrap" / "store")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert fetch.store_dir() == str(tmp_path / "home" / ".cache" / "mcpwrap" / "store")
