@@ -49,6 +49,18 @@ examples:
 exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that does not load
 """
 
+_LOCK_EXAMPLE = """\
+examples:
+  mcpwrap lock --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
+                         fetch the exact version once, pin it and every tool definition
+  mcpwrap approve --profile fs
+                         show what changed since the lock (a diff per tool); update it on yes
+  mcpwrap approve --profile fs --yes     the same, for scripts
+
+The lock is written beside the profile (.mcpwrap/fs.lock); commit it. `mcpwrap run`
+verifies it before every start and hides tools whose definition no longer matches.
+"""
+
 _DEMO_EXAMPLE = """\
 example:
   mcpwrap demo            run the bundled server under the bundled profile and show
@@ -67,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_audit(sub)
     _add_check(sub)
+    _add_lock(sub)
     _add_doctor(sub)
     _add_demo(sub)
     return parser
@@ -147,6 +160,50 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
 
 
+def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    lock = sub.add_parser(
+        "lock",
+        help="pin a server's artifacts and tool definitions",
+        description="Resolve the server command (npx/uvx: fetch the exact version once, into "
+        "mcpwrap's store, without install scripts), hash what will run, start the server in "
+        "its jail to read its instructions and tool definitions, and write NAME.lock beside "
+        "the profile. With a lock, `mcpwrap run` starts the pinned version offline, refuses "
+        "to start when an artifact changed, and hides and refuses new or changed tools.",
+        epilog=_LOCK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    approve = sub.add_parser(
+        "approve",
+        help="review what changed since the lock, and accept it",
+        description="Hash the locked server's artifacts again and read its tool definitions "
+        "in its jail; show what differs from the lock (artifacts, instructions, a diff per "
+        "tool) and update the lock once you say yes.",
+        epilog=_LOCK_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for p in (lock, approve):
+        p.add_argument(
+            "--profile",
+            "-p",
+            metavar="NAME|PATH",
+            help="the capability profile (name or .toml path)",
+        )
+        p.add_argument("--yes", "-y", action="store_true", help="accept the changes without asking")
+        p.add_argument(
+            "--timeout",
+            metavar="SECONDS",
+            type=float,
+            default=120.0,
+            help="how long the server may take to list its tools (default 120)",
+        )
+        p.add_argument(
+            "server",
+            nargs=argparse.REMAINDER,
+            metavar="-- CMD ...",
+            help="the server command, after `--` (or [server] command in the profile)",
+        )
+
+
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "doctor",
@@ -189,6 +246,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command in ("lock", "approve"):
+        from mcpwrap.lockcmd import LockOptions, lock
+
+        command = list(args.server)
+        if command and command[0] == "--":
+            command = command[1:]
+        return lock(
+            LockOptions(
+                profile=args.profile,
+                command=tuple(command),
+                approve=args.command == "approve",
+                yes=args.yes,
+                timeout=args.timeout,
+            )
+        )
     if args.command == "check":
         from mcpwrap.check import check_paths
 

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
+from mcpwrap.errors import LockError
 from mcpwrap.framing import DEFAULT_MAX_MESSAGE
 from mcpwrap.profile import Profile, load_profile
 
@@ -30,6 +31,13 @@ def run(options: RunOptions) -> int:
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
+    lock = _verified_lock(profile, argv, env, cwd, audit)
+    if lock is not None:
+        from mcpwrap.lockcmd import jail_env
+
+        argv = list(lock.run)  # npx/uvx: the version fetched at lock time, offline
+        env.update(jail_env(profile))
+    changed = _profile_change(profile)
     sealed: dict[str, list[str]] = {}
     if profile.sandbox.enforce:
         if not sys.platform.startswith("linux"):
@@ -56,10 +64,13 @@ def run(options: RunOptions) -> int:
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
-    session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd)
+    from mcpwrap.toolgate import Gate
+
+    gate = Gate(lock, profile.policy.descriptions)
+    session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd, gate=gate)
     egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
     try:
-        return session.run(argv, sandbox=sandbox)
+        return session.run(argv, sandbox=sandbox, profile_change=changed)
     finally:
         if egress is not None:
             egress.close()
@@ -85,6 +96,60 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
     relay.on_call_end = proxy.call_ended
     proxy.start()
     return proxy
+
+
+def _verified_lock(
+    profile: Profile, argv: list[str], env: dict[str, str], cwd: str, audit: AuditWriter
+) -> Any:
+    """The profile's lock, once what it pins is verified; None when there is no lock.
+    A mismatch stops the run before anything of the server starts."""
+    path = paths.lock_path(profile.source, profile.name)
+    if not os.path.exists(path):
+        return None
+    from mcpwrap import artifacts, pins
+
+    lock = pins.load(path)
+    assert lock is not None
+    if tuple(argv) != lock.command:
+        problems = [f"the lock is for the command {list(lock.command)!r}, this run starts {argv!r}"]
+    else:
+        cache = artifacts.StatCache(os.path.join(paths.state_dir(), "cache", "artifacts.json"))
+        found = artifacts.collect(lock.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache)
+        cache.save()
+        problems = artifacts.compare(lock.artifacts, found)
+    if not problems:
+        return lock
+    audit.write(
+        {
+            "event": "pins",
+            "server": profile.name,
+            "agent": None,
+            "token": None,
+            "decision": "refuse",
+            "rule": "pins.artifacts",
+            "lock": path,
+            "reason": "; ".join(problems),
+        }
+    )
+    audit.close()
+    listed = "".join(f"\n  - {p}" for p in problems)
+    raise LockError(
+        f"{path}: the server does not match its lock, so it was not started:{listed}\n"
+        f"If you made this change, review and accept it with `mcpwrap approve --profile "
+        f"{profile.name}`."
+    )
+
+
+def _profile_change(profile: Profile) -> dict[str, Any] | None:
+    from mcpwrap import profilelog
+
+    found = profilelog.change(profile, paths.state_dir())
+    if found and found["widened"]:
+        sys.stderr.write(
+            f"mcpwrap: {profile.source} changed since its last run and widens what the server "
+            f"may do: {'; '.join(found['widened'])}\n"
+        )
+    return found
 
 
 def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:

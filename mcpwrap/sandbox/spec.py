@@ -72,6 +72,7 @@ _PROTECTED_IN_HOME = (
     ".config/git",
     ".config/mcpwrap",
     ".local/state/mcpwrap",
+    ".cache/mcpwrap",  # the store of locked npx/uvx packages
 )
 HOME_INSIDE = "/tmp/home"
 
@@ -220,6 +221,11 @@ def _venv_paths(exe: str) -> Iterable[str]:
     if not os.path.isfile(os.path.join(venv, "pyvenv.cfg")):
         return
     yield venv
+    # The interpreter the venv runs on: a console script may start it through an sh
+    # trampoline (uv writes one when the #! line would be too long), not a #! line.
+    python = os.path.join(venv, "bin", "python")
+    if os.path.exists(python):
+        yield _prefix(os.path.realpath(python))
     for pth in glob.glob(os.path.join(venv, "lib", "python*", "site-packages", "*.pth")):
         with open(pth, encoding="utf-8", errors="replace") as f:
             for raw in f:

@@ -1,0 +1,141 @@
+"""`mcpwrap lock` on real uvx and npx servers, then `mcpwrap run` from the lock: the
+version fetched at lock time starts offline in a jail with no network, without uv or npm,
+and a file changed in the installed package afterwards stops the run.
+
+No network at test time: uv and npm install from the caches scripts/test fills
+(tests/fetch_peers.json), as in test_fetch.py.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from wrapped import MCPWRAP, REPO, Wrapped
+
+PEERS = json.loads((REPO / "tests" / "fetch_peers.json").read_text())
+TIME, TIME_VERSION = next(iter(PEERS["pypi"].items()))
+FILESYSTEM, FILESYSTEM_VERSION = next(iter(PEERS["npm"].items()))
+CACHE = REPO / ".cache"
+
+
+@pytest.fixture
+def short_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """mcpwrap's store under a short path: uv writes a console script's #! line with the
+    venv's python only when the path is short enough."""
+    cache = tmp_path_factory.mktemp("c")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    return cache
+
+
+def _offline_env() -> dict[str, str]:
+    for cache in ("npm", "uv"):
+        if not (CACHE / cache).is_dir():
+            pytest.fail(f"{CACHE / cache} is missing: run scripts/test once", pytrace=False)
+    node = shutil.which("node")
+    assert node is not None, "the tests need Node.js on PATH"
+    path = [str(Path(sys.executable).parent), os.path.dirname(node), "/usr/bin", "/bin"]
+    return {
+        **os.environ,
+        "PATH": os.pathsep.join(dict.fromkeys(path)),
+        "UV_CACHE_DIR": str(CACHE / "uv"),
+        "UV_OFFLINE": "1",
+        "UV_PYTHON_DOWNLOADS": "never",
+        "UV_PYTHON": sys.executable,
+        "npm_config_cache": str(CACHE / "npm"),
+        "npm_config_offline": "true",
+        "npm_config_update_notifier": "false",
+    }
+
+
+def _profile(tmp_path: Path, read: list[Path]) -> Path:
+    grants = ", ".join(json.dumps(str(p)) for p in read)
+    profile = tmp_path / ".mcpwrap" / "srv.toml"
+    profile.parent.mkdir()
+    profile.write_text(
+        'version = 1\n[policy]\ndefault = "allow"\n'
+        f'[sandbox]\nnetwork = "none"\nread = [{grants}]\n'
+        f"[audit]\npath = {json.dumps(str(tmp_path / 'audit.jsonl'))}\n"
+    )
+    return profile
+
+
+def _lock(profile: Path, command: list[str]) -> dict[str, object]:
+    done = subprocess.run(
+        [*MCPWRAP, "lock", "--profile", str(profile), "--", *command],
+        capture_output=True,
+        text=True,
+        env=_offline_env(),
+        cwd=profile.parent.parent,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return tomllib.loads(profile.with_suffix(".lock").read_text())
+
+
+# PATH at run time has neither uv nor npm's registry client in reach of mcpwrap: the
+# locked entry point runs as it is.
+RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}
+
+
+def _tools(w: Wrapped) -> list[str]:
+    return sorted(t["name"] for t in w.recv_id(w.request("tools/list"))["result"]["tools"])
+
+
+def test_uvx_server_locked_then_run_offline_and_a_modified_venv_refused(
+    tmp_path: Path, short_cache: Path
+) -> None:
+    profile = _profile(tmp_path, [])
+    command = ["uvx", f"{TIME}=={TIME_VERSION}", "--local-timezone", "UTC"]
+    doc = _lock(profile, command)
+    server = doc["server"]
+    assert isinstance(server, dict)
+    assert (server["launcher"], server["package"], server["version"]) == (
+        "uvx",
+        TIME,
+        TIME_VERSION,
+    )
+    run = server["run"]
+    assert isinstance(run, list) and run[0].startswith(str(short_cache))
+    assert sorted(doc["tools"]) == ["convert_time", "get_current_time"]  # type: ignore[arg-type]
+    with Wrapped(profile, command, env=RUN_ENV, cwd=tmp_path) as w:
+        w.initialize()
+        assert _tools(w) == ["convert_time", "get_current_time"]
+        reply = w.call("get_current_time", {"timezone": "UTC"})
+        assert reply["result"]["isError"] is False, reply
+    # Someone edits the installed package after locking: the run stops and names it.
+    venv = Path(run[0]).parent.parent
+    server_py = next(venv.glob("lib/python*/site-packages/mcp_server_time/server.py"))
+    with server_py.open("a") as f:
+        f.write("\n# changed after locking\n")
+    with Wrapped(profile, command, env=RUN_ENV, cwd=tmp_path) as w:
+        assert w.proc.wait(60) == 2
+        err = w.stderr_now()
+    assert "does not match its lock" in err
+    assert f"package {TIME}" in err and "mcp_server_time/server.py" in err
+
+
+def test_npx_server_locked_then_run_offline(tmp_path: Path, short_cache: Path) -> None:
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("hello")
+    profile = _profile(tmp_path, [shared])
+    command = ["npx", "-y", f"{FILESYSTEM}@{FILESYSTEM_VERSION}", str(shared)]
+    doc = _lock(profile, command)
+    server = doc["server"]
+    assert isinstance(server, dict)
+    assert (server["launcher"], server["version"]) == ("npx", FILESYSTEM_VERSION)
+    trees = doc["artifacts"]["trees"]  # type: ignore[index]
+    assert trees[0]["kind"] == "node_modules"
+    assert any(p["name"] == FILESYSTEM for p in trees[0]["packages"])
+    with Wrapped(profile, command, env=RUN_ENV, cwd=tmp_path) as w:
+        w.initialize()
+        assert "list_directory" in _tools(w)
+        reply = w.call("list_directory", {"path": str(shared)})
+        assert "hello.txt" in reply["result"]["content"][0]["text"], reply
