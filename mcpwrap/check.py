@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from mcpwrap import netpolicy
 from mcpwrap.profile import Network, Profile
@@ -183,6 +183,45 @@ def report_text(path: str, found: Sequence[Finding]) -> str:
     return "".join(lines)
 
 
+def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
+    """Findings about the profile's lock: pinned definitions that look poisoned (a lock
+    that does not load is passed as its error message; no lock, no findings)."""
+    name = profile.name
+    if lock is None:
+        return []
+    if isinstance(lock, str):
+        return [Finding(ERROR, "lock", lock, f"run `mcpwrap lock --profile {name}` again")]
+    from mcpwrap import poison
+
+    found: list[Finding] = []
+    names = sorted(lock.tools)
+    for tool in names:
+        definition = json.loads(lock.tools[tool].definition)
+        found += [
+            _poison_finding(f, f"lock.tools.{tool}", lock_path)
+            for f in poison.tool_findings(definition)
+        ]
+    if lock.instructions is not None:
+        found += [
+            _poison_finding(f, "lock.instructions", lock_path)
+            for f in poison.text_findings(
+                lock.instructions.definition, "instructions", max_length=16_000
+            )
+        ]
+    return found
+
+
+def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
+    severity = NOTE if f.rule == "descriptions.length" else ERROR
+    return Finding(
+        severity,
+        f"{where}.{f.where}",
+        f"the pinned definition looks poisoned ({f.rule}): {f.detail}",
+        f"read it in {lock_path}; if the server cannot be trusted, remove it from the "
+        'profile; [policy] descriptions = "block" hides such tools at run time',
+    )
+
+
 def report_json(results: dict[str, Sequence[Finding] | str]) -> str:
     """{"profiles": [{"path", "valid", "error"?, "findings": [...]}]}."""
     profiles = []
@@ -203,6 +242,18 @@ def exit_status(results: dict[str, Sequence[Finding] | str]) -> int:
     return 1 if any(f.severity == ERROR for found in lists for f in found) else 0
 
 
+def _lock(profile: Profile) -> tuple[Any, str]:
+    """The profile's lock (None if there is none, the error text if it does not load)."""
+    from mcpwrap import paths, pins
+    from mcpwrap.errors import LockError
+
+    path = paths.lock_path(profile.source, profile.name)
+    try:
+        return pins.load(path), path
+    except LockError as exc:
+        return str(exc), path
+
+
 def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
     """Load each profile and collect its findings: (the report, the exit status)."""
     from mcpwrap import paths as places
@@ -219,7 +270,10 @@ def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
         except MCPWrapError as exc:
             results[name] = str(exc)
             continue
-        results[path] = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
+        found = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
+        results[path] = sorted(
+            found + lock_findings(profile, *_lock(profile)), key=lambda f: f.severity != ERROR
+        )
     if as_json:
         return report_json(results), exit_status(results)
     text = "".join(
