@@ -6,7 +6,9 @@ A raw JSON-RPC client (no SDK: the client's own cost must not hide the relay's) 
 bench/echo_server.py three ways: directly; through bench/floor_relay.py (the least a
 Python relay can do: parse each line, forward it); through mcpwrap with
 bench/allow_all.toml (every tool allowed, audit on, no jail); and the same with the jail
-(bench/jailed.toml). It prints start to first reply,
+(bench/jailed.toml); and the jail with a lock (`mcpwrap lock` first: every start then
+verifies the venv and the script, every call passes the tool gate). It prints start to
+first reply,
 small-call round trip p50/p99, throughput of 4 MiB results and peak RSS (the server's,
 then each relay's), with mcpwrap's figures against the direct path. Figures are noisy:
 compare the columns of one run, not runs.
@@ -148,7 +150,9 @@ def measure(argv: list[str], env: dict[str, str], args: argparse.Namespace) -> F
     )
 
 
-def table(direct: Figures, floor: Figures, wrapped: Figures, jailed: Figures) -> str:
+def table(
+    direct: Figures, floor: Figures, wrapped: Figures, jailed: Figures, locked: Figures
+) -> str:
     rows: list[tuple[str, Callable[[Figures], float], str, str]] = [
         ("start to first reply", lambda f: f.start_ms, "ms", "added"),
         ("small call round trip p50", lambda f: f.p50_us, "us", "added"),
@@ -161,14 +165,20 @@ def table(direct: Figures, floor: Figures, wrapped: Figures, jailed: Figures) ->
         "floor relay",
         "mcpwrap",
         "mcpwrap+jail",
+        "jail+lock",
         "mcpwrap vs direct",
         "jail vs mcpwrap",
+        "lock vs jail",
     )
     lines = ["| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, get, unit, kind in rows:
-        d, f, w, j = get(direct), get(floor), get(wrapped), get(jailed)
-        cells = [f"{v:.1f} {unit}" for v in (d, f, w, j)]
-        cells += [_delta(kind, w, d, unit, "of direct"), _delta(kind, j, w, unit, "of mcpwrap")]
+        d, f, w, j, k = get(direct), get(floor), get(wrapped), get(jailed), get(locked)
+        cells = [f"{v:.1f} {unit}" for v in (d, f, w, j, k)]
+        cells += [
+            _delta(kind, w, d, unit, "of direct"),
+            _delta(kind, j, w, unit, "of mcpwrap"),
+            _delta(kind, k, j, unit, "of jail"),
+        ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -179,6 +189,18 @@ def _delta(kind: str, value: float, base: float, unit: str, of: str) -> str:
     if kind == "ratio":
         return f"{value / base * 100:.0f} % {of}"
     return "-"
+
+
+def _locked_profile(state: str, env: dict[str, str]) -> str:
+    """jailed.toml in the state dir (its lock goes beside it), locked once."""
+    text = (HERE / "jailed.toml").read_text()
+    text = text.replace('read = ["{project}"]', f"read = [{json.dumps(str(HERE.parent))}]")
+    profile = os.path.join(state, "locked.toml")
+    Path(profile).write_text(text.replace('"bench-jailed"', '"bench-locked"'))
+    lock = [*mcpwrap_cmd(profile)]
+    lock[lock.index("run")] = "lock"
+    subprocess.run(lock, env=env, check=True, capture_output=True, timeout=300)
+    return profile
 
 
 def main() -> int:
@@ -203,13 +225,14 @@ def main() -> int:
         floor = measure([sys.executable, str(HERE / "floor_relay.py"), *SERVER], env, args)
         wrapped = measure(mcpwrap_cmd(), env, args)
         jailed = measure(mcpwrap_cmd("jailed.toml"), env, args)
+        locked = measure(mcpwrap_cmd(_locked_profile(state, env)), env, args)
     finally:
         shutil.rmtree(state, ignore_errors=True)
     print(
         f"mcpwrap benchmark: {args.calls} small calls, {args.blobs} x 4 MiB results, "
         f"{args.starts} starts; python {sys.version.split()[0]}, {os.cpu_count()} cpus"
     )
-    print(table(direct, floor, wrapped, jailed))
+    print(table(direct, floor, wrapped, jailed, locked))
     return 0
 
 
