@@ -19,49 +19,19 @@ from pathlib import Path
 import pytest
 from mcp import ClientSession, StdioServerParameters, types
 from mcp.client.stdio import stdio_client
-from wrapped import MCPWRAP, REPO
+from offline import FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
+from wrapped import MCPWRAP
 
 from mcpwrap import fetch
 from mcpwrap.errors import LockError
 
-PEERS = json.loads((REPO / "tests" / "fetch_peers.json").read_text())
-TIME, TIME_VERSION = next(iter(PEERS["pypi"].items()))
-FILESYSTEM, FILESYSTEM_VERSION = next(iter(PEERS["npm"].items()))
-CACHE = REPO / ".cache"
-VENV_BIN = Path(sys.executable).parent
 EXACT = re.compile(r"^\d+(\.\d+)+$")
 
 
 @pytest.fixture(scope="session")
 def lock_env() -> dict[str, str]:
-    """The environment `mcpwrap lock` would get, with the registries out of reach: npm and
-    uv may read their caches only (and uv may not download a Python)."""
-    for cache in ("npm", "uv"):
-        if not (CACHE / cache).is_dir():
-            pytest.fail(
-                f"{CACHE / cache} is missing: run scripts/test once (it fills the offline "
-                "caches of tests/test_fetch.py)",
-                pytrace=False,
-            )
-    node = shutil.which("node")
-    if node is None:
-        pytest.fail("node is not on PATH: the tests need Node.js >= 20", pytrace=False)
-    path = os.pathsep.join(
-        dict.fromkeys([str(VENV_BIN), os.path.dirname(node), "/usr/bin", "/bin"])
-    )
-    return {
-        **os.environ,
-        "PATH": path,
-        "UV_CACHE_DIR": str(CACHE / "uv"),
-        "UV_OFFLINE": "1",
-        "UV_PYTHON_DOWNLOADS": "never",
-        # The interpreter scripts/test warmed the cache with: the same resolution offline.
-        "UV_PYTHON": sys.executable,
-        "UV_NO_PROGRESS": "1",
-        "npm_config_cache": str(CACHE / "npm"),
-        "npm_config_offline": "true",
-        "npm_config_update_notifier": "false",
-    }
+    """The environment `mcpwrap lock` would get, with the registries out of reach."""
+    return offline_env()
 
 
 @pytest.fixture(scope="module")

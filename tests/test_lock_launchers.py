@@ -9,20 +9,13 @@ No network at test time: uv and npm install from the caches scripts/test fills
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 import tomllib
 from pathlib import Path
 
 import pytest
-from wrapped import MCPWRAP, REPO, Wrapped
-
-PEERS = json.loads((REPO / "tests" / "fetch_peers.json").read_text())
-TIME, TIME_VERSION = next(iter(PEERS["pypi"].items()))
-FILESYSTEM, FILESYSTEM_VERSION = next(iter(PEERS["npm"].items()))
-CACHE = REPO / ".cache"
+from offline import FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
+from wrapped import MCPWRAP, Wrapped
 
 
 @pytest.fixture
@@ -32,26 +25,6 @@ def short_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Mo
     cache = tmp_path_factory.mktemp("c")
     monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
     return cache
-
-
-def _offline_env() -> dict[str, str]:
-    for cache in ("npm", "uv"):
-        if not (CACHE / cache).is_dir():
-            pytest.fail(f"{CACHE / cache} is missing: run scripts/test once", pytrace=False)
-    node = shutil.which("node")
-    assert node is not None, "the tests need Node.js on PATH"
-    path = [str(Path(sys.executable).parent), os.path.dirname(node), "/usr/bin", "/bin"]
-    return {
-        **os.environ,
-        "PATH": os.pathsep.join(dict.fromkeys(path)),
-        "UV_CACHE_DIR": str(CACHE / "uv"),
-        "UV_OFFLINE": "1",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_PYTHON": sys.executable,
-        "npm_config_cache": str(CACHE / "npm"),
-        "npm_config_offline": "true",
-        "npm_config_update_notifier": "false",
-    }
 
 
 def _profile(tmp_path: Path, read: list[Path]) -> Path:
@@ -71,7 +44,7 @@ def _lock(profile: Path, command: list[str]) -> dict[str, object]:
         [*MCPWRAP, "lock", "--profile", str(profile), "--", *command],
         capture_output=True,
         text=True,
-        env=_offline_env(),
+        env=offline_env(),
         cwd=profile.parent.parent,
         timeout=120,
     )
