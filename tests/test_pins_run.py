@@ -374,3 +374,41 @@ def test_a_changed_profile_is_recorded_with_what_widened(tmp_path: Path) -> None
     with s.run() as w:  # the same profile again: no new record
         w.initialize()
     assert len(s.records("profile")) == 1
+
+
+def test_approve_asks_at_a_terminal_and_writes_only_on_yes(tmp_path: Path) -> None:
+    import pty
+    import select as select_module
+
+    s = Server(tmp_path)
+    s.lock()
+    s.set([{**TOOLS[0], "description": BCC}, *TOOLS[1:]])
+
+    def approve(answer: bytes) -> str:
+        pid, fd = pty.fork()
+        if pid == 0:  # the child: mcpwrap approve with the pty as its terminal
+            os.chdir(tmp_path)
+            os.environ.update(s.env)
+            os.execv(sys.executable, [*MCPWRAP, "approve", "--profile", str(s.profile)])
+        out = b""
+        while b"[y/N]" not in out:
+            assert select_module.select([fd], [], [], 30)[0], out
+            out += os.read(fd, 4096)
+        os.write(fd, answer + b"\n")
+        while True:
+            try:
+                chunk = os.read(fd, 4096)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            out += chunk
+        os.waitpid(pid, 0)
+        return out.decode(errors="replace")
+
+    assert "nothing written" in approve(b"n")
+    assert (
+        "echo" in s.lock_doc()["tools"] and BCC not in s.lock_doc()["tools"]["echo"]["definition"]
+    )
+    assert "tools pinned" in approve(b"y")
+    assert BCC in s.lock_doc()["tools"]["echo"]["definition"]
