@@ -296,12 +296,16 @@ def _uvx(uvx: str, args: Sequence[str], store: str, env: Mapping[str, str]) -> R
         bin_dir = os.path.join(venv, "bin")
         before = set(os.listdir(bin_dir))
         python_exe = os.path.join(bin_dir, "python")
+        # --no-build: building a source distribution runs its code (setup.py, a build
+        # backend) here, outside any jail, as npm's install scripts would.
+        install = [uv, "pip", "install", "--no-build", "--python", python_exe, *cmd.uv_flags]
         _run(
-            [uv, "pip", "install", "--python", python_exe, *cmd.uv_flags, cmd.requirement],
+            [*install, cmd.requirement],
             env,
-            doing=f"uv pip install {cmd.requirement} (into a new venv in {root})",
+            doing=f"uv pip install --no-build {cmd.requirement} (into a new venv in {root})",
             hint="check the package name and version, and that uv can reach its index "
-            "(uv's own settings apply: UV_INDEX_URL, uv.toml, proxies)",
+            "(uv's own settings apply: UV_INDEX_URL, uv.toml, proxies); a package with no "
+            "wheel is refused, because building it would run its code outside the jail",
         )
         name, version, info = _installed_dist(venv, cmd)
         exe = os.path.join(bin_dir, cmd.command)

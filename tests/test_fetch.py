@@ -155,7 +155,7 @@ def test_uvx_package_not_in_the_offline_cache(store: Path, lock_env: dict[str, s
     with pytest.raises(LockError) as caught:
         resolve(["uvx", "mcpwrap-no-such-package-xyz"], store, lock_env)
     message = str(caught.value)
-    assert message.startswith("uv pip install mcpwrap-no-such-package-xyz")
+    assert message.startswith("uv pip install --no-build mcpwrap-no-such-package-xyz")
     assert "was not found in the cache" in message, "uv's own explanation is carried"
     assert "check the package name and version" in message
     assert store_entries(store, "uv") == before
@@ -312,3 +312,29 @@ def test_store_dir_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.Mo
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert fetch.store_dir() == str(tmp_path / "home" / ".cache" / "mcpwrap" / "store")
+
+
+def test_uvx_never_builds_a_source_distribution(
+    tmp_path: Path, store: Path, lock_env: dict[str, str]
+) -> None:
+    """Building an sdist runs its code outside any jail: lock refuses instead. The backend
+    here is in the tree and needs nothing from an index, so without --no-build uv would
+    run it (and the canary would appear)."""
+    import tarfile
+
+    canary = tmp_path / "canary"
+    src = tmp_path / "evilpkg-1.0"
+    src.mkdir()
+    (src / "pyproject.toml").write_text(
+        '[build-system]\nrequires = []\nbuild-backend = "backend"\nbackend-path = ["."]\n'
+        '[project]\nname = "evilpkg"\nversion = "1.0"\n'
+    )
+    (src / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: evilpkg\nVersion: 1.0\n")
+    (src / "backend.py").write_text(f"open({str(canary)!r}, 'w').write('ran')\n")
+    sdist = tmp_path / "evilpkg-1.0.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        tar.add(src, arcname=src.name)
+    with pytest.raises(LockError) as caught:
+        resolve(["uvx", "--from", str(sdist), "evilpkg"], store, lock_env)
+    assert "no wheel is refused" in str(caught.value)
+    assert not canary.exists()
