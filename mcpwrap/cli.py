@@ -209,8 +209,8 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "doctor",
         help="check that every sandbox layer works on this machine",
         description="Probe each layer of the jail (namespaces, Landlock, seccomp), start the "
-        "jail once end to end, and with --profile say what the profile needs and whether its "
-        "last run was sandboxed. Exit status 1 if a layer is missing.",
+        "jail once end to end, and with --profile say what the profile needs, whether its "
+        "last run was sandboxed and whether it is locked. Exit status 1 if a layer is missing.",
         epilog=_DOCTOR_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

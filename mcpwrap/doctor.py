@@ -158,6 +158,23 @@ def _profile_report(profile: Profile, out: TextIO) -> None:
             f"network {sandbox.network.value}\n"
         )
     out.write(f"  last run: {_last_run(profile)}\n")
+    out.write(f"  lock: {_lock_state(profile)}\n")
+
+
+def _lock_state(profile: Profile) -> str:
+    """Whether the profile has a lock and what it pins (not verified here: `run` does)."""
+    from mcpwrap import paths, pins
+    from mcpwrap.errors import LockError
+
+    path = paths.lock_path(profile.source, profile.name)
+    try:
+        lock = pins.load(path)
+    except LockError as exc:
+        return f"does not load: {exc}"
+    if lock is None:
+        return f"none ({path}); `mcpwrap lock` pins the server's artifacts and tools"
+    what = f"{lock.package} {lock.version}, " if lock.package else ""
+    return f"{path}: {what}{len(lock.tools)} tools pinned"
 
 
 def _last_run(profile: Profile) -> str:

@@ -761,6 +761,8 @@ class Relay:
                 self._notes.append(_encode(note))
 
     def _send_notes(self) -> None:
+        if not self._notes:  # the common case, read without the lock: a note added
+            return  # meanwhile goes out after the reply that follows it
         with self._lock:
             notes, self._notes = self._notes, []
         for note in notes:

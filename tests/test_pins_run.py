@@ -412,3 +412,12 @@ def test_approve_asks_at_a_terminal_and_writes_only_on_yes(tmp_path: Path) -> No
     )
     assert "tools pinned" in approve(b"y")
     assert BCC in s.lock_doc()["tools"]["echo"]["definition"]
+
+
+def test_doctor_says_whether_the_profile_is_locked(tmp_path: Path) -> None:
+    s = Server(tmp_path)
+    before = s.mcpwrap("doctor", "--profile", str(s.profile))
+    assert "lock: none" in before.stdout, before.stdout + before.stderr
+    s.lock()
+    after = s.mcpwrap("doctor", "--profile", str(s.profile))
+    assert f"lock: {s.profile.with_suffix('.lock')}: 4 tools pinned" in after.stdout
