@@ -165,8 +165,9 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "lock",
         help="pin a server's artifacts and tool definitions",
         description="Resolve the server command (npx/uvx: fetch the exact version once, into "
-        "mcpwrap's store, without install scripts or source builds), hash what will run, start the server in "
-        "its jail to read its instructions and tool definitions, and write NAME.lock beside "
+        "mcpwrap's store, without install scripts or source builds), hash what will run, "
+        "start the server in its jail to read its instructions and tool definitions, and "
+        "write NAME.lock beside "
         "the profile. With a lock, `mcpwrap run` starts the pinned version offline, refuses "
         "to start when an artifact changed, and hides and refuses new or changed tools.",
         epilog=_LOCK_EXAMPLE,
