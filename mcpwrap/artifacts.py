@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import stat
 import time
@@ -111,7 +112,7 @@ class StatCache:
 
     def lookup(self, path: str, st: os.stat_result) -> str | None:
         entry = self._seen.get(path) or self._old.get(path)
-        if entry is not None and tuple(entry[:5]) == _key(st):
+        if entry is not None and tuple(entry[:5]) == _key(st) and _valid_entry(entry):
             self.hits += 1
             self._seen[path] = entry
             return str(entry[5])
@@ -156,7 +157,8 @@ def _load_cache(path: str) -> dict[str, list[Any]]:
         return {}
     if not isinstance(data, dict):
         return {}
-    return {k: v for k, v in data.items() if _valid_entry(v)}
+    # Entries are checked when used (lookup), not all of them on every launch.
+    return data
 
 
 def _valid_entry(value: object) -> bool:
@@ -870,8 +872,11 @@ class _Validator:
             seen.add(key)
 
 
+_HEX = re.compile(r"[0-9a-f]{64}")
+
+
 def _is_hex(text: str) -> bool:
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    return _HEX.fullmatch(text) is not None
 
 
 def _is_digest(text: str) -> bool:
