@@ -321,10 +321,18 @@ def _excluded(item: os.DirEntry[str], parent: str) -> bool:
 
 
 def collect(
-    argv: Sequence[str], *, cwd: str, path_env: str, cache: StatCache | None = None
+    argv: Sequence[str],
+    *,
+    cwd: str,
+    path_env: str,
+    cache: StatCache | None = None,
+    known: Artifacts | None = None,
 ) -> Artifacts:
     """Hash what `argv` executes, started in `cwd` with PATH=`path_env`. Call
-    `cache.save()` afterwards to keep the hashes for the next launch."""
+    `cache.save()` afterwards to keep the hashes for the next launch. With `known` (the
+    lock's artifacts), a tree whose digest over every file matches is taken from it: the
+    same files make the same packages, and reading each RECORD again would double the
+    time a launch spends verifying."""
     if not argv or not argv[0]:
         raise ArtifactError("cannot hash the server command: it is empty")
     hasher = _Hasher(cache)
@@ -349,7 +357,7 @@ def collect(
                 roots += _nearest_node_modules(script)
     return Artifacts(
         files=tuple(dict.fromkeys(files)),
-        trees=tuple(_tree(kind, path, hasher) for kind, path in sorted(set(roots))),
+        trees=tuple(_tree(kind, path, hasher, known) for kind, path in sorted(set(roots))),
     )
 
 
@@ -449,13 +457,17 @@ def _nearest_node_modules(script: str) -> Iterator[tuple[str, str]]:
         directory = os.path.dirname(directory)
 
 
-def _tree(kind: str, root: str, hasher: _Hasher) -> Tree:
+def _tree(kind: str, root: str, hasher: _Hasher, known: Artifacts | None = None) -> Tree:
     entries = _walk(root, hasher)
+    digest = _digest(_sorted(entries))
+    for tree in known.trees if known else ():
+        if (tree.kind, tree.path, tree.digest) == (kind, root, digest):
+            return tree
     if kind == "venv":
         packages = _venv_packages(root, entries, hasher)
     else:
         packages = _node_packages(root, entries)
-    return Tree(kind, root, _digest(_sorted(entries)), tuple(sorted(packages)))
+    return Tree(kind, root, digest, tuple(sorted(packages)))
 
 
 # --- venv packages -----------------------------------------------------------------------------

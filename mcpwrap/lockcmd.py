@@ -38,7 +38,10 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
     env.update(jail_env(profile))
     cwd = profile.server.cwd or os.getcwd()
     resolved = _resolve(options, profile, old, path)
-    found = artifacts.collect(resolved.run, cwd=cwd, path_env=env.get("PATH", ""))
+    # The run's stat cache: the first run after locking starts warm.
+    cache = artifacts.StatCache(paths.artifact_cache())
+    found = artifacts.collect(resolved.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache)
+    cache.save()
     from mcpwrap.capture import capture
 
     defs = capture(profile, resolved.run, env, cwd, options.timeout)

@@ -48,6 +48,11 @@ def builtin_profiles_dir() -> str:
     )
 
 
+def artifact_cache() -> str:
+    """Hashes of the files locks pin, by stat (the jail cannot write the state dir)."""
+    return os.path.join(state_dir(), "cache", "artifacts.json")
+
+
 def lock_path(source: str, name: str) -> str:
     """The lock beside a profile; a built-in profile's goes with the user's profiles."""
     if source.startswith("<builtin:"):

@@ -113,8 +113,10 @@ def _verified_lock(
     if tuple(argv) != lock.command:
         problems = [f"the lock is for the command {list(lock.command)!r}, this run starts {argv!r}"]
     else:
-        cache = artifacts.StatCache(os.path.join(paths.state_dir(), "cache", "artifacts.json"))
-        found = artifacts.collect(lock.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache)
+        cache = artifacts.StatCache(paths.artifact_cache())
+        found = artifacts.collect(
+            lock.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache, known=lock.artifacts
+        )
         cache.save()
         problems = artifacts.compare(lock.artifacts, found)
     if not problems:

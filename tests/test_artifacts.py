@@ -233,6 +233,24 @@ def test_a_changed_package_file_names_the_package_and_the_file(venv: Path) -> No
     ]
 
 
+def test_known_trees_are_reused_only_while_every_file_matches(venv: Path) -> None:
+    argv = [str(venv / "bin" / "demo-server")]
+    locked = collect(argv, cwd="/", path_env=PATH)
+    marked = locked._replace(
+        trees=tuple(
+            t._replace(packages=(t.packages[0]._replace(version="9"),)) for t in locked.trees
+        )
+    )
+    # Same digest: the lock's own tree comes back (its packages are not read again).
+    assert collect(argv, cwd="/", path_env=PATH, known=marked).trees == marked.trees
+    (venv / SITE / "demo" / "util.py").write_text("VALUE = 'evil'\n")
+    # A file changed: the tree is read afresh, and the change is named.
+    now = collect(argv, cwd="/", path_env=PATH, known=locked)
+    assert compare(locked, now) == [
+        f"venv {venv}: package demo 1.0 changed: demo/util.py differs from its RECORD"
+    ]
+
+
 def test_a_stray_pth_file_is_detected(venv: Path) -> None:
     argv = [str(venv / "bin" / "python"), "-m", "demo"]
     locked = collect(argv, cwd="/", path_env=PATH)
