@@ -128,6 +128,8 @@ class StatCache:
         """Write the entries seen since this cache was opened (the others are stale)
         atomically; False if that failed: the cache only saves time, a launch does not
         depend on it."""
+        if self._seen == self._old and os.path.exists(self.path):
+            return True  # every entry used and none changed: the file already says this
         directory = os.path.dirname(os.path.abspath(self.path))
         tmp = f"{self.path}.{os.getpid()}.tmp"
         data = json.dumps(self._seen, separators=(",", ":"), sort_keys=True).encode()
