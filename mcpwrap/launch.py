@@ -50,15 +50,13 @@ def server_argv(profile: Profile, given: Sequence[str]) -> list[str]:
 
 
 def child_env(profile: Profile, environ: Mapping[str, str]) -> dict[str, str]:
-    if profile.server.secrets:
-        names = ", ".join(sorted(profile.server.secrets))
-        raise LaunchError(
-            f"{profile.source}: [server] secrets ({names}) need the keyring support of a later "
-            "mcpwrap release; until then remove them or pass the values through `passthrough`"
-        )
     env = {name: environ[name] for name in _BASE_ENV if name in environ}
     env.update({name: environ[name] for name in profile.server.passthrough if name in environ})
     env.update(profile.server.env)
+    if profile.server.secrets:
+        from mcpwrap import secretstore
+
+        env.update(secretstore.read(profile.server.secrets, profile.source))
     return env
 
 

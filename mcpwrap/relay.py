@@ -132,7 +132,9 @@ class Relay:
         options: RelayOptions,
         log: TextIO = sys.stderr,
         gate: Gate | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
+        self._redact = redact  # masks secret values in server text shown on stderr
         self.profile = profile
         self._client_in, self._client_out = client_in, client_out
         self._server_in, self._server_out = server_in, server_out
@@ -844,7 +846,7 @@ class Relay:
         )
 
     def _server_garbage(self, line: bytes, what: str) -> None:
-        shown = clean_line(line[:200])
+        shown = self._redact(clean_line(line[:200]))
         self._warn(f"dropped a server message that is {what}: {shown!r}")
         self._record(
             "protocol",

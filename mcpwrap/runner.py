@@ -64,10 +64,20 @@ def run(options: RunOptions) -> int:
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
+    from mcpwrap.secretstore import Redactor
     from mcpwrap.toolgate import Gate
 
     gate = Gate(lock, profile.policy.descriptions)
-    session = Session(profile, child, audit, max_message=options.max_message, cwd=cwd, gate=gate)
+    redact = Redactor({name: env[name] for name in profile.server.secrets})
+    session = Session(
+        profile,
+        child,
+        audit,
+        max_message=options.max_message,
+        cwd=cwd,
+        gate=gate,
+        redact=redact,
+    )
     egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
     try:
         return session.run(argv, sandbox=sandbox, profile_change=changed)

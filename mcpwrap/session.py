@@ -60,7 +60,9 @@ class Session:
         max_message: int,
         cwd: str,
         gate: Gate | None = None,
+        redact: Callable[[str], str] = str,
     ) -> None:
+        self._redact = redact
         self.child = child
         self.audit = audit
         server_in, server_out, self.server_err = child.fds()
@@ -76,6 +78,7 @@ class Session:
             agent=Agent.of_parent(),
             options=RelayOptions(max_message=max_message, cwd=cwd),
             gate=gate,
+            redact=redact,
         )
         self._stopping = threading.Event()
         self._signal: int | None = None
@@ -131,7 +134,7 @@ class Session:
             else:
                 text = clean_line(item)
             try:
-                write_all(2, (text + "\n").encode("utf-8", "replace"))
+                write_all(2, (self._redact(text) + "\n").encode("utf-8", "replace"))
             except OSError:
                 return
 
