@@ -61,6 +61,18 @@ The lock is written beside the profile (.mcpwrap/fs.lock); commit it. `mcpwrap r
 verifies it before every start and hides tools whose definition no longer matches.
 """
 
+_KEYRING_EXAMPLE = """\
+examples:
+  mcpwrap secret set keyring:github/token        asks for the value (or reads it from stdin)
+  pass show github | mcpwrap secret set keyring:github/token
+  mcpwrap secret list                            references and whether each is stored
+  mcpwrap secret delete keyring:github/token
+
+A profile then names it, and the value reaches only the server's environment:
+  [server]
+  secrets = { GITHUB_TOKEN = "keyring:github/token" }
+"""
+
 _DEMO_EXAMPLE = """\
 example:
   mcpwrap demo            run the bundled server under the bundled profile and show
@@ -80,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_audit(sub)
     _add_check(sub)
     _add_lock(sub)
+    _add_secret(sub)
     _add_doctor(sub)
     _add_demo(sub)
     return parser
@@ -205,6 +218,36 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         )
 
 
+def _add_secret(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "secret",
+        help="store secrets for [server] secrets in the OS keyring",
+        description="Store, list and delete the secrets profiles name as keyring:SERVICE/USER. "
+        "Values go to the OS keyring (the Secret Service) and are read from a prompt or "
+        "stdin, never from the command line; no plain-text fallback.",
+        epilog=_KEYRING_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ssub = p.add_subparsers(dest="keyring_action", metavar="ACTION", required=True)
+    for action, text in (
+        ("set", "store a value (from a prompt or stdin)"),
+        ("delete", "remove a value"),
+    ):
+        q = ssub.add_parser(
+            action,
+            help=text,
+            epilog=_KEYRING_EXAMPLE,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        q.add_argument("ref", metavar="keyring:SERVICE/USER", help="the reference")
+    ssub.add_parser(
+        "list",
+        help="the references stored with `secret set`, and whether each is in the keyring",
+        epilog=_KEYRING_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
 def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "doctor",
@@ -247,6 +290,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _audit(args)
     if args.command == "doctor":
         return _doctor(args)
+    if args.command == "secret":
+        return _secret(args)
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 
@@ -305,6 +350,30 @@ def _audit(args: argparse.Namespace) -> int:
     state = "ok" if report.ok else f"BROKEN ({len(report.problems)} problems)"
     print(f"{log}: {report.records} records, chain {state}; last hash {report.last_hash or '-'}")
     return 0 if report.ok else 1
+
+
+def _secret(args: argparse.Namespace) -> int:
+    from mcpwrap import paths, secretstore
+
+    state = paths.state_dir()
+    if args.keyring_action == "list":
+        for ref, present in secretstore.listing(state):
+            print(f"{ref}\t{'stored' if present else 'MISSING from the keyring'}")
+        return 0
+    if args.keyring_action == "delete":
+        found = secretstore.delete(args.ref, state)
+        print(f"{args.ref}: {'deleted' if found else 'was not in the keyring'}")
+        return 0
+    secretstore.parse_ref(args.ref)  # a bad reference fails before the value is asked for
+    if sys.stdin.isatty():
+        import getpass
+
+        value = getpass.getpass(f"value for {args.ref} (not shown): ")
+    else:
+        value = sys.stdin.read().removesuffix("\n")
+    secretstore.store(args.ref, value, state)
+    print(f"{args.ref}: stored in the keyring")
+    return 0
 
 
 def _doctor(args: argparse.Namespace) -> int:
