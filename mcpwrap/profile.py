@@ -148,6 +148,13 @@ class AuditSpec(NamedTuple):
     arguments: ArgumentsMode = ArgumentsMode.DIGEST
 
 
+class AuthSpec(NamedTuple):
+    """[auth]: whether calls need a token, and which tenants' tokens this profile serves."""
+
+    required: bool = False
+    tenants: tuple[str, ...] = ()  # empty: any tenant
+
+
 class Placeholders(NamedTuple):
     project: str
     home: str
@@ -170,6 +177,7 @@ class Profile(NamedTuple):
     policy: PolicySpec
     tools: Mapping[str, ToolSpec]
     audit: AuditSpec
+    auth: AuthSpec = AuthSpec()
 
     def tool(self, name: str) -> ToolSpec | None:
         """The spec governing `name`; None when it is hidden and refused."""
@@ -235,6 +243,7 @@ def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
         policy=_policy(_Table.of(ctx, ("policy",), doc.get("policy"), _POLICY_KEYS)),
         tools=_tools(_Table.of(ctx, ("tools",), doc.get("tools"), None)),
         audit=_audit(_Table.of(ctx, ("audit",), doc.get("audit"), _AUDIT_KEYS)),
+        auth=_auth(_Table.of(ctx, ("auth",), doc.get("auth"), _AUTH_KEYS)),
     )
 
 
@@ -253,7 +262,7 @@ def _read_text(file: str) -> str:
         ) from exc
 
 
-_TOP_KEYS = ("version", "name", "server", "sandbox", "policy", "tools", "audit")
+_TOP_KEYS = ("version", "name", "server", "sandbox", "policy", "tools", "audit", "auth")
 _TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
 
 
@@ -621,6 +630,11 @@ def _check_env_sources(t: _Table, sources: Mapping[str, tuple[str, ...]]) -> Non
     seen: dict[str, str] = {}
     for kind, names in sources.items():
         for index, name in enumerate(names):
+            if name == "MCPWRAP_TOKEN":
+                t.ctx.fail(
+                    (*t.path, kind, index if kind == "passthrough" else name),
+                    "MCPWRAP_TOKEN is mcpwrap's own token and never reaches the server: remove it",
+                )
             other = seen.setdefault(name, kind)
             if other != kind:
                 where = index if kind == "passthrough" else name
@@ -912,6 +926,16 @@ def _normal_host(text: str) -> str:
 # --- [audit] -------------------------------------------------------------------------------
 
 _AUDIT_KEYS = ("path", "arguments")
+
+
+_AUTH_KEYS = ("required", "tenants")
+
+
+def _auth(t: _Table) -> AuthSpec:
+    return AuthSpec(
+        required=t.get("required", _boolean, False),
+        tenants=tuple(t.get("tenants", _words, [])),
+    )
 
 
 def _audit(t: _Table) -> AuditSpec:

@@ -37,6 +37,7 @@ from mcpwrap.constraints import host_matches
 from mcpwrap.profile import (
     Access,
     AuditSpec,
+    AuthSpec,
     Constraint,
     Descriptions,
     Network,
@@ -380,6 +381,16 @@ def _reference(name: str, old: str, new: str) -> str:
     return f"{name} ({_toml(old)} -> {_toml(new)})"  # "keyring:SERVICE/USER" names, no secret
 
 
+def _tenants(key: str, old: tuple[str, ...], new: tuple[str, ...]) -> Iterator[Change]:
+    """An empty list serves every tenant: the widest."""
+    if old and not new:
+        yield Change(True, f"{key}: {_toml(list(old))} -> any tenant")
+    elif new and not old:
+        yield Change(False, f"{key}: any tenant -> {_toml(list(new))}")
+    else:
+        yield from _members(_equal)(key, old, new)
+
+
 def _selection_change(key: str, old: Selection, new: Selection) -> Iterator[Change]:
     # Narrowest to widest: "deny", a list of globs, "allow". Two lists compare glob by glob,
     # by equality: glob containment is easy to get wrong ("a*" as a name matches "a?").
@@ -442,6 +453,7 @@ COMPARED: Mapping[type, Mapping[str, Compare]] = {
         "policy": _section,
         "tools": _tools,
         "audit": _section,
+        "auth": _section,
     },
     ServerSpec: {
         "command": _value(_changed),
@@ -465,6 +477,10 @@ COMPARED: Mapping[type, Mapping[str, Compare]] = {
         "egress_connections": _value(_limit(str)),
         "egress_idle": _value(_limit(_duration)),
         "egress_bytes": _value(_limit(_size)),
+    },
+    AuthSpec: {
+        "required": _value(_ranked(True, False)),
+        "tenants": _value(_tenants),
     },
     PolicySpec: {
         "default": _access,

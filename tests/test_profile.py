@@ -17,6 +17,7 @@ from mcpwrap.profile import (
     Access,
     ArgumentsMode,
     AuditSpec,
+    AuthSpec,
     Constraint,
     Descriptions,
     Network,
@@ -107,6 +108,10 @@ args.label = { pattern = "[a-z]+", max_length = 10 }
 [audit]
 path = "{state}/audit.jsonl"   # default
 arguments = "digest"           # "digest" (sha256 of canonical JSON) | "full" | "none"
+
+[auth]
+required = true                # every call needs a valid token
+tenants = ["acme", "globex"]   # whose tokens this profile serves; default: any
 """
 
 
@@ -210,6 +215,7 @@ def expected_full(project: str, state: str) -> Profile:
             ),
         },
         audit=AuditSpec(path=f"{state}/audit.jsonl", arguments=ArgumentsMode.DIGEST),
+        auth=AuthSpec(required=True, tenants=("acme", "globex")),
     )
 
 
@@ -240,6 +246,7 @@ def test_full_example_covers_every_documented_key() -> None:
         ("sandbox", profile_module._SANDBOX_KEYS),
         ("policy", profile_module._POLICY_KEYS),
         ("audit", profile_module._AUDIT_KEYS),
+        ("auth", profile_module._AUTH_KEYS),
     ]:
         assert set(doc[section]) == set(known)
     assert set(doc["tools"]["read_file"]) == set(profile_module._TOOL_KEYS)
@@ -1163,3 +1170,18 @@ def test_network_effects_are_kept_in_canonical_form(tmp_path: Path) -> None:
     )
     tool = load_profile(str(path), state_dir=str(tmp_path)).tools["t"]
     assert tool.effects == ("network:api.github.com:443", "fs")
+
+
+def test_the_token_variable_never_reaches_the_server() -> None:
+    message = fails('version = 1\n[server]\npassthrough = ["LANG", "MCPWRAP_TOKEN"]\n')
+    assert "p.toml:3: server.passthrough[1]: MCPWRAP_TOKEN is mcpwrap's own token" in message
+
+
+def test_auth_defaults_and_bad_values() -> None:
+    assert parse("version = 1\n").auth == AuthSpec(required=False, tenants=())
+    assert "auth.required: expected true or false" in fails(
+        'version = 1\n[auth]\nrequired = "yes"\n'
+    )
+    assert "auth.tenants[0]: expected a non-empty string" in fails(
+        'version = 1\n[auth]\ntenants = [""]\n'
+    )

@@ -275,6 +275,25 @@ CASES: dict[str, Case] = {
         ['policy.descriptions: "block" -> "warn"'],
         [],
     ),
+    # --- [auth]
+    "auth no longer required": Case(
+        "[auth]\nrequired = true\n",
+        "",
+        ["auth.required: true -> false"],
+        [],
+    ),
+    "auth tenants opened to any": Case(
+        '[auth]\ntenants = ["acme"]\n',
+        "",
+        ['auth.tenants: ["acme"] -> any tenant'],
+        [],
+    ),
+    "auth tenant added": Case(
+        '[auth]\ntenants = ["acme"]\n',
+        '[auth]\ntenants = ["acme", "globex"]\n',
+        ['auth.tenants: added "globex"'],
+        [],
+    ),
     # --- [tools]
     "tool added": Case(
         FETCH,
