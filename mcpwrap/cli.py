@@ -93,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_check(sub)
     _add_lock(sub)
     _add_secret(sub)
+    from mcpwrap.tokencmd import add_token_parser
+
+    add_token_parser(sub)
     _add_doctor(sub)
     _add_demo(sub)
     return parser
@@ -116,6 +119,12 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         metavar="SIZE",
         default="64MiB",
         help="largest message relayed in either direction (default: 64MiB)",
+    )
+    p.add_argument(
+        "--token-name",
+        metavar="NAME",
+        help="run with the token stored under NAME in the keyring (`mcpwrap token issue "
+        "--name`); or put the token in MCPWRAP_TOKEN. Never on the command line",
     )
     p.add_argument(
         "server",
@@ -292,6 +301,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _doctor(args)
     if args.command == "secret":
         return _secret(args)
+    if args.command == "token":
+        from mcpwrap.tokencmd import main_token
+
+        return main_token(args)
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 
@@ -334,7 +347,14 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--max-message: {args.max_message} is below 1KiB, too small for initialize"
         )
-    return run(RunOptions(profile=args.profile, command=tuple(command), max_message=max_message))
+    return run(
+        RunOptions(
+            profile=args.profile,
+            command=tuple(command),
+            max_message=max_message,
+            token_name=args.token_name,
+        )
+    )
 
 
 def _audit(args: argparse.Namespace) -> int:

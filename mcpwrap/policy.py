@@ -91,8 +91,8 @@ def decide_call(profile: Profile, params: object, *, cwd: str, resolve: Resolver
 def _class_verdict(tool: ToolSpec) -> Verdict:
     if tool.cls is ToolClass.ADMIN:
         reason = (
-            f"tool {tool.name!r} is class admin; admin tools need a token that carries "
-            "the admin class, and this call has none"
+            f"tool {tool.name!r} is class admin; admin tools are never reachable with a "
+            "runtime token, so mcpwrap run refuses every call to them"
         )
         return refuse_result(f"tools.{tool.name}.class", reason)
     return ALLOW

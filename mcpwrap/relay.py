@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
-from mcpwrap import policy
+from mcpwrap import auth, policy
 from mcpwrap.audit import AuditWriter, encode_fields
 from mcpwrap.constraints import Resolver
 from mcpwrap.errors import MCPWrapError
@@ -42,6 +42,7 @@ from mcpwrap.sanitize import (
     might_need_cleaning,
 )
 from mcpwrap.toolgate import Alert, Gate, Status
+from mcpwrap.units import Rate
 
 Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different requests
 _REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
@@ -135,6 +136,9 @@ class Relay:
         redact: Callable[[str], str] = str,
     ) -> None:
         self._redact = redact  # masks secret values in server text shown on stderr
+        # The run's token; replaced by the session's watcher when it is revoked or rotated.
+        self.tokens = auth.TokenState(None)
+        self._auth_on = profile.auth.required
         self.profile = profile
         self._client_in, self._client_out = client_in, client_out
         self._server_in, self._server_out = server_in, server_out
@@ -282,6 +286,8 @@ class Relay:
             verdict = policy.refuse_result(
                 "audit", f"the audit log cannot be written: {self.audit_broken}"
             )
+        if verdict.allowed and tool is not None and self._auth_on:
+            verdict = auth.call_verdict(self.profile.auth, self.tokens, tool, time.time())
         if verdict.allowed and tool is not None and self._gate.active:
             gated = self._gate_verdict(msg, params, line, tool.name)
             if gated is None:
@@ -329,15 +335,30 @@ class Relay:
         return None
 
     def _limits_verdict(self, tool: ToolSpec) -> Verdict:
+        tokens = self.tokens
         with self._lock:
             verdict = policy.concurrency_verdict(tool, self._in_flight.get(tool.name, 0))
-        if not verdict.allowed or tool.rate is None:
-            return verdict
+            if verdict.allowed:
+                verdict = auth.concurrency_verdict(tokens, self._calls_in_flight)
+        if verdict.allowed and tool.rate is not None:
+            verdict = self._rate(f"{self.profile.name}/{tool.name}", tool.rate, tool)
+        rate = auth.token_rate(tokens)
+        if verdict.allowed and rate is not None and tokens.token is not None:
+            verdict = self._rate(f"token/{tokens.token.id}", rate, None)
+        return verdict
+
+    def _rate(self, key: str, rate: Rate, tool: ToolSpec | None) -> Verdict:
+        """A token from the shared bucket `key` (the tool's, or the run's token's)."""
+        rule = f"tools.{tool.name}.rate" if tool is not None else "token.rate"
         try:
-            wait = self._limiter.take(f"{self.profile.name}/{tool.name}", tool.rate, time.time())
+            wait = self._limiter.take(key, rate, time.time())
         except MCPWrapError as exc:
-            return policy.refuse_result(f"tools.{tool.name}.rate", str(exc))
-        return policy.rate_verdict(tool, wait)
+            return policy.refuse_result(rule, str(exc))
+        if tool is not None:
+            return policy.rate_verdict(tool, wait)
+        if wait <= 0:
+            return policy.allow(rule)
+        return policy.refuse_result(rule, f"the token's rate is used up; retry in {wait:.1f} s")
 
     def _forward(self, pending: Pending, params: object, line: bytes) -> bool:
         key = _key(pending.msg_id)
@@ -604,12 +625,26 @@ class Relay:
         if not isinstance(items, list):
             return None
         visible = policy.visible_tools(self.profile, items)
+        if self._auth_on:
+            visible = [t for t in visible if self._token_allows(t)]
         with self._lock:
             review = self._gate.review(visible, _names(items))
         self._alert(review.alerts)
         if len(visible) == len(items) and not review.changed:
             return None
         return _encode({**msg, "result": {**result, "tools": review.tools}})
+
+    def _token_allows(self, tool: object) -> bool:
+        name = tool.get("name") if isinstance(tool, dict) else None
+        spec = self.profile.tool(name) if isinstance(name, str) else None
+        if spec is None:
+            return False
+        return auth.visible(self.profile.auth, self.tokens, spec, time.time())
+
+    def set_token(self, state: auth.TokenState) -> None:
+        """The session's watcher: the token was given, revoked or rotated."""
+        self.tokens = state
+        self._auth_on = self.profile.auth.required or state.token is not None
 
     def _filtered(
         self,
@@ -1054,7 +1089,12 @@ class Relay:
         self._write(dynamic, pending.prefix or self._call_prefix(pending))
 
     def _common(self) -> dict[str, Any]:
-        return {"server": self.profile.name, "agent": self.agent.as_record(), "token": None}
+        token = self.tokens.token
+        return {
+            "server": self.profile.name,
+            "agent": self.agent.as_record(),
+            "token": token.id if token is not None else None,
+        }
 
     def _record_refusal(self, event: str, verdict: Verdict, **fields: Any) -> None:
         """The record of a message mcpwrap answered (or dropped) instead of relaying."""

@@ -21,10 +21,14 @@ class RunOptions(NamedTuple):
     profile: str | None
     command: tuple[str, ...]
     max_message: int = DEFAULT_MAX_MESSAGE
+    token_name: str | None = None  # the token under this name in the keyring
 
 
 def run(options: RunOptions) -> int:
-    profile = _load(options)
+    token = _token(options)
+    profile = _load(options, tenant=token.scope.tenant if token is not None else None)
+    if token is not None:
+        _check_tenant(profile, token)
     argv = launch.server_argv(profile, options.command)
     cwd = profile.server.cwd or os.getcwd()
     env = launch.child_env(profile, os.environ)
@@ -79,6 +83,11 @@ def run(options: RunOptions) -> int:
         redact=redact,
     )
     egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
+    if token is not None:
+        from mcpwrap.auth import TokenState
+
+        session.relay.set_token(TokenState(token))
+        session.watch_token(options.token_name, paths.state_dir())
     try:
         return session.run(argv, sandbox=sandbox, profile_change=changed)
     finally:
@@ -187,10 +196,73 @@ def _sealed_note(sealed: dict[str, list[str]]) -> str:
     )
 
 
-def _load(options: RunOptions) -> Profile:
+def _load(options: RunOptions, tenant: str | None = None) -> Profile:
     name = options.profile or paths.profile_name_for(options.command)
     path = paths.find(name)
-    return load_profile(path, state_dir=paths.state_dir(), builtin_dir=paths.builtin_profiles_dir())
+    return load_profile(
+        path, state_dir=paths.state_dir(), tenant=tenant, builtin_dir=paths.builtin_profiles_dir()
+    )
+
+
+def _token(options: RunOptions) -> Any:
+    """The run's token, verified (signature, time, revocation), or None when none is
+    given. Never from the command line: from the keyring by name, or MCPWRAP_TOKEN."""
+    text = os.environ.get("MCPWRAP_TOKEN", "").strip()
+    if options.token_name is None and not text:
+        return None  # no keyring, no tokens module: a run without tokens pays nothing
+    from mcpwrap import tokens
+    from mcpwrap.errors import UsageError
+
+    if options.token_name is not None and text:
+        raise UsageError("a token from --token-name and from MCPWRAP_TOKEN: give one of them")
+    try:
+        if options.token_name is not None:
+            text = tokens.load_named(options.token_name)
+        return tokens.verify(text, state_dir=paths.state_dir())
+    except tokens.TokenError as exc:
+        _refused_at_start(options, exc.rule, str(exc))
+        raise tokens.TokenError(exc.rule, f"the token is refused ({exc.rule}): {exc}") from exc
+
+
+def _check_tenant(profile: Profile, token: Any) -> None:
+    from mcpwrap import auth, tokens
+
+    problem = auth.tenant_problem(profile.auth, token)
+    if problem is not None:
+        _refused_at_start(None, *problem, profile=profile, token_id=token.id)
+        rule, reason = problem
+        raise tokens.TokenError(rule, f"the token is refused ({rule}): {reason}")
+
+
+def _refused_at_start(
+    options: RunOptions | None,
+    rule: str,
+    reason: str,
+    profile: Profile | None = None,
+    token_id: str | None = None,
+) -> None:
+    """The audit record of a token refused before anything started (best effort: a
+    profile that needs the token's tenant to load has no log to write to)."""
+    from mcpwrap.errors import MCPWrapError
+
+    try:
+        if profile is None:
+            assert options is not None
+            profile = _load(options)
+        with AuditWriter(profile.audit.path, session=os.urandom(16).hex()) as audit:
+            audit.write(
+                {
+                    "event": "session",
+                    "server": profile.name,
+                    "agent": None,
+                    "token": token_id,
+                    "decision": "refuse",
+                    "rule": rule,
+                    "reason": reason,
+                }
+            )
+    except MCPWrapError:
+        pass
 
 
 def _warn_unsandboxed(profile: Profile) -> None:

@@ -13,12 +13,14 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
 from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
+from mcpwrap.errors import MCPWrapError
 from mcpwrap.framing import LineReader, Oversize, write_all
 from mcpwrap.proctree import ProcessTree
 from mcpwrap.profile import Profile
@@ -44,6 +46,7 @@ def _return_big_buffers_to_the_os() -> None:
         ctypes.CDLL(None).mallopt(m_mmap_threshold, 1 << 20)
 
 
+TOKEN_POLL = 1.0  # seconds: how soon a revocation reaches a running wrapper
 EOF_GRACE = 2.0  # seconds a server gets to exit by itself after its stdin closes
 TERM_GRACE = 2.0
 DRAIN_GRACE = 2.0  # seconds to read a dead server's last replies from a pipe a grandchild holds
@@ -116,6 +119,61 @@ class Session:
         )
         self.audit.close()
         return code
+
+    def watch_token(self, name: str | None, state_dir: str) -> None:
+        """Every second: a revoked token stops working at once (or gives way to its
+        successor under the same name); a named token in the last part of its life is
+        rotated, and the run goes on with the successor."""
+        self._thread(lambda: self._watch_token(name, state_dir), "token")
+
+    def _watch_token(self, name: str | None, state_dir: str) -> None:
+        from mcpwrap import auth, tokens
+
+        registry = tokens.Registry(os.path.join(state_dir, "tokens.sqlite3"))
+        while not self._stopping.wait(TOKEN_POLL):
+            state = self.relay.tokens
+            token = state.token
+            if token is None:
+                return
+            try:
+                revoked = registry.revoked(token.id)
+                if name is not None and (revoked or tokens.needs_rotation(token, time.time())):
+                    successor = self._successor(registry, token, name, state_dir)
+                    if successor is not None:
+                        self.relay.set_token(auth.TokenState(successor))
+                        self.relay.record_event(
+                            "token",
+                            decision="rotated",
+                            rule="token.rotation",
+                            previous=token.id,
+                            reason=f"now {successor.id}",
+                        )
+                        continue
+                if revoked and not state.revoked:
+                    self.relay.set_token(auth.TokenState(token, revoked=True))
+                    self.relay.record_event(
+                        "token",
+                        decision="revoked",
+                        rule="token.revoked",
+                        reason=f"token {token.id} was revoked: every further call is refused",
+                    )
+            except MCPWrapError as exc:  # the registry or keyring failed: say so, keep polling
+                self.relay.record_event(
+                    "token", decision="error", rule="token.watch", reason=str(exc)
+                )
+
+    @staticmethod
+    def _successor(registry: Any, token: Any, name: str, state_dir: str) -> Any:
+        """The token that follows `token` under `name`: made now if none exists yet."""
+        from mcpwrap import tokens
+
+        if registry.successor(token.id) is None:
+            if registry.revoked(token.id):
+                return None  # revoked, never rotated: it just stops
+            new, _ = tokens.rotate(name, state_dir=state_dir)
+            return new
+        successor = tokens.verify(tokens.load_named(name), state_dir=state_dir)
+        return successor if successor.id != token.id else None
 
     def _thread(self, target: Callable[[], None], name: str) -> threading.Thread:
         thread = threading.Thread(target=target, name=name, daemon=True)
