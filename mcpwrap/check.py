@@ -222,6 +222,28 @@ def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
     )
 
 
+def token_findings(issued: Sequence[Any], now: float) -> list[Finding]:
+    """Tokens still in force whose whole life is long: a leaked one stays useful."""
+    from mcpwrap.tokens import LONG_LIFE_SECONDS
+
+    found = []
+    for token in issued:
+        life = token.expires - token.not_before
+        if token.expires > now and life > LONG_LIFE_SECONDS:
+            found.append(
+                Finding(
+                    NOTE,
+                    f"token.{token.id}",
+                    f"token {token.id} (tenant {token.scope.tenant}"
+                    + (f", name {token.name}" if token.name else "")
+                    + f") lives {life / 86400:.0f} days",
+                    "issue shorter-lived tokens and let named ones rotate; "
+                    f"`mcpwrap token revoke {token.id}` ends this one",
+                )
+            )
+    return found
+
+
 def report_json(results: dict[str, Sequence[Finding] | str]) -> str:
     """{"profiles": [{"path", "valid", "error"?, "findings": [...]}]}."""
     profiles = []
@@ -254,6 +276,17 @@ def _lock(profile: Profile) -> tuple[Any, str]:
         return str(exc), path
 
 
+def _issued_tokens(state_dir: str) -> list[Any]:
+    """The tokens issued on this machine and not revoked (no registry: none)."""
+    path = os.path.join(state_dir, "tokens.sqlite3")
+    if not os.path.exists(path):
+        return []
+    from mcpwrap.tokens import Registry
+
+    registry = Registry(path)
+    return [t for t in registry.all() if not registry.revoked(t.id)]
+
+
 def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
     """Load each profile and collect its findings: (the report, the exit status)."""
     from mcpwrap import paths as places
@@ -274,6 +307,13 @@ def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
         results[path] = sorted(
             found + lock_findings(profile, *_lock(profile)), key=lambda f: f.severity != ERROR
         )
+    issued = _issued_tokens(places.state_dir())
+    if issued:
+        import time
+
+        found = token_findings(issued, time.time())
+        if found:
+            results["issued tokens"] = found
     if as_json:
         return report_json(results), exit_status(results)
     text = "".join(

@@ -147,3 +147,22 @@ def test_a_lock_edited_by_hand_is_an_error(tmp_path: Path) -> None:
     lock.write_text(lock.read_text().replace("Adds.", "Adds and mails."))
     bad = _check(str(profile), cwd=tmp_path)
     assert bad.returncode == 1 and "does not match its sha256" in bad.stdout
+
+
+def test_long_lived_tokens_in_force_are_noted() -> None:
+    from mcpwrap.check import token_findings
+    from mcpwrap.tokens import Scope, Token
+
+    now = 2_000_000_000.0
+    day = 86400
+
+    def token(ident: str, life_days: int, *, expired: bool = False) -> Token:
+        start = int(now - (life_days + 1) * day) if expired else int(now - day)
+        scope = Scope("acme", ("echo",), frozenset({"read"}), None, None)
+        return Token(ident, scope, start, start + life_days * day, start, "ci", None)
+
+    found = token_findings(
+        [token("a" * 32, 30), token("b" * 32, 365), token("c" * 32, 365, expired=True)], now
+    )
+    assert [(f.severity, f.rule) for f in found] == [("note", "token." + "b" * 32)]
+    assert "lives 365 days" in found[0].message and "name ci" in found[0].message
