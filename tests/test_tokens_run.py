@@ -314,3 +314,22 @@ def test_a_named_token_is_rotated_while_the_wrapper_runs(
     successor = tokens.Registry(os.path.join(paths.state_dir(), "tokens.sqlite3")).get("short")
     assert successor is not None and successor.predecessor == first.id
     assert calls[-1]["token"] == successor.id
+
+
+NO_BUS = {"DBUS_SESSION_BUS_ADDRESS": "unix:path=/nonexistent/bus"}
+
+
+def test_without_a_keyring_every_token_command_says_so(tmp_path: Path) -> None:
+    issue = subprocess.run(
+        [*MCPWRAP, "token", "issue", "--tenant", "acme", "--tool", "echo", "--expires", "1d"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **NO_BUS},
+        timeout=60,
+    )
+    assert issue.returncode == 2 and "no usable keyring backend" in issue.stderr
+    with _run(_profile(tmp_path), NO_BUS, "--token-name", "ci") as w:
+        assert w.proc.wait(30) == 2
+        err = w.stderr_now()
+    assert "no usable keyring backend" in err and "gnome-keyring-daemon" in err
+    assert not (tmp_path / "out" / "log.jsonl").exists()
