@@ -49,6 +49,15 @@ examples:
 exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that does not load
 """
 
+_INIT_EXAMPLE = """\
+examples:
+  mcpwrap init time -- uvx mcp-server-time
+  mcpwrap init fs -- npx -y @modelcontextprotocol/server-filesystem .
+
+It writes .mcpwrap/NAME.toml at the project root (review the guessed classes), and
+.mcpwrap/NAME.lock. Then: mcpwrap run --profile NAME -- <the same command>
+"""
+
 _LOCK_EXAMPLE = """\
 examples:
   mcpwrap lock --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
@@ -91,6 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_audit(sub)
     _add_check(sub)
+    _add_init(sub)
     _add_lock(sub)
     _add_secret(sub)
     from mcpwrap.tokencmd import add_token_parser
@@ -179,6 +189,32 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile names or .toml paths")
     p.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
+    )
+
+
+def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "init",
+        help="write a first profile for a server, from the tools it offers",
+        description="Start the server in the jail (no network, the project readable), list "
+        "its tools, and write .mcpwrap/NAME.toml: every tool with a class guessed from its "
+        "name and annotations (a comment says why), path arguments kept inside the project, "
+        "URL arguments flagged for a hosts list; then lock it. The profile passes `mcpwrap "
+        "check`; read the guesses before you commit it.",
+        epilog=_INIT_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("name", metavar="NAME", help="the profile's name (.mcpwrap/NAME.toml)")
+    p.add_argument("--force", action="store_true", help="replace an existing profile")
+    p.add_argument(
+        "--timeout",
+        metavar="SECONDS",
+        type=float,
+        default=120.0,
+        help="how long the server may take to list its tools (default 120)",
+    )
+    p.add_argument(
+        "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
     )
 
 
@@ -305,6 +341,13 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mcpwrap.tokencmd import main_token
 
         return main_token(args)
+    if args.command == "init":
+        from mcpwrap.initcmd import InitOptions, init
+
+        command = list(args.server)
+        if command and command[0] == "--":
+            command = command[1:]
+        return init(InitOptions(args.name, tuple(command), args.force, args.timeout))
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 

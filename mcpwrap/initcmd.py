@@ -1,0 +1,102 @@
+"""`mcpwrap init NAME -- CMD`: a first profile from what the server offers, then a lock.
+
+The server starts in the strictest jail that mcpwrap offers by default (no network; the
+project readable, nothing writable), which is what the profile then grants: if the server
+cannot list its tools there, init stops and says why, rather than loosening anything by
+itself. Every tool gets a guessed class and, where a parameter looks like a path or a URL,
+a constraint, each with a comment saying what the guess rests on. The result is plain
+TOML (tomli-w) with comments, passes `mcpwrap check`, and is locked.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any, NamedTuple
+
+from mcpwrap import paths
+from mcpwrap.errors import UsageError
+from mcpwrap.suggest import guess_args, guess_class
+
+_NAME_OK = "letters, digits, '-', '_' and '.'"
+
+
+class InitOptions(NamedTuple):
+    name: str
+    command: tuple[str, ...]
+    force: bool
+    timeout: float = 120.0
+
+
+def init(options: InitOptions) -> int:
+    from mcpwrap.discovery import project_of
+    from mcpwrap.lockcmd import LockOptions, lock
+
+    if not options.name or not all(c.isalnum() or c in "-_." for c in options.name):
+        raise UsageError(f"init: {options.name!r} is not a profile name ({_NAME_OK})")
+    if not options.command:
+        raise UsageError(f"init: give the server command: mcpwrap init {options.name} -- CMD ...")
+    project = project_of(os.path.join(os.getcwd(), "x"))
+    path = os.path.join(project, ".mcpwrap", f"{options.name}.toml")
+    if os.path.exists(path) and not options.force:
+        raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    _write(path, render(options.name, options.command, []))  # the jail the tools are read in
+    lock(LockOptions(profile=path, command=(), approve=False, yes=True, timeout=options.timeout))
+    from mcpwrap import pins
+
+    locked = pins.load(paths.lock_path(path, options.name))
+    assert locked is not None
+    tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
+    _write(path, render(options.name, options.command, tools))
+    print(f"{path}: {len(tools)} tools, each with a guessed class; review them, then commit it")
+    return 0
+
+
+def render(name: str, command: Sequence[str], tools: list[dict[str, Any]]) -> str:
+    """The profile's text: tomli-w for the values, comments for the guesses."""
+    import tomli_w
+
+    head = {
+        "version": 1,
+        "name": name,
+        "server": {"command": list(command)},
+        "sandbox": {"network": "none", "read": ["{project}"]},
+        "policy": {"default": "deny"},
+    }
+    parts = [
+        f"# mcpwrap profile for {name}, written by `mcpwrap init`. The classes and constraints\n"
+        "# below are guesses from each tool's name and annotations (the server's own\n"
+        "# claims): read them before you rely on them. mcpwrap-profile(5) has every key.\n",
+        tomli_w.dumps(head),
+    ]
+    parts += [_tool_block(tool) for tool in tools if isinstance(tool.get("name"), str)]
+    return "\n".join(parts)
+
+
+def _tool_block(tool: dict[str, Any]) -> str:
+    import tomli_w
+
+    guess = guess_class(tool)
+    args = guess_args(tool)
+    table: dict[str, Any] = {"class": guess.cls.value}
+    constrained = {a.name: a.constraint for a in args if a.constraint is not None}
+    if constrained:
+        table["args"] = constrained
+    comments = [f"# {tool['name']}: {guess.cls.value}, because {guess.why}"]
+    comments += [f"#   args.{a.name}: {a.note}" for a in args if a.constraint is not None]
+    comments += [
+        f'#   args.{a.name}: {a.note}, e.g. {a.name} = {{ hosts = ["api.example.com"] }}'
+        for a in args
+        if a.constraint is None
+    ]
+    body = tomli_w.dumps({"tools": {tool["name"]: table}})
+    return "\n".join(comments) + "\n" + body
+
+
+def _write(path: str, text: str) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
