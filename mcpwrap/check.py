@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 from mcpwrap import netpolicy
+from mcpwrap.maturity import Level
 from mcpwrap.profile import Network, Profile
 
 ERROR, NOTE = "error", "note"
@@ -34,8 +35,40 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
         *_network(profile),
         *_egress(profile),
         *_writes(profile, home, exists),
+        *_exposed(profile),
     ]
     return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _exposed(profile: Profile) -> list[Finding]:
+    """Tools reachable without constraints: every tool (default allow), or write tools
+    with no argument constraints."""
+    from mcpwrap.profile import Access, ToolClass
+
+    out = []
+    if profile.policy.default is Access.ALLOW:
+        out.append(
+            Finding(
+                ERROR,
+                "policy.default",
+                'default = "allow": every tool the server offers, now or after an update, '
+                "is callable as class write with no argument constraints",
+                'name the tools under [tools] and set default = "deny" (`mcpwrap init` '
+                "writes such a list)",
+            )
+        )
+    for name, tool in sorted(profile.tools.items()):
+        if tool.cls is ToolClass.WRITE and not tool.args:
+            out.append(
+                Finding(
+                    NOTE,
+                    f"tools.{name}.args",
+                    f"write tool {name!r} has no argument constraints: it may change anything "
+                    "its grants reach",
+                    f"constrain its arguments ([tools.{name}.args]: within, hosts, pattern, ...)",
+                )
+            )
+    return out
 
 
 def _sandbox_off(profile: Profile) -> list[Finding]:
@@ -176,11 +209,24 @@ def _missing_protected(project: str, exists: Callable[[str], bool]) -> list[str]
     return [p for p in PROTECTED_IN_PROJECT if not exists(os.path.join(project, p))]
 
 
-def report_text(path: str, found: Sequence[Finding]) -> str:
+def report_text(path: str, found: Sequence[Finding], level: Level | None = None) -> str:
     if not found:
-        return f"{path}: ok, no findings\n"
-    lines = [f"{path}: {f.severity}: {f.rule}: {f.message}\n    to fix: {f.fix}\n" for f in found]
-    return "".join(lines)
+        text = f"{path}: ok, no findings\n"
+    else:
+        text = "".join(
+            f"{path}: {f.severity}: {f.rule}: {f.message}\n    to fix: {f.fix}\n" for f in found
+        )
+    return text + (_level_text(path, level) if level is not None else "")
+
+
+def _level_text(path: str, level: Level) -> str:
+    from mcpwrap.maturity import NAMES
+
+    head = f"{path}: level {level.value} of 4 ({NAMES[level.value]})"
+    if not level.missing:
+        return head + "\n"
+    steps = "".join(f"\n    for {s.level}: {s.missing}" for s in level.missing)
+    return head + "; missing:" + steps + "\n"
 
 
 def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
@@ -188,7 +234,14 @@ def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     that does not load is passed as its error message; no lock, no findings)."""
     name = profile.name
     if lock is None:
-        return []
+        return [
+            Finding(
+                NOTE,
+                "lock",
+                "no lock: a changed package or tool definition would pass unnoticed",
+                f"run `mcpwrap lock --profile {name}` and commit {os.path.basename(lock_path)}",
+            )
+        ]
     if isinstance(lock, str):
         return [Finding(ERROR, "lock", lock, f"run `mcpwrap lock --profile {name}` again")]
     from mcpwrap import poison
@@ -244,15 +297,23 @@ def token_findings(issued: Sequence[Any], now: float) -> list[Finding]:
     return found
 
 
-def report_json(results: dict[str, Sequence[Finding] | str]) -> str:
-    """{"profiles": [{"path", "valid", "error"?, "findings": [...]}]}."""
-    profiles = []
+def report_json(
+    results: dict[str, Sequence[Finding] | str], levels: dict[str, Level] | None = None
+) -> str:
+    """{"profiles": [{"path", "valid", "error"?, "findings": [...], "level"?: {"value",
+    "missing": [{"level", "missing"}]}}]}."""
+    profiles: list[dict[str, Any]] = []
     for path, result in results.items():
         if isinstance(result, str):
             profiles.append({"path": path, "valid": False, "error": result, "findings": []})
-        else:
-            items = [f._asdict() for f in result]
-            profiles.append({"path": path, "valid": True, "findings": items})
+            continue
+        items = [f._asdict() for f in result]
+        entry: dict[str, Any] = {"path": path, "valid": True, "findings": items}
+        level = (levels or {}).get(path)
+        if level is not None:
+            missing = [{"level": s.level, "missing": s.missing} for s in level.missing]
+            entry["level"] = {"value": level.value, "missing": missing}
+        profiles.append(entry)
     return json.dumps({"profiles": profiles}, indent=2) + "\n"
 
 
@@ -291,9 +352,11 @@ def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
     """Load each profile and collect its findings: (the report, the exit status)."""
     from mcpwrap import paths as places
     from mcpwrap.errors import MCPWrapError
+    from mcpwrap.maturity import assess
     from mcpwrap.profile import load_profile
 
     results: dict[str, Sequence[Finding] | str] = {}
+    levels: dict[str, Level] = {}
     for name in paths:
         try:
             path = places.find(name)
@@ -304,8 +367,14 @@ def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
             results[name] = str(exc)
             continue
         found = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
-        results[path] = sorted(
-            found + lock_findings(profile, *_lock(profile)), key=lambda f: f.severity != ERROR
+        lock, lock_path = _lock(profile)
+        found = sorted(
+            found + lock_findings(profile, lock, lock_path), key=lambda f: f.severity != ERROR
+        )
+        results[path] = found
+        errors = any(f.severity == ERROR for f in found)
+        levels[path] = assess(
+            profile, locked=lock is not None and not isinstance(lock, str), errors=errors
         )
     issued = _issued_tokens(places.state_dir())
     if issued:
@@ -315,9 +384,9 @@ def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
         if found:
             results["issued tokens"] = found
     if as_json:
-        return report_json(results), exit_status(results)
+        return report_json(results, levels), exit_status(results)
     text = "".join(
-        f"{p}: invalid: {r}\n" if isinstance(r, str) else report_text(p, r)
+        f"{p}: invalid: {r}\n" if isinstance(r, str) else report_text(p, r, levels.get(p))
         for p, r in results.items()
     )
     return text, exit_status(results)

@@ -182,7 +182,10 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         description="Load each profile (every key validated) and list its findings: errors for "
         'settings that weaken the jail (enforce = false, network = "host", egress to cloud '
         "metadata, write grants on the home or system directories), notes for what the jail "
-        "will do that may surprise (egress to loopback or private addresses, sealed grants).",
+        "will do that may surprise (egress to loopback or private addresses, sealed grants), "
+        "and findings for exposed tools, a missing lock and poisoned pinned definitions. Each "
+        "profile gets a maturity level (1 wrapped, 2 isolated, 3 least privilege, 4 pinned "
+        "and authenticated) with what each missing step takes.",
         epilog=_CHECK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

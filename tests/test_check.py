@@ -88,7 +88,8 @@ def test_exit_status_and_json(tmp_path: Path) -> None:
     good.write_text('version = 1\n[sandbox]\nread = ["{project}"]\n')
     off.write_text("version = 1\n[sandbox]\nenforce = false\n")
     ok = _check(str(good), cwd=tmp_path)
-    assert ok.returncode == 0 and "ok, no findings" in ok.stdout, ok.stdout + ok.stderr
+    assert ok.returncode == 0 and "note: lock: no lock" in ok.stdout, ok.stdout + ok.stderr
+    assert "error" not in ok.stdout
     bad = _check(str(good), str(off), cwd=tmp_path)
     assert bad.returncode == 1 and "error: sandbox.enforce" in bad.stdout
     assert "to fix:" in bad.stdout
@@ -166,3 +167,54 @@ def test_long_lived_tokens_in_force_are_noted() -> None:
     )
     assert [(f.severity, f.rule) for f in found] == [("note", "token." + "b" * 32)]
     assert "lives 365 days" in found[0].message and "name ci" in found[0].message
+
+
+def _profile_text(body: str) -> str:
+    return "version = 1\n" + body
+
+
+COMMON = [
+    ('[policy]\ndefault = "allow"\n', "error", "policy.default"),
+    ('[tools.w]\nclass = "write"\n', "note", "tools.w.args"),
+    ("", "note", "lock"),
+    ('[sandbox]\nnetwork = "host"\n', "error", "sandbox.network"),
+    ("[sandbox]\nenforce = false\n", "error", "sandbox.enforce"),
+]
+
+
+@pytest.mark.parametrize(("body", "severity", "rule"), COMMON, ids=[c[2] for c in COMMON])
+def test_each_common_failure_is_a_finding(
+    tmp_path: Path, body: str, severity: str, rule: str
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_profile_text(body))
+    report = json.loads(_check(str(path), "--format", "json", cwd=tmp_path).stdout)
+    found = {(f["severity"], f["rule"]) for f in report["profiles"][0]["findings"]}
+    assert (severity, rule) in found
+
+
+LEVELS = [
+    ("[sandbox]\nenforce = false\n", 1, 2),
+    ('[policy]\ndefault = "allow"\n', 1, 2),  # an error finding keeps it at 1
+    ('[tools.w]\nclass = "write"\n', 2, 3),
+    ('[tools.r]\nclass = "read"\n', 3, 4),
+]
+
+
+@pytest.mark.parametrize(("body", "level", "next_level"), LEVELS)
+def test_maturity_level_and_the_missing_steps(
+    tmp_path: Path, body: str, level: int, next_level: int
+) -> None:
+    path = tmp_path / "p.toml"
+    path.write_text(_profile_text(body))
+    out = _check(str(path), cwd=tmp_path).stdout
+    assert f"level {level} of 4" in out and f"for {next_level}: " in out
+    report = json.loads(_check(str(path), "--format", "json", cwd=tmp_path).stdout)
+    assert report["profiles"][0]["level"]["value"] == level
+
+
+def test_level_4_needs_a_lock_and_tokens(tmp_path: Path) -> None:
+    profile = _locked(tmp_path, [{"name": "r", "description": "Reads.", "inputSchema": {}}])
+    profile.write_text('version = 1\n[tools.r]\nclass = "read"\n[auth]\nrequired = true\n')
+    out = _check(str(profile), cwd=tmp_path).stdout
+    assert "level 4 of 4 (pinned and authenticated)" in out, out
