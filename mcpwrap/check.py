@@ -232,7 +232,7 @@ def _level_text(path: str, level: Level) -> str:
 def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     """Findings about the profile's lock: pinned definitions that look poisoned (a lock
     that does not load is passed as its error message; no lock, no findings)."""
-    name = profile.name
+    name = _stem(profile.source)
     if lock is None:
         return [
             Finding(
@@ -262,6 +262,13 @@ def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
             )
         ]
     return found
+
+
+def _stem(source: str) -> str:
+    """What `--profile` takes for this profile: its file's stem (or the built-in's name)."""
+    if source.startswith("<builtin:"):
+        return source[len("<builtin:") : -1]
+    return os.path.splitext(os.path.basename(source))[0]
 
 
 def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
