@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     from mcpwrap.tokencmd import add_token_parser
 
     add_token_parser(sub)
+    from mcpwrap.wrapcmd import add_wrap_parsers
+
+    add_wrap_parsers(sub)
     _add_doctor(sub)
     _add_demo(sub)
     return parser
@@ -340,6 +343,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _doctor(args)
     if args.command == "secret":
         return _secret(args)
+    if args.command in ("wrap", "unwrap"):
+        from mcpwrap.wrapcmd import main_wrap
+
+        return main_wrap(args)
     if args.command == "token":
         from mcpwrap.tokencmd import main_token
 
