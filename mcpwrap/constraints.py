@@ -107,10 +107,14 @@ def _check_hosts(value: object, c: Constraint, cwd: str, resolve: Resolver) -> s
 
 
 def _check_sql(value: object, c: Constraint, cwd: str, resolve: Resolver) -> str | None:
-    # The profile loader refuses `sql` until the SQL parser lands; never pass it silently.
-    if c.sql is not None:
-        return "sql constraints are not enforced by this version"
-    return None
+    if c.sql is None:
+        return None
+    if not isinstance(value, str):
+        return f"expected SQL text, got {_kind(value)}"
+    from mcpwrap.sqlcheck import read_only_problem  # PostgreSQL's parser: only when used
+
+    problem = read_only_problem(value)
+    return None if problem is None else f"not a read-only statement: {problem}"
 
 
 _CHECKS = (

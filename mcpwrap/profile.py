@@ -93,7 +93,7 @@ class Constraint(NamedTuple):
     min: float | None = None
     max: float | None = None
     hosts: tuple[str, ...] | None = None
-    sql: str | None = None  # never set: a profile with `sql` is refused (not enforced yet)
+    sql: str | None = None  # "read-only": one statement that only reads (sqlcheck.py)
 
 
 class ToolSpec(NamedTuple):
@@ -780,7 +780,7 @@ _words = _array_of(_word, "an array of non-empty strings")
 _TOOL_KEYS = ("class", "timeout", "rate", "concurrency", "effects", "args")
 _CONSTRAINT_KEYS = ("within", "one_of", "pattern", "max_length", "min", "max", "hosts", "sql")
 # Kinds that need a string argument, and kinds that need a number: never both at once.
-_STRING_KINDS = ("within", "pattern", "max_length", "hosts")
+_STRING_KINDS = ("within", "pattern", "max_length", "hosts", "sql")
 _NUMBER_KINDS = ("min", "max")
 
 
@@ -824,16 +824,8 @@ def _args(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, Constraint]:
 
 def _constraint(ctx: _Ctx, path: _Path, value: object) -> Constraint:
     t = _Table.of(ctx, path, value, _CONSTRAINT_KEYS)
-    if "sql" in t.data:
-        # Fail closed: a constraint that is accepted must also be enforced.
-        ctx.fail(
-            (*path, "sql"),
-            "sql constraints are not supported by this mcpwrap version; remove it or upgrade",
-        )
     if not t.data:
-        ctx.fail(
-            path, f"no constraint given; use one or more of {', '.join(_CONSTRAINT_KEYS[:-1])}"
-        )
+        ctx.fail(path, f"no constraint given; use one or more of {', '.join(_CONSTRAINT_KEYS)}")
     _check_kinds(t)
     low, high = t.get("min", _number, None), t.get("max", _number, None)
     if low is not None and high is not None and low > high:
@@ -846,7 +838,14 @@ def _constraint(ctx: _Ctx, path: _Path, value: object) -> Constraint:
         min=low,
         max=high,
         hosts=t.get("hosts", _host_globs, None),
+        sql=t.get("sql", _sql_mode, None),
     )
+
+
+def _sql_mode(ctx: _Ctx, path: _Path, value: object) -> str:
+    if value != "read-only":
+        _expect(ctx, path, '"read-only" (the only SQL constraint)', value)
+    return "read-only"
 
 
 def _check_kinds(t: _Table) -> None:

@@ -533,13 +533,12 @@ BAD = [
     (arg('hosts = [""]'), 'p.toml:5: tools.t.args.p.hosts[0]: "" is not a host name'),
     (arg('hosts = ["-a.com"]'), 'p.toml:5: tools.t.args.p.hosts[0]: "-a.com" is not a host name'),
     (
-        arg('sql = "read-only"'),
-        "p.toml:5: tools.t.args.p.sql: sql constraints are not supported by this mcpwrap version; "
-        "remove it or upgrade",
+        arg('sql = "write"'),
+        'p.toml:5: tools.t.args.p.sql: expected "read-only" (the only SQL constraint), got "write"',
     ),
     (
-        arg('within = ["/a"], sql = "read-only"'),
-        "p.toml:5: tools.t.args.p.sql: sql constraints are not supported",
+        arg('sql = "read-only", min = 1'),
+        "p.toml:5: tools.t.args.p.min: min needs a number and sql a string",
     ),
     (
         arg('within = ["/a"], min = 1'),
