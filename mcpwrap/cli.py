@@ -212,15 +212,19 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("name", metavar="NAME", help="the profile's name (.mcpwrap/NAME.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing profile")
+    _add_timeout(p)
+    p.add_argument(
+        "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
+    )
+
+
+def _add_timeout(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
         type=float,
         default=120.0,
         help="how long the server may take to list its tools (default 120)",
-    )
-    p.add_argument(
-        "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
     )
 
 
@@ -254,13 +258,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             help="the capability profile (name or .toml path)",
         )
         p.add_argument("--yes", "-y", action="store_true", help="accept the changes without asking")
-        p.add_argument(
-            "--timeout",
-            metavar="SECONDS",
-            type=float,
-            default=120.0,
-            help="how long the server may take to list its tools (default 120)",
-        )
+        _add_timeout(p)
         p.add_argument(
             "server",
             nargs=argparse.REMAINDER,
@@ -354,16 +352,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "init":
         from mcpwrap.initcmd import InitOptions, init
 
-        command = list(args.server)
-        if command and command[0] == "--":
-            command = command[1:]
+        command = _server_command(args)
         return init(InitOptions(args.name, tuple(command), args.force, args.timeout))
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 
-        command = list(args.server)
-        if command and command[0] == "--":
-            command = command[1:]
+        command = _server_command(args)
         return lock(
             LockOptions(
                 profile=args.profile,
@@ -389,9 +383,7 @@ def _run(args: argparse.Namespace) -> int:
     from mcpwrap.runner import RunOptions, run
     from mcpwrap.units import parse_size
 
-    command = list(args.server)
-    if command and command[0] == "--":
-        command = command[1:]
+    command = _server_command(args)
     try:
         max_message = parse_size(args.max_message)
     except ValueError as exc:
@@ -408,6 +400,12 @@ def _run(args: argparse.Namespace) -> int:
             token_name=args.token_name,
         )
     )
+
+
+def _server_command(args: argparse.Namespace) -> list[str]:
+    """The server command after `--` (argparse keeps the separator in REMAINDER)."""
+    command = list(args.server)
+    return command[1:] if command and command[0] == "--" else command
 
 
 def _audit(args: argparse.Namespace) -> int:

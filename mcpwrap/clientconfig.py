@@ -14,13 +14,11 @@ a copy of the whole original file is written once beside it (`<file>.mcpwrap-bac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import shlex
 import sys
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NoReturn
@@ -609,21 +607,10 @@ class Document:
 def write_atomic(path: str, data: bytes, mode: int) -> None:
     """Replace path with data: a temp file in the same directory, fsync, rename. A crash
     leaves the old file or the new one, never half of one."""
-    directory = os.path.dirname(path) or "."
+    from mcpwrap import atomicfile
+
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fchmod(f.fileno(), mode)
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        _fsync_dir(directory)
+        atomicfile.write(path, data, mode=mode)
     except OSError as exc:
         raise ConfigError(
             f"{path}: cannot write it ({exc.strerror}); it is unchanged: check the "
@@ -647,14 +634,6 @@ def _write_once(path: str, data: bytes) -> bool:
         f.flush()
         os.fsync(f.fileno())
     return True
-
-
-def _fsync_dir(directory: str) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 Records = dict[str, dict[str, dict[str, str | None]]]

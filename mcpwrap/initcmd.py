@@ -96,7 +96,6 @@ def _tool_block(tool: dict[str, Any]) -> str:
 
 
 def _write(path: str, text: str) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    from mcpwrap import atomicfile
+
+    atomicfile.write(path, text)

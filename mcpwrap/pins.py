@@ -14,8 +14,6 @@ from __future__ import annotations
 import difflib
 import enum
 import json
-import os
-import tempfile
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -263,22 +261,12 @@ def dumps(lock: Lock) -> str:
 
 def save(lock: Lock) -> None:
     """Write atomically: a reader sees the old lock or the new one, never half of one."""
-    directory = os.path.dirname(os.path.abspath(lock.path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lock-", dir=directory)
+    from mcpwrap import atomicfile
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(dumps(lock))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, lock.path)
-    except BaseException:
-        with _suppress_oserror():
-            os.unlink(tmp)
-        raise
-
-
-def _suppress_oserror() -> Any:
-    import contextlib
-
-    return contextlib.suppress(OSError)
+        atomicfile.write(lock.path, dumps(lock))
+    except OSError as exc:
+        raise LockError(
+            f"{lock.path}: cannot write the lock ({exc.strerror}); check the directory's "
+            "permissions"
+        ) from exc

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from typing import Any
 
-from mcpwrap import sha
+from mcpwrap import atomicfile, sha
 from mcpwrap.errors import MCPWrapError
 from mcpwrap.profile import Placeholders, Profile, parse_profile
 
@@ -71,8 +70,4 @@ def _read(path: str) -> str | None:
 def _write(path: str, text: str) -> None:
     """Atomically; a state dir that cannot be written costs the next comparison only."""
     with contextlib.suppress(OSError):
-        os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path))
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomicfile.write(path, text, mode=0o600)

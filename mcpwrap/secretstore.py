@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from typing import Any
 
@@ -133,11 +132,9 @@ def _index(state_dir: str, *, add: str | None = None, remove: str | None = None)
     if add is None and remove is None:
         return refs
     refs = sorted({*refs, *([add] if add else [])} - {remove})
-    os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=".secrets-")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        json.dump(refs, f)
-    os.replace(tmp, path)
+    from mcpwrap import atomicfile
+
+    atomicfile.write(path, json.dumps(refs), mode=0o600)
     return refs
 
 
