@@ -9,10 +9,12 @@ function so it is tested without a database.
 from __future__ import annotations
 
 import os
-import time
 from typing import TYPE_CHECKING
 
 from mcpwrap.errors import MCPWrapError
+from mcpwrap.sqlitedb import open_wal
+
+_SCHEMA = "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL, updated REAL);"
 
 if TYPE_CHECKING:
     import sqlite3
@@ -78,47 +80,10 @@ class RateLimiter:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             os.makedirs(os.path.dirname(self._path) or ".", mode=0o700, exist_ok=True)
-            self._db = _open_retrying(self._path)
+            self._db = open_wal(self._path, _SCHEMA)
         return self._db
 
     def close(self) -> None:
         if self._db is not None:
             self._db.close()
             self._db = None
-
-
-def _open_retrying(path: str, patience: float = 5.0) -> sqlite3.Connection:
-    """Open and set up the bucket store, waiting out other processes doing the same.
-
-    Switching a new database to WAL needs a lock that SQLite reports as busy at once,
-    without its busy timeout, when another process is setting it up at the same moment
-    (two desktop apps starting their wrappers together).
-    """
-    import sqlite3
-
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return _open(path)
-        except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _open(path: str) -> sqlite3.Connection:
-    import sqlite3
-
-    db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    try:
-        # WAL + NORMAL: a commit costs no fsync, and readers never block the writer.
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute(
-            "CREATE TABLE IF NOT EXISTS buckets (key TEXT PRIMARY KEY, tokens REAL, updated REAL)"
-        )
-    except BaseException:
-        db.close()
-        raise
-    return db

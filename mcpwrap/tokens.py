@@ -29,6 +29,7 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mcpwrap.errors import MCPWrapError
+from mcpwrap.sqlitedb import open_wal
 
 if TYPE_CHECKING:
     import sqlite3
@@ -489,39 +490,8 @@ class Registry:
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
             os.makedirs(os.path.dirname(self.path) or ".", mode=0o700, exist_ok=True)
-            self._db = _open_retrying(self.path)
+            self._db = open_wal(self.path, _SCHEMA)
         return self._db
-
-
-def _open_retrying(path: str, patience: float = 5.0) -> sqlite3.Connection:
-    """Open and set up the registry, waiting out another process doing the same (switching
-    a new database to WAL reports "locked" at once, without the busy timeout)."""
-    import sqlite3
-
-    deadline = time.monotonic() + patience
-    while True:
-        try:
-            return _open(path)
-        except sqlite3.OperationalError as exc:
-            busy = "locked" in str(exc) or "busy" in str(exc)
-            if not busy or time.monotonic() > deadline:
-                raise
-            time.sleep(0.01)
-
-
-def _open(path: str) -> sqlite3.Connection:
-    import sqlite3
-
-    db = sqlite3.connect(path, timeout=5.0, isolation_level=None, check_same_thread=False)
-    try:
-        # WAL: the wrappers' revocation reads never wait for `mcpwrap token` writes.
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-    except BaseException:
-        db.close()
-        raise
-    return db
 
 
 def _row_token(row: tuple[Any, ...]) -> Token:
