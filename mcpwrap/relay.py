@@ -562,12 +562,26 @@ class Relay:
         result = msg.get("result")
         if not isinstance(result, dict):
             return None
-        method, pol = pending.method, self.profile.policy
+        method = pending.method
         if method in ("initialize", "server/discover"):
             return self._server_info(msg, result)
         if method == "tools/list":
             return self._tools_page(msg, result)
-        dirty = might_need_cleaning(line)
+        if method in ("resources/list", "resources/templates/list", "prompts/list"):
+            return self._shape_listing(msg, result, method, might_need_cleaning(line))
+        refused = self._input_requests(pending, msg, result)
+        clean = _CLEANERS.get(method)
+        if refused is not None or clean is None or not might_need_cleaning(line):
+            return refused  # a reply with nothing to clean is not scanned twice, or at all
+        cleaned = clean(result)
+        return None if cleaned is result else _encode({**msg, "result": cleaned})
+
+    def _shape_listing(
+        self, msg: dict[str, Any], result: dict[str, Any], method: str, dirty: bool
+    ) -> bytes | None:
+        """resources, resource templates and prompts: filtered by the profile, their
+        descriptive text cleaned."""
+        pol = self.profile.policy
         if method == "resources/list":
             return self._filtered(
                 msg,
@@ -592,12 +606,7 @@ class Relay:
                 lambda i: policy.filter_listing(pol.prompts, i, "name"),
                 dirty,
             )
-        refused = self._input_requests(pending, msg, result)
-        if refused is not None or not dirty:
-            return refused
-        clean = {"tools/call": clean_tool_result, "prompts/get": clean_prompt_result}.get(method)
-        cleaned = clean(result) if clean else result
-        return None if cleaned is result else _encode({**msg, "result": cleaned})
+        return None
 
     def _server_info(self, msg: dict[str, Any], result: dict[str, Any]) -> bytes | None:
         """initialize (or discover): denied capabilities removed; instructions checked
@@ -1155,6 +1164,13 @@ def _decode(line: bytes) -> Any:
     """One message. MCP is UTF-8: decoding here skips json.loads' encoding detection, a
     Python-level step on every message; bad UTF-8 is a ValueError like bad JSON."""
     return _DECODER.decode(line.decode("utf-8"))
+
+
+# Results whose text reaches the model, and how each is cleaned.
+_CLEANERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "tools/call": clean_tool_result,
+    "prompts/get": clean_prompt_result,
+}
 
 
 def _names(tools: list[Any]) -> list[str]:

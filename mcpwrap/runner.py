@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from mcpwrap import launch, paths
@@ -68,11 +69,14 @@ def run(options: RunOptions) -> int:
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
-    from mcpwrap.secretstore import Redactor
     from mcpwrap.toolgate import Gate
 
     gate = Gate(lock, profile.policy.descriptions)
-    redact = Redactor({name: env[name] for name in profile.server.secrets})
+    redact: Callable[[str], str] = str  # nothing to mask without secrets
+    if profile.server.secrets:
+        from mcpwrap.secretstore import Redactor
+
+        redact = Redactor({name: env[name] for name in profile.server.secrets})
     session = Session(
         profile,
         child,
