@@ -123,6 +123,16 @@ def _isolated_xdg(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[N
     yield
 
 
+@pytest.fixture(scope="session")
+def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """One real Secret Service for the whole run (gnome-keyring on a private D-Bus
+    session bus, tests/secret_service.py): the variables that reach it."""
+    from secret_service import secret_service
+
+    with secret_service(tmp_path_factory.mktemp("keyring")) as env:
+        yield env
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     """`@pytest.mark.anyio` tests run on asyncio only."""

@@ -6,11 +6,9 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from secret_service import secret_service
 from test_pins_run import PYTHON, SCRIPT, TOOLS
 from wrapped import MCPWRAP, Wrapped, write_profile
 
@@ -18,12 +16,6 @@ from mcpwrap.secretstore import Redactor, SecretError, parse_ref
 
 VALUE = "s3cr3t-" + hashlib.sha256(b"mcpwrap secret test").hexdigest()[:24]
 REF = "keyring:mcpwrap-test/api"
-
-
-@pytest.fixture(scope="module")
-def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with secret_service(tmp_path_factory.mktemp("keyring")) as env:
-        yield env
 
 
 def _mcpwrap(

@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from secret_service import secret_service
 
 from mcpwrap import paths, tokens
 from mcpwrap.errors import MCPWrapError
@@ -33,12 +32,6 @@ DAY = 86400
 
 
 # ---------------------------------------------------------------------------- helpers
-
-
-@pytest.fixture(scope="module")
-def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with secret_service(tmp_path_factory.mktemp("kr")) as env:
-        yield env
 
 
 @pytest.fixture

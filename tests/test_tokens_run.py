@@ -10,12 +10,10 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from secret_service import secret_service
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, server_log, write_profile
 
 from mcpwrap import tokens
@@ -45,17 +43,14 @@ args.size = { max = 10 }
 """
 
 
-@pytest.fixture(scope="module")
-def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with secret_service(tmp_path_factory.mktemp("keyring")) as env:
-        yield env
-
-
 @pytest.fixture
 def keyring_env(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     """The bus in this process too: the tests issue tokens in-process."""
+    import keyring.core
+
     for name, value in bus.items():
         monkeypatch.setenv(name, value)
+    keyring.core.init_backend()  # chosen again, now that the bus is reachable
     return bus
 
 

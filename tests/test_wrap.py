@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from secret_service import secret_service
 
 from mcpwrap import clientconfig, paths, wrapcmd
 from mcpwrap.clientconfig import ConfigError, Object, parse, plain
@@ -615,12 +614,6 @@ SECRET_CASES = [
     ),
     (CASES[3], "postgres", "PGPASSWORD", "fake-password-for-tests"),
 ]
-
-
-@pytest.fixture(scope="module")
-def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    with secret_service(tmp_path_factory.mktemp("keyring")) as env:
-        yield env
 
 
 @pytest.fixture
