@@ -19,6 +19,17 @@ RAW_SERVER = [sys.executable, str(REPO / "tests" / "fixtures" / "raw_server.py")
 MCPWRAP = [sys.executable, "-m", "mcpwrap"]
 
 
+def py_peer(name: str) -> Path:
+    """The console script NAME of the Python peer venv .cache/peers/NAME: scripts/test
+    builds it from tests/py_peers.json as uvx would, with its own venv and MCP SDK."""
+    exe = REPO / ".cache" / "peers" / name / "bin" / name
+    if not os.access(exe, os.X_OK):
+        import pytest
+
+        pytest.fail(f"{exe} is missing: scripts/test builds it from tests/py_peers.json")
+    return exe
+
+
 def write_profile(directory: Path, body: str, name: str = "test") -> Path:
     """A profile file with `version = 1`, an audit log in the directory, and (unless the
     body has its own [sandbox]) a jail that may read the directory and write only `out/`,
