@@ -30,11 +30,12 @@ def call_verdict(spec: AuthSpec, state: TokenState, tool: ToolSpec, now: float) 
     """May this tool be called with the run's token (or without one)?"""
     token = state.token
     if token is None:
-        if not spec.required:
+        if not spec.needs_token(tool.cls):
             return policy.allow("auth")
         return policy.refuse_result(
             "auth.required",
-            "this profile needs a token ([auth] required = true): start mcpwrap run with "
+            f"tool {tool.name!r} is class {tool.cls.value} and this profile needs a token "
+            f"for {_calls(spec)} ([auth] required): start mcpwrap run with "
             "--token-name NAME, or with the token in MCPWRAP_TOKEN",
         )
     if state.revoked:
@@ -58,6 +59,10 @@ def call_verdict(spec: AuthSpec, state: TokenState, tool: ToolSpec, now: float) 
             f"tool {tool.name!r} is class {tool.cls.value}; token {token.id} carries {classes}",
         )
     return policy.allow("auth")
+
+
+def _calls(spec: AuthSpec) -> str:
+    return "every call" if spec.required is ToolClass.READ else "write and admin calls"
 
 
 def visible(spec: AuthSpec, state: TokenState, tool: ToolSpec, now: float) -> bool:

@@ -36,6 +36,7 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
         *_egress(profile),
         *_writes(profile, home, exists),
         *_exposed(profile),
+        *_unauthenticated(profile),
     ]
     return sorted(found, key=lambda f: f.severity != ERROR)
 
@@ -69,6 +70,27 @@ def _exposed(profile: Profile) -> list[Finding]:
                 )
             )
     return out
+
+
+def _unauthenticated(profile: Profile) -> list[Finding]:
+    """Tools that change things, callable by anyone who can start the wrapper. (Admin tools
+    are never callable through `run`, token or not, so they are no finding.)"""
+    from mcpwrap.profile import ToolClass
+
+    if profile.auth.needs_token(ToolClass.WRITE):
+        return []
+    names = sorted(n for n, t in profile.tools.items() if t.cls is ToolClass.WRITE)
+    if not names:
+        return []
+    return [
+        Finding(
+            NOTE,
+            "auth.required",
+            f"write tools callable without a token: {', '.join(names)}",
+            '[auth] required = "write" keeps reads open and lets only a write-class token '
+            "(`mcpwrap token issue --class write ...`) call them",
+        )
+    ]
 
 
 def _sandbox_off(profile: Profile) -> list[Finding]:

@@ -5,7 +5,7 @@
 2. isolated: the jail is on, the network is not the host's, and `check` has no error.
 3. least privilege: tools not named are refused, and every write tool has argument
    constraints.
-4. pinned and authenticated: a lock pins the server, and calls need a token.
+4. pinned and authenticated: a lock pins the server, and write calls need a token.
 
 A level counts only when every step of it and of the levels below is met. Pure: the
 caller says whether a lock loads and whether there was an error finding.
@@ -54,7 +54,11 @@ def steps(profile: Profile, *, locked: bool, errors: bool) -> list[Step]:
             f"write tools without argument constraints: {', '.join(unconstrained)}",
         ),
         Step(4, locked, "no lock: run `mcpwrap lock` and commit the lock"),
-        Step(4, profile.auth.required, "calls need no token: set [auth] required = true"),
+        Step(
+            4,
+            profile.auth.needs_token(ToolClass.WRITE),
+            'write calls need no token: set [auth] required = "write" (or true)',
+        ),
     ]
 
 

@@ -49,6 +49,9 @@ class ToolClass(enum.Enum):
     ADMIN = "admin"
 
 
+CLASS_RANK = {ToolClass.READ: 0, ToolClass.WRITE: 1, ToolClass.ADMIN: 2}
+
+
 class Network(enum.Enum):
     NONE = "none"
     ALLOWLIST = "allowlist"
@@ -149,9 +152,13 @@ class AuditSpec(NamedTuple):
 
 
 class AuthSpec(NamedTuple):
-    """[auth]: whether calls need a token, and which tenants' tokens this profile serves."""
+    """[auth]: which calls need a token, and which tenants' tokens this profile serves."""
 
-    required: bool = False
+    required: ToolClass | None = None  # calls of this class and above need a token
+
+    def needs_token(self, cls: ToolClass) -> bool:
+        return self.required is not None and CLASS_RANK[cls] >= CLASS_RANK[self.required]
+
     tenants: tuple[str, ...] = ()  # empty: any tenant
 
 
@@ -930,9 +937,28 @@ _AUDIT_KEYS = ("path", "arguments")
 _AUTH_KEYS = ("required", "tenants")
 
 
+_REQUIRED_FORMS = 'true, false, "read" or "write"'
+
+
+def _required(ctx: _Ctx, path: _Path, value: object) -> ToolClass | None:
+    """[auth] required: the lowest class whose calls need a token (true: "read", every
+    call; "write": write and admin calls; false: none)."""
+    if isinstance(value, bool):
+        return ToolClass.READ if value else None
+    if value == ToolClass.ADMIN.value:
+        ctx.fail(
+            path,
+            '"admin" changes nothing: admin tools are never reachable through mcpwrap run, '
+            'token or not; use "write" (or true)',
+        )
+    if value not in (ToolClass.READ.value, ToolClass.WRITE.value):
+        _expect(ctx, path, _REQUIRED_FORMS, value)
+    return ToolClass(value)
+
+
 def _auth(t: _Table) -> AuthSpec:
     return AuthSpec(
-        required=t.get("required", _boolean, False),
+        required=t.get("required", _required, None),
         tenants=tuple(t.get("tenants", _words, [])),
     )
 

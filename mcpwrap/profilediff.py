@@ -206,6 +206,21 @@ def _ranked(*order: object) -> ValueCompare:
     return compare
 
 
+def _token_floor(key: str, old: ToolClass | None, new: ToolClass | None) -> Iterator[Change]:
+    """[auth] required: fewer classes needing a token widens."""
+    order = (ToolClass.READ, ToolClass.WRITE, None)
+    if old != new:
+        yield Change(
+            order.index(new) > order.index(old),
+            f"{key}: {_token_floor_shown(old)} -> {_token_floor_shown(new)}",
+        )
+
+
+def _token_floor_shown(required: ToolClass | None) -> str:
+    """As written: true for every call, false for none."""
+    return _toml(required is ToolClass.READ) if required is not ToolClass.WRITE else '"write"'
+
+
 def _limit(show: Callable[[Any], str], unset: str = "unlimited") -> ValueCompare:
     """A maximum: higher is wider, None (no maximum) widest."""
 
@@ -479,7 +494,7 @@ COMPARED: Mapping[type, Mapping[str, Compare]] = {
         "egress_bytes": _value(_limit(_size)),
     },
     AuthSpec: {
-        "required": _value(_ranked(True, False)),
+        "required": _value(_token_floor),
         "tenants": _value(_tenants),
     },
     PolicySpec: {

@@ -138,7 +138,7 @@ class Relay:
         self._redact = redact  # masks secret values in server text shown on stderr
         # The run's token; replaced by the session's watcher when it is revoked or rotated.
         self.tokens = auth.TokenState(None)
-        self._auth_on = profile.auth.required
+        self._auth_on = profile.auth.required is not None
         self.profile = profile
         self._client_in, self._client_out = client_in, client_out
         self._server_in, self._server_out = server_in, server_out
@@ -653,7 +653,7 @@ class Relay:
     def set_token(self, state: auth.TokenState) -> None:
         """The session's watcher: the token was given, revoked or rotated."""
         self.tokens = state
-        self._auth_on = self.profile.auth.required or state.token is not None
+        self._auth_on = self.profile.auth.required is not None or state.token is not None
 
     def _filtered(
         self,

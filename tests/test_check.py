@@ -179,7 +179,16 @@ COMMON = [
     ("", "note", "lock"),
     ('[sandbox]\nnetwork = "host"\n', "error", "sandbox.network"),
     ("[sandbox]\nenforce = false\n", "error", "sandbox.enforce"),
+    ('[tools.w]\nclass = "write"\nargs.p = { max_length = 5 }\n', "note", "auth.required"),
 ]
+
+
+def test_write_tools_behind_a_token_are_no_auth_finding(tmp_path: Path) -> None:
+    path = tmp_path / "p.toml"
+    body = '[tools.w]\nclass = "write"\nargs.p = { max_length = 5 }\n[auth]\nrequired = "write"\n'
+    path.write_text(_profile_text(body))
+    report = json.loads(_check(str(path), "--format", "json", cwd=tmp_path).stdout)
+    assert "auth.required" not in {f["rule"] for f in report["profiles"][0]["findings"]}
 
 
 @pytest.mark.parametrize(("body", "severity", "rule"), COMMON, ids=[c[2] for c in COMMON])
@@ -213,8 +222,14 @@ def test_maturity_level_and_the_missing_steps(
     assert report["profiles"][0]["level"]["value"] == level
 
 
-def test_level_4_needs_a_lock_and_tokens(tmp_path: Path) -> None:
+@pytest.mark.parametrize("required", ["true", '"write"'])
+def test_level_4_needs_a_lock_and_tokens_for_writes(tmp_path: Path, required: str) -> None:
     profile = _locked(tmp_path, [{"name": "r", "description": "Reads.", "inputSchema": {}}])
-    profile.write_text('version = 1\n[tools.r]\nclass = "read"\n[auth]\nrequired = true\n')
+    profile.write_text(f'version = 1\n[tools.r]\nclass = "read"\n[auth]\nrequired = {required}\n')
     out = _check(str(profile), cwd=tmp_path).stdout
     assert "level 4 of 4 (pinned and authenticated)" in out, out
+    profile.write_text('version = 1\n[tools.r]\nclass = "read"\n[auth]\nrequired = "read"\n')
+    assert "level 4 of 4" in _check(str(profile), cwd=tmp_path).stdout
+    profile.write_text('version = 1\n[tools.r]\nclass = "read"\n')
+    out = _check(str(profile), cwd=tmp_path).stdout
+    assert "level 3 of 4" in out and 'required = "write"' in out, out

@@ -215,7 +215,7 @@ def expected_full(project: str, state: str) -> Profile:
             ),
         },
         audit=AuditSpec(path=f"{state}/audit.jsonl", arguments=ArgumentsMode.DIGEST),
-        auth=AuthSpec(required=True, tenants=("acme", "globex")),
+        auth=AuthSpec(required=ToolClass.READ, tenants=("acme", "globex")),
     )
 
 
@@ -1177,10 +1177,33 @@ def test_the_token_variable_never_reaches_the_server() -> None:
 
 
 def test_auth_defaults_and_bad_values() -> None:
-    assert parse("version = 1\n").auth == AuthSpec(required=False, tenants=())
-    assert "auth.required: expected true or false" in fails(
-        'version = 1\n[auth]\nrequired = "yes"\n'
+    assert parse("version = 1\n").auth == AuthSpec(required=None, tenants=())
+    assert 'p.toml:3: auth.required: expected true, false, "read" or "write", got "yes"' in (
+        fails('version = 1\n[auth]\nrequired = "yes"\n')
+    )
+    assert "auth.required: expected true, false" in fails(
+        'version = 1\n[auth]\nrequired = ["write"]\n'
+    )
+    assert 'auth.required: "admin" changes nothing' in fails(
+        'version = 1\n[auth]\nrequired = "admin"\n'
     )
     assert "auth.tenants[0]: expected a non-empty string" in fails(
         'version = 1\n[auth]\ntenants = [""]\n'
     )
+
+
+@pytest.mark.parametrize(
+    ("written", "read", "write", "admin"),
+    [
+        ("true", True, True, True),
+        ('"read"', True, True, True),
+        ('"write"', False, True, True),
+        ("false", False, False, False),
+    ],
+)
+def test_auth_required_is_the_lowest_class_that_needs_a_token(
+    written: str, read: bool, write: bool, admin: bool
+) -> None:
+    auth = parse(f"version = 1\n[auth]\nrequired = {written}\n").auth
+    needs = [auth.needs_token(c) for c in (ToolClass.READ, ToolClass.WRITE, ToolClass.ADMIN)]
+    assert needs == [read, write, admin]

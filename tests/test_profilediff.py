@@ -282,6 +282,18 @@ CASES: dict[str, Case] = {
         ["auth.required: true -> false"],
         [],
     ),
+    "auth: reads no longer need a token": Case(
+        "[auth]\nrequired = true\n",
+        '[auth]\nrequired = "write"\n',
+        ['auth.required: true -> "write"'],
+        [],
+    ),
+    "auth: writes now need a token": Case(
+        "",
+        '[auth]\nrequired = "write"\n',
+        [],
+        ['auth.required: false -> "write"'],
+    ),
     "auth tenants opened to any": Case(
         '[auth]\ntenants = ["acme"]\n',
         "",

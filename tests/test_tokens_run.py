@@ -125,6 +125,30 @@ def test_required_without_a_token_shows_nothing_callable(tmp_path: Path) -> None
     assert call["rule"] == "auth.required" and call["token"] is None
 
 
+def test_required_write_keeps_reads_open_and_writes_need_a_write_token(
+    tmp_path: Path, keyring_env: dict[str, str]
+) -> None:
+    profile = _profile(tmp_path, '\n[auth]\nrequired = "write"\n')
+    with _run(profile, {}) as w:
+        w.initialize()
+        assert _listed(w) == ["big", "echo", "slow"]  # env (write), exit (admin) hidden
+        assert w.call("echo", {"text": "hi"})["result"]["isError"] is False
+        assert "auth.required" in _rule(w.call("env"))
+        assert "admin" in _rule(w.call("exit"))
+    assert _calls(profile, "env") == []  # refused before the server saw it
+    _, reader = _issue()
+    with _run(profile, keyring_env, text=reader) as w:
+        w.initialize()
+        assert "token.class" in _rule(w.call("env"))
+    assert _calls(profile, "env") == []
+    _, writer = _issue(classes=frozenset({"read", "write"}))
+    with _run(profile, keyring_env, text=writer) as w:
+        w.initialize()
+        assert _listed(w) == ["big", "echo", "env", "slow"]
+        assert w.call("env")["result"]["isError"] is False
+    assert len(_calls(profile, "env")) == 1
+
+
 def test_not_required_and_no_token_is_the_profile_alone(tmp_path: Path) -> None:
     with _run(_profile(tmp_path), {}) as w:
         w.initialize()
