@@ -14,7 +14,7 @@ import os
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-from mcpwrap import netpolicy
+from mcpwrap import netpolicy, paths
 from mcpwrap.maturity import Level
 from mcpwrap.profile import Network, Profile
 
@@ -254,7 +254,7 @@ def _level_text(path: str, level: Level) -> str:
 def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     """Findings about the profile's lock: pinned definitions that look poisoned (a lock
     that does not load is passed as its error message; no lock, no findings)."""
-    name = _stem(profile.source)
+    name = paths.profile_arg(profile.source)
     if lock is None:
         return [
             Finding(
@@ -284,13 +284,6 @@ def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
             )
         ]
     return found
-
-
-def _stem(source: str) -> str:
-    """What `--profile` takes for this profile: its file's stem (or the built-in's name)."""
-    if source.startswith("<builtin:"):
-        return source[len("<builtin:") : -1]
-    return os.path.splitext(os.path.basename(source))[0]
 
 
 def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
@@ -356,7 +349,7 @@ def exit_status(results: dict[str, Sequence[Finding] | str]) -> int:
 
 def _lock(profile: Profile) -> tuple[Any, str]:
     """The profile's lock (None if there is none, the error text if it does not load)."""
-    from mcpwrap import paths, pins
+    from mcpwrap import pins
     from mcpwrap.errors import LockError
 
     path = paths.lock_path(profile.source, profile.name)

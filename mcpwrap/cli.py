@@ -21,7 +21,11 @@ example (a Claude Desktop / Cursor / VS Code server entry):
   "command": "mcpwrap",
   "args": ["run", "--profile", "fs", "--", "npx", "@modelcontextprotocol/server-filesystem", "."]
 
+  mcpwrap lock --profile ./.mcpwrap/time.toml -- uvx mcp-server-time     (once)
   mcpwrap run --profile ./.mcpwrap/time.toml -- uvx mcp-server-time
+
+An npx or uvx command runs only once locked: it would download its package in a jail
+that has no way to a registry. `mcpwrap lock` fetches the exact version and pins it.
 
 --profile NAME looks in ./.mcpwrap/NAME.toml up to the project root, then
 ~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles. Without --profile
@@ -65,6 +69,8 @@ examples:
   mcpwrap approve --profile fs
                          show what changed since the lock (a diff per tool); update it on yes
   mcpwrap approve --profile fs --yes     the same, for scripts
+  mcpwrap lock --profile postgres -- uvx --with 'mcp<2' mcp-postgres-server
+                         uvx's --from, --with and --python are understood
 
 The lock is written beside the profile (.mcpwrap/fs.lock); commit it. `mcpwrap run`
 verifies it before every start and hides tools whose definition no longer matches.

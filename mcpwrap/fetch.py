@@ -47,16 +47,24 @@ def store_dir() -> str:
 def resolve(argv: Sequence[str], *, store: str, env: Mapping[str, str]) -> Resolved:
     """What `argv` runs, installed: for `npx ...`, `uvx ...` and `uv tool run ...`, the
     package fetched into `store` and its entry point; anything else as it is."""
-    if not argv:
-        return Resolved((), "", "", "")
-    name = os.path.basename(argv[0])
-    if name == "npx":
+    kind = launcher(argv)
+    if kind == "npx":
         return _npx(argv[0], argv[1:], store, env)
-    if name == "uvx":
-        return _uvx(argv[0], argv[1:], store, env)
-    if name == "uv" and tuple(argv[1:3]) == ("tool", "run"):
-        return _uvx(argv[0], argv[3:], store, env)
+    if kind == "uvx":
+        skip = 3 if os.path.basename(argv[0]) == "uv" else 1
+        return _uvx(argv[0], argv[skip:], store, env)
     return Resolved(tuple(argv), "", "", "")
+
+
+def launcher(argv: Sequence[str]) -> str:
+    """ "npx" or "uvx" (also `uv tool run`) when argv downloads its package as it starts;
+    "" otherwise."""
+    name = os.path.basename(argv[0]) if argv else ""
+    if name in ("npx", "uvx"):
+        return name
+    if name == "uv" and tuple(argv[1:3]) == ("tool", "run"):
+        return "uvx"
+    return ""
 
 
 # --- npx --------------------------------------------------------------------------------------
@@ -216,7 +224,7 @@ def _node(npx: str, env: Mapping[str, str]) -> str:
 
 # --- uvx --------------------------------------------------------------------------------------
 
-_UVX_FORM = "`uvx [--from SPEC] [--python P] PACKAGE ARGS...`"
+_UVX_FORM = "`uvx [--from SPEC] [--with REQ]... [--python P] PACKAGE ARGS...`"
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?"
 _AT_VERSION = re.compile(rf"^({_NAME}(?:\[[^\]]*\])?)@([^@/:\s]+)$")
 _REQUIREMENT_NAME = re.compile(rf"^\s*({_NAME})\s*(?:$|[\[(<>=!~;@\s])")
@@ -229,6 +237,7 @@ class _UvxCommand(NamedTuple):
     args: tuple[str, ...]
     python: str | None
     uv_flags: tuple[str, ...]  # --offline, passed on to uv
+    extra: tuple[str, ...] = ()  # --with: installed beside it (e.g. "mcp<2")
 
 
 def _parse_uvx(args: Sequence[str]) -> _UvxCommand:
@@ -237,15 +246,18 @@ def _parse_uvx(args: Sequence[str]) -> _UvxCommand:
         "uvx",
         _UVX_FORM,
         flags=("-q", "--quiet", "--offline"),
-        valued=("--from", "--python", "-p"),
+        valued=("--from", "--python", "-p", "--with", "-w"),
     )
     source: str | None = None
     python: str | None = None
+    extra: list[str] = []
     for option, value in options:
         if option == "--from":
             source = value
         elif option in ("--python", "-p"):
             python = value
+        elif option in ("--with", "-w"):
+            extra += [req.strip() for req in value.split(",") if req.strip()]
     flags = [option for option, _ in options if option == "--offline"]
     if not rest or not rest[0]:
         raise LockError(f"uvx names no package; write the command as {_UVX_FORM}")
@@ -258,12 +270,12 @@ def _parse_uvx(args: Sequence[str]) -> _UvxCommand:
         )
     command = match.group(1)
     if source is None:
-        return _UvxCommand(target, command, command, rest[1:], python, tuple(flags))
+        return _UvxCommand(target, command, command, rest[1:], python, tuple(flags), tuple(extra))
     requirement = _requirement(source)
     named = _REQUIREMENT_NAME.match(requirement)
     url = "://" in requirement.split(" @ ")[0] or requirement.startswith((".", "/", "~"))
     name = named.group(1) if named and not url else None
-    return _UvxCommand(requirement, name, command, rest[1:], python, tuple(flags))
+    return _UvxCommand(requirement, name, command, rest[1:], python, tuple(flags), tuple(extra))
 
 
 def _requirement(spec: str) -> str:
@@ -299,10 +311,11 @@ def _uvx(uvx: str, args: Sequence[str], store: str, env: Mapping[str, str]) -> R
         # --no-build: building a source distribution runs its code (setup.py, a build
         # backend) here, outside any jail, as npm's install scripts would.
         install = [uv, "pip", "install", "--no-build", "--python", python_exe, *cmd.uv_flags]
+        wanted = [cmd.requirement, *cmd.extra]
         _run(
-            [*install, cmd.requirement],
+            [*install, *wanted],
             env,
-            doing=f"uv pip install --no-build {cmd.requirement} (into a new venv in {root})",
+            doing=f"uv pip install --no-build {' '.join(wanted)} (into a new venv in {root})",
             hint="check the package name and version, and that uv can reach its index "
             "(uv's own settings apply: UV_INDEX_URL, uv.toml, proxies); a package with no "
             "wheel is refused, because building it would run its code outside the jail",

@@ -77,3 +77,10 @@ def profile_name_for(command: Sequence[str]) -> str:
             "(mcpwrap run --profile NAME -- CMD ...)"
         )
     return profile_name_for_command(command)
+
+
+def profile_arg(source: str) -> str:
+    """What `--profile` takes for this profile: its file's stem (or the built-in's name)."""
+    if source.startswith("<builtin:"):
+        return source[len("<builtin:") : -1]
+    return os.path.splitext(os.path.basename(source))[0]

@@ -37,6 +37,8 @@ def run(options: RunOptions) -> int:
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
     lock = _verified_lock(profile, argv, env, cwd, audit)
+    if lock is None:
+        _refuse_unlocked_download(profile, argv, audit, options.profile)
     if lock is not None:
         from mcpwrap.lockcmd import jail_env
 
@@ -162,6 +164,39 @@ def _verified_lock(
         f"{path}: the server does not match its lock, so it was not started:{listed}\n"
         f"If you made this change, review and accept it with `mcpwrap approve --profile "
         f"{profile.name}`."
+    )
+
+
+def _refuse_unlocked_download(
+    profile: Profile, argv: list[str], audit: AuditWriter, given: str | None
+) -> None:
+    """npx/uvx fetch their package as they start. A jail without the host's network cannot
+    reach a registry (and what would run is whatever is newest): say how to lock it."""
+    from mcpwrap.fetch import launcher
+    from mcpwrap.profile import Network
+
+    kind = launcher(argv)
+    if not kind or not profile.sandbox.enforce or profile.sandbox.network is Network.HOST:
+        return
+    shown = " ".join(argv)
+    audit.write(
+        {
+            "event": "pins",
+            "server": profile.name,
+            "agent": None,
+            "token": None,
+            "decision": "refuse",
+            "rule": "pins.unlocked",
+            "reason": f"{kind} downloads its package at start and there is no lock",
+        }
+    )
+    audit.close()
+    raise LockError(
+        f"`{shown}` downloads its package each time it starts, and the jail has no way to a "
+        "package registry (nor should it: what ran would be whatever is newest). Lock it "
+        f"once: `mcpwrap lock --profile {given or paths.profile_arg(profile.source)} -- {shown}` "
+        "fetches the exact "
+        "version and pins it; this command then starts that version, offline."
     )
 
 

@@ -12,6 +12,7 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -128,6 +129,22 @@ def test_uvx_installs_the_exact_version_in_the_store(
     assert f"\nVersion: {r.version}\n" in metadata.read_text()
 
 
+def test_uvx_with_installs_the_extra_requirements_beside_the_package(
+    store: Path, lock_env: dict[str, str]
+) -> None:
+    """`uvx --with 'mcp<2' SERVER`: a server written for the 1.x SDK. Offline, from the
+    wheels scripts/test put in .cache/uv when it built .cache/peers (tests/py_peers.json)."""
+    r = resolve(["uvx", "--with", "mcp<2", "mcp-postgres-server==0.1.2"], store, lock_env)
+    assert (r.launcher, r.package, r.version) == ("uvx", "mcp-postgres-server", "0.1.2")
+    venv = Path(r.run[0]).parent.parent
+    (sdk,) = venv.glob("lib/python*/site-packages/mcp-*.dist-info")
+    assert sdk.name.startswith("mcp-1."), sdk.name
+    with pytest.raises(
+        LockError, match=re.escape("uv pip install --no-build mcp-server-time mcp<0.0.1")
+    ):
+        resolve(["uvx", "-w", "mcp<0.0.1", TIME], store, lock_env)
+
+
 @pytest.mark.anyio
 async def test_uvx_server_runs_offline_in_the_jail(
     tmp_path: Path, store: Path, lock_env: dict[str, str]
@@ -221,9 +238,10 @@ def test_npx_exact_version(argv: list[str], tmp_path: Path, lock_env: dict[str, 
         (["npx", "-p", "a", "-p", "b", "a"], "npx with several packages (a, b) cannot be locked"),
         (["/usr/bin/npx", "-p", "a"], "npx -p a names no command to run"),
         (
-            ["uvx", "--with", "httpx", TIME],
-            "uvx option --with is not understood by mcpwrap lock; write the command as `uvx [--from SPEC] [--python P] PACKAGE ARGS...`",
+            ["uvx", "--with-editable", "./x", TIME],
+            "uvx option --with-editable is not understood by mcpwrap lock; write the command as `uvx [--from SPEC] [--with REQ]... [--python P] PACKAGE ARGS...`",
         ),
+        (["uvx", "--with"], "uvx option --with needs a value"),
         (["uvx", "--from"], "uvx option --from needs a value"),
         (["uvx", "-q"], "uvx names no package"),
         (["uvx", "./local-dir"], "uvx ./local-dir: not a package name"),
@@ -304,6 +322,49 @@ def test_other_commands_run_as_given(argv: list[str], tmp_path: Path) -> None:
     r = fetch.resolve(argv, store=str(tmp_path / "store"), env={"PATH": "/nonexistent"})
     assert r == fetch.Resolved(tuple(argv), "", "", "")
     assert not (tmp_path / "store").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "kind"),
+    [
+        (["npx", "-y", "@modelcontextprotocol/server-filesystem", "."], "npx"),
+        (["/usr/local/bin/uvx", "mcp-server-time"], "uvx"),
+        (["uv", "tool", "run", "mcp-server-time"], "uvx"),
+        (["uv", "run", "server.py"], ""),
+        (["node", "server.js"], ""),
+        ([], ""),
+    ],
+)
+def test_launcher_names_the_commands_that_download_as_they_start(
+    argv: list[str], kind: str
+) -> None:
+    assert fetch.launcher(argv) == kind
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["uvx", "mcp-server-time"], ["npx", "-y", "@modelcontextprotocol/server-filesystem", "."]],
+)
+def test_run_without_a_lock_refuses_a_download_and_says_how_to_lock(
+    tmp_path: Path, argv: list[str]
+) -> None:
+    """The jail has no way to a registry: without this, uvx/npx fail inside it with a DNS
+    error that does not say what to do. Nothing starts (no uv or npm is even needed)."""
+    profile = tmp_path / "p.toml"
+    profile.write_text(f'version = 1\n[audit]\npath = "{tmp_path}/audit.jsonl"\n')
+    out = subprocess.run(
+        [*MCPWRAP, "run", "--profile", str(profile), "--", *argv],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PATH": "/nonexistent"},
+    )
+    assert out.returncode == 2, out.stderr
+    shown = " ".join(argv)
+    assert f"`mcpwrap lock --profile {profile} -- {shown}`" in out.stderr
+    (record,) = [json.loads(line) for line in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert record["rule"] == "pins.unlocked" and record["decision"] == "refuse"
 
 
 def test_store_dir_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
