@@ -27,6 +27,7 @@ from typing import Any
 
 import pgcluster
 import pytest
+from offline import offline_env
 from wrapped import MCPWRAP, REPO, Wrapped, audit_records, py_peer
 
 from mcpwrap import tokens
@@ -253,3 +254,35 @@ def test_the_server_reaches_the_database_and_nothing_else(
     assert egress, "the database connection left no egress record"
     assert {r["endpoint"] for r in egress} == {f"127.0.0.1:{db.info['port']}"}, egress
     assert all(r["decision"] == "allow" for r in egress), egress
+
+
+def test_locked_from_uvx_it_runs_offline_and_reaches_level_4(
+    project: Path, db: Database, keyring_env: dict[str, str]
+) -> None:
+    """The profile's own command line: `uvx --with 'mcp<2' mcp-postgres-server`, locked
+    (offline, from the wheels scripts/test put in .cache/uv), then run from the store."""
+    server = ["uvx", "--with", "mcp<2", "mcp-postgres-server==0.1.2"]
+    env = {**offline_env(), **keyring_env}
+    locked = subprocess.run(
+        [*MCPWRAP, "lock", "--profile", "postgres", "--yes", "--", *server],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
+    assert locked.returncode == 0, locked.stderr
+    assert (project / ".mcpwrap" / "postgres.lock").is_file()
+    with Wrapped(Path("postgres"), server, cwd=project, env=env) as w:
+        w.initialize()
+        assert _listed(w) == READ_TOOLS
+        assert "pear" in _text(w.call("query", {"sql": "SELECT name FROM items"}))
+    checked = subprocess.run(
+        [*MCPWRAP, "check", "--format", "json", "postgres"],
+        cwd=project,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    report = json.loads(checked.stdout)["profiles"][0]
+    assert report["level"]["value"] == 4, report
