@@ -113,6 +113,17 @@ def profile_name_for_command(argv: Sequence[str]) -> str:
     return _package_stem(target or program) or program
 
 
+def downloader(argv: Sequence[str]) -> str:
+    """ "npx" or "uvx" (also `uv tool run`) when argv downloads its package as it starts,
+    else "". Here, not in fetch.py, because every unlocked run asks (fetch.py is 3 ms)."""
+    name = os.path.basename(argv[0]) if argv else ""
+    if name in ("npx", "uvx"):
+        return name
+    if name == "uv" and tuple(argv[1:3]) == ("tool", "run"):
+        return "uvx"
+    return ""
+
+
 def _launch_target(launcher: _Launcher, args: list[str]) -> str | None:
     """The argument naming the package or script a launcher runs, or None."""
     words = next((w for w in launcher.subcommands if tuple(args[: len(w)]) == w), None)

@@ -28,6 +28,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
+from mcpwrap import discovery
 from mcpwrap.errors import LockError
 from mcpwrap.paths import _xdg
 
@@ -47,24 +48,13 @@ def store_dir() -> str:
 def resolve(argv: Sequence[str], *, store: str, env: Mapping[str, str]) -> Resolved:
     """What `argv` runs, installed: for `npx ...`, `uvx ...` and `uv tool run ...`, the
     package fetched into `store` and its entry point; anything else as it is."""
-    kind = launcher(argv)
+    kind = discovery.downloader(argv)
     if kind == "npx":
         return _npx(argv[0], argv[1:], store, env)
     if kind == "uvx":
         skip = 3 if os.path.basename(argv[0]) == "uv" else 1
         return _uvx(argv[0], argv[skip:], store, env)
     return Resolved(tuple(argv), "", "", "")
-
-
-def launcher(argv: Sequence[str]) -> str:
-    """ "npx" or "uvx" (also `uv tool run`) when argv downloads its package as it starts;
-    "" otherwise."""
-    name = os.path.basename(argv[0]) if argv else ""
-    if name in ("npx", "uvx"):
-        return name
-    if name == "uv" and tuple(argv[1:3]) == ("tool", "run"):
-        return "uvx"
-    return ""
 
 
 # --- npx --------------------------------------------------------------------------------------

@@ -172,10 +172,10 @@ def _refuse_unlocked_download(
 ) -> None:
     """npx/uvx fetch their package as they start. A jail without the host's network cannot
     reach a registry (and what would run is whatever is newest): say how to lock it."""
-    from mcpwrap.fetch import launcher
+    from mcpwrap.discovery import downloader
     from mcpwrap.profile import Network
 
-    kind = launcher(argv)
+    kind = downloader(argv)
     if not kind or not profile.sandbox.enforce or profile.sandbox.network is Network.HOST:
         return
     shown = " ".join(argv)

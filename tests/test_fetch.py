@@ -23,7 +23,7 @@ from mcp.client.stdio import stdio_client
 from offline import FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
 from wrapped import MCPWRAP
 
-from mcpwrap import fetch
+from mcpwrap import discovery, fetch
 from mcpwrap.errors import LockError
 
 EXACT = re.compile(r"^\d+(\.\d+)+$")
@@ -335,10 +335,10 @@ def test_other_commands_run_as_given(argv: list[str], tmp_path: Path) -> None:
         ([], ""),
     ],
 )
-def test_launcher_names_the_commands_that_download_as_they_start(
+def test_downloader_names_the_commands_that_download_as_they_start(
     argv: list[str], kind: str
 ) -> None:
-    assert fetch.launcher(argv) == kind
+    assert discovery.downloader(argv) == kind
 
 
 @pytest.mark.parametrize(
