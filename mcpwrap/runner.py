@@ -36,7 +36,7 @@ def run(options: RunOptions) -> int:
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
-    lock = _verified_lock(profile, argv, env, cwd, audit)
+    lock = _verified_lock(profile, argv, env, cwd, audit, given=options.profile)
     if lock is None:
         _refuse_unlocked_download(profile, argv, audit, options.profile)
     if lock is not None:
@@ -124,7 +124,13 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
 
 
 def _verified_lock(
-    profile: Profile, argv: list[str], env: dict[str, str], cwd: str, audit: AuditWriter
+    profile: Profile,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    audit: AuditWriter,
+    *,
+    given: str | None,
 ) -> Any:
     """The profile's lock, once what it pins is verified; None when there is no lock.
     A mismatch stops the run before anything of the server starts."""
@@ -146,25 +152,22 @@ def _verified_lock(
         problems = artifacts.compare(lock.artifacts, found)
     if not problems:
         return lock
-    audit.write(
-        {
-            "event": "pins",
-            "server": profile.name,
-            "agent": None,
-            "token": None,
-            "decision": "refuse",
-            "rule": "pins.artifacts",
-            "lock": path,
-            "reason": "; ".join(problems),
-        }
-    )
-    audit.close()
+    _refuse_start(profile, audit, "pins.artifacts", "; ".join(problems), lock=path)
     listed = "".join(f"\n  - {p}" for p in problems)
     raise LockError(
         f"{path}: the server does not match its lock, so it was not started:{listed}\n"
         f"If you made this change, review and accept it with `mcpwrap approve --profile "
-        f"{profile.name}`."
+        f"{given or paths.profile_arg(profile.source)}`."
     )
+
+
+def _refuse_start(
+    profile: Profile, audit: AuditWriter, rule: str, reason: str, **extra: str
+) -> None:
+    """The pins record of a run stopped before anything of the server started."""
+    record = {"event": "pins", "server": profile.name, "agent": None, "token": None}
+    audit.write({**record, "decision": "refuse", "rule": rule, **extra, "reason": reason})
+    audit.close()
 
 
 def _refuse_unlocked_download(
@@ -179,24 +182,14 @@ def _refuse_unlocked_download(
     if not kind or not profile.sandbox.enforce or profile.sandbox.network is Network.HOST:
         return
     shown = " ".join(argv)
-    audit.write(
-        {
-            "event": "pins",
-            "server": profile.name,
-            "agent": None,
-            "token": None,
-            "decision": "refuse",
-            "rule": "pins.unlocked",
-            "reason": f"{kind} downloads its package at start and there is no lock",
-        }
-    )
-    audit.close()
+    reason = f"{kind} downloads its package at start and there is no lock"
+    _refuse_start(profile, audit, "pins.unlocked", reason)
     raise LockError(
         f"`{shown}` downloads its package each time it starts, and the jail has no way to a "
         "package registry (nor should it: what ran would be whatever is newest). Lock it "
-        f"once: `mcpwrap lock --profile {given or paths.profile_arg(profile.source)} -- {shown}` "
-        "fetches the exact "
-        "version and pins it; this command then starts that version, offline."
+        f"once: `mcpwrap lock --profile {given or paths.profile_arg(profile.source)} -- "
+        f"{shown}` fetches the exact version and pins it; this command then starts that "
+        "version, offline."
     )
 
 

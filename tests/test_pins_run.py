@@ -280,6 +280,7 @@ def test_a_changed_script_stops_the_run_before_the_server_starts(tmp_path: Path)
         assert w.proc.wait(30) == 2
         err = w.stderr_now()
     assert "does not match its lock" in err and str(script) in err
+    assert f"`mcpwrap approve --profile {s.profile}`" in err  # what run was given
     assert not s.log.exists()  # the server never ran
     assert s.records("pins")[-1]["rule"] == "pins.artifacts"
     # Control: the unchanged copy runs.
