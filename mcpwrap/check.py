@@ -16,7 +16,7 @@ from typing import Any, NamedTuple
 
 from mcpwrap import netpolicy, paths
 from mcpwrap.maturity import Level
-from mcpwrap.profile import Network, Profile
+from mcpwrap.profile import Access, Network, Profile, ToolClass
 
 ERROR, NOTE = "error", "note"
 
@@ -44,8 +44,6 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
 def _exposed(profile: Profile) -> list[Finding]:
     """Tools reachable without constraints: every tool (default allow), or write tools
     with no argument constraints."""
-    from mcpwrap.profile import Access, ToolClass
-
     out = []
     if profile.policy.default is Access.ALLOW:
         out.append(
@@ -75,8 +73,6 @@ def _exposed(profile: Profile) -> list[Finding]:
 def _unauthenticated(profile: Profile) -> list[Finding]:
     """Tools that change things, callable by anyone who can start the wrapper. (Admin tools
     are never callable through `run`, token or not, so they are no finding.)"""
-    from mcpwrap.profile import ToolClass
-
     if profile.auth.needs_token(ToolClass.WRITE):
         return []
     names = sorted(n for n, t in profile.tools.items() if t.cls is ToolClass.WRITE)

@@ -218,7 +218,9 @@ def _token_floor(key: str, old: ToolClass | None, new: ToolClass | None) -> Iter
 
 def _token_floor_shown(required: ToolClass | None) -> str:
     """As written: true for every call, false for none."""
-    return _toml(required is ToolClass.READ) if required is not ToolClass.WRITE else '"write"'
+    if required is ToolClass.WRITE:
+        return '"write"'
+    return _toml(required is ToolClass.READ)
 
 
 def _limit(show: Callable[[Any], str], unset: str = "unlimited") -> ValueCompare:

@@ -15,7 +15,7 @@ from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import LockError
 from mcpwrap.framing import DEFAULT_MAX_MESSAGE
-from mcpwrap.profile import Profile, load_profile
+from mcpwrap.profile import Network, Profile, load_profile
 
 
 class RunOptions(NamedTuple):
@@ -176,7 +176,6 @@ def _refuse_unlocked_download(
     """npx/uvx fetch their package as they start. A jail without the host's network cannot
     reach a registry (and what would run is whatever is newest): say how to lock it."""
     from mcpwrap.discovery import downloader
-    from mcpwrap.profile import Network
 
     kind = downloader(argv)
     if not kind or not profile.sandbox.enforce or profile.sandbox.network is Network.HOST:

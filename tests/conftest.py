@@ -134,6 +134,19 @@ def bus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
 
 
 @pytest.fixture
+def keyring_env(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """The test Secret Service for in-process keyring calls too (tokens issued, secrets
+    read by the test itself); the bus's variables, for the subprocesses."""
+    import keyring.core
+
+    for name, value in bus.items():
+        monkeypatch.setenv(name, value)
+    keyring.core.init_backend()  # chosen again, now that the bus is reachable
+    yield bus
+    keyring.core.init_backend()
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     """`@pytest.mark.anyio` tests run on asyncio only."""
     return "asyncio"

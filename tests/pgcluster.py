@@ -70,10 +70,8 @@ def _run(argv: list[str], **kwargs: Any) -> None:
 
 def start(root: Path) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")  # created by Debian's postgresql package
-        os.chown(root, owner.pw_uid, owner.pw_gid)
-        os.chmod(root, 0o755)  # the socket and the CA must be reachable by the tests
+    _chown_to_owner(root)
+    os.chmod(root, 0o755)  # the socket and the CA must be reachable by the tests
     bindir = _bindir()
     data, pwfile = root / "data", root / "pwfile"
     password = secrets.token_hex(16)
@@ -164,7 +162,7 @@ def _certificate(root: Path, data: Path) -> None:
 
 def _chown_to_owner(path: Path) -> None:
     if os.geteuid() == 0:
-        owner = pwd.getpwnam("postgres")
+        owner = pwd.getpwnam("postgres")  # created by Debian's postgresql package
         os.chown(path, owner.pw_uid, owner.pw_gid)
 
 

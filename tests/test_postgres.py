@@ -97,17 +97,6 @@ def db(cluster: dict[str, Any]) -> Iterator[Database]:
 
 
 @pytest.fixture
-def keyring_env(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The bus in this process too: tokens are issued in-process."""
-    import keyring.core
-
-    for name, value in bus.items():
-        monkeypatch.setenv(name, value)
-    keyring.core.init_backend()
-    return bus
-
-
-@pytest.fixture
 def project(tmp_path: Path, db: Database, keyring_env: dict[str, str]) -> Path:
     """A project with the curated profile (for this run's database) and the server's CA;
     the password stored in the keyring with `mcpwrap secret set`."""

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -35,20 +34,15 @@ DAY = 86400
 
 
 @pytest.fixture
-def kr(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+def kr(keyring_env: dict[str, str]) -> str:
     """In-process keyring calls reach the test Secret Service; no signing key yet.
-    Yields the state dir."""
+    The state dir."""
     import keyring
-    import keyring.core
     import keyring.errors
 
-    for var, value in bus.items():
-        monkeypatch.setenv(var, value)
-    keyring.core.init_backend()  # choose the backend again, now that the bus is reachable
     with contextlib.suppress(keyring.errors.PasswordDeleteError):
         keyring.delete_password(tokens.KEY_SERVICE, tokens.KEY_USER)
-    yield paths.state_dir()
-    keyring.core.init_backend()
+    return paths.state_dir()
 
 
 def _stored_key_text() -> str:

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, server_log, write_profile
 
 from mcpwrap import tokens
@@ -41,17 +40,6 @@ class = "admin"
 class = "read"
 args.size = { max = 10 }
 """
-
-
-@pytest.fixture
-def keyring_env(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
-    """The bus in this process too: the tests issue tokens in-process."""
-    import keyring.core
-
-    for name, value in bus.items():
-        monkeypatch.setenv(name, value)
-    keyring.core.init_backend()  # chosen again, now that the bus is reachable
-    return bus
 
 
 def _issue(

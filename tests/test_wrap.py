@@ -616,23 +616,11 @@ SECRET_CASES = [
 ]
 
 
-@pytest.fixture
-def kr(bus: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """In-process keyring calls reach the test's Secret Service."""
-    import keyring.core
-
-    for var, value in bus.items():
-        monkeypatch.setenv(var, value)
-    keyring.core.init_backend()  # choose the backend again, now that the bus is reachable
-    yield
-    keyring.core.init_backend()
-
-
 @pytest.mark.parametrize(
     ("case", "server", "name", "value"), SECRET_CASES, ids=[c[1] for c in SECRET_CASES]
 )
 def test_move_secrets_puts_them_in_the_keyring(
-    kr: None,
+    keyring_env: dict[str, str],
     case: Case,
     server: str,
     name: str,
