@@ -67,9 +67,10 @@ class Package(NamedTuple):
 
 class Tree(NamedTuple):
     kind: str  # "venv" | "node_modules"
-    path: str  # absolute
+    path: str  # absolute (in a lock: relative to a placeholder, see portable.py)
     digest: str  # "sha256:<hex>" over every entry of the tree
     packages: tuple[Package, ...]  # sorted by name
+    portable: str = ""  # "sha256:<hex>" over the entries no installer made (installer_made)
 
 
 class Artifacts(NamedTuple):
@@ -469,7 +470,33 @@ def _tree(kind: str, root: str, hasher: _Hasher, known: Artifacts | None = None)
         packages = _venv_packages(root, entries, hasher)
     else:
         packages = _node_packages(root, entries)
-    return Tree(kind, root, digest, tuple(sorted(packages)))
+    archived = {rel: e for rel, e in entries.items() if not installer_made(kind, rel)}
+    return Tree(kind, root, digest, tuple(sorted(packages)), _digest(_sorted(archived)))
+
+
+# Files an installer writes for the machine it runs on, beside what the archives hold: a
+# venv's pyvenv.cfg (which Python, where), bin/ (links to it, console scripts, activate
+# scripts), the RECORD/INSTALLER/REQUESTED of each package; npm's node_modules/.bin links
+# and its hidden lock file. Another machine's installer writes them differently.
+_INSTALLER_FILES = ("RECORD", "INSTALLER", "REQUESTED", "direct_url.json", "uv_cache.json")
+
+
+def installer_made(kind: str, rel: str) -> bool:
+    """Whether the entry at `rel` in a tree was made by the installer, not unpacked from
+    a package's archive (a lock pins the archives' content for every machine; the rest is
+    verified on each machine against what it recorded)."""
+    parts = rel.split("/")
+    if kind == "venv":
+        return parts[0] != "lib" or (
+            len(parts) == 5
+            and parts[2] == "site-packages"
+            and parts[3].endswith(".dist-info")
+            and parts[4] in _INSTALLER_FILES
+        )
+    return rel == ".package-lock.json" or any(
+        part == ".bin" and (i == 0 or parts[i - 1] == "node_modules")
+        for i, part in enumerate(parts)
+    )
 
 
 # --- venv packages -----------------------------------------------------------------------------
@@ -503,9 +530,12 @@ def _dist(root: str, dist_info: str, entries: Mapping[str, _Entry], hasher: _Has
         if "__pycache__" in in_tree.split("/") or in_tree == f"{dist_info}/RECORD":
             continue
         entry = _entry_at(root, in_tree, entries, hasher)
-        listed.append((path, entry))
         if expected is not None and (entry[0] not in ("f", "x") or entry[1] != expected):
             modified.append(path)
+        # The digest covers what the wheel put there (the same on every machine); the
+        # tree's digest and the RECORD check above cover what the installer wrote.
+        if not installer_made("venv", in_tree):
+            listed.append((path, entry))
     listed.sort(key=lambda item: os.fsencode(item[0]))
     return Package(
         name=name,
@@ -699,7 +729,7 @@ def _compare_tree(was: Tree, now: Tree) -> list[str]:
     out = [f"{label}: package {n} {old[n].version} was removed" for n in old.keys() - new.keys()]
     out += [f"{label}: package {n} {new[n].version} was added" for n in new.keys() - old.keys()]
     for name in old.keys() & new.keys():
-        change = _compare_package(old[name], new[name], now.kind)
+        change = _compare_package(old[name], new[name], now.kind, was.digest != now.digest)
         if change:
             out.append(f"{label}: {change}")
     if not out and was.digest != now.digest:
@@ -712,7 +742,7 @@ def _compare_tree(was: Tree, now: Tree) -> list[str]:
     return out
 
 
-def _compare_package(was: Package, now: Package, kind: str) -> str:
+def _compare_package(was: Package, now: Package, kind: str, tree_changed: bool) -> str:
     if was.version != now.version:
         return f"package {now.name}: version {was.version} in the lock, now {now.version}"
     if was.integrity != now.integrity:
@@ -722,11 +752,16 @@ def _compare_package(was: Package, now: Package, kind: str) -> str:
             f"package {now.name} {now.version}: integrity {was.integrity[:15]}… in the lock, "
             f"now {now.integrity[:15]}…"
         )
+    # `modified` also covers what the installer wrote (console scripts), which the
+    # package's digest leaves out; the tree's digest says whether anything changed at all.
+    if tree_changed and now.modified:
+        return f"package {now.name} {now.version} changed: {_differ(now.modified)}"
     if was.digest == now.digest:
         return ""
-    if now.modified:
-        return f"package {now.name} {now.version} changed: {_differ(now.modified)}"
-    return f"package {now.name} {now.version} changed: its files differ from the lock"
+    return (
+        f"package {now.name} {now.version} changed: its files differ from the lock "
+        f"({was.digest[:15]}… in the lock, now {now.digest[:15]}…)"
+    )
 
 
 def _differ(paths: Sequence[str], shown: int = 5) -> str:
@@ -751,12 +786,13 @@ def to_data(a: Artifacts) -> dict[str, Any]:
                 "kind": t.kind,
                 "path": t.path,
                 "digest": t.digest,
+                **({"portable": t.portable} if t.portable else {}),
                 "packages": [
                     {
                         "name": p.name,
                         "version": p.version,
                         "digest": p.digest,
-                        "integrity": p.integrity,
+                        **({"integrity": p.integrity} if p.integrity else {}),
                     }
                     for p in t.packages
                 ],
@@ -766,9 +802,12 @@ def to_data(a: Artifacts) -> dict[str, Any]:
     }
 
 
-def from_data(data: object, *, source: str, where: str = "artifacts") -> Artifacts:
-    """Validate what to_data wrote (read back from `source`, under the key `where`)."""
-    v = _Validator(source)
+def from_data(
+    data: object, *, source: str, where: str = "artifacts", symbolic: bool = False
+) -> Artifacts:
+    """Validate what to_data wrote (read back from `source`, under the key `where`).
+    Paths are absolute, or with `symbolic` (a lock) start with a placeholder."""
+    v = _Validator(source, symbolic)
     table = v.table(data, where, required=("files", "trees"))
     files = tuple(
         _file_from(v, item, f"{where}.files[{i}]")
@@ -787,13 +826,15 @@ def _file_from(v: _Validator, data: object, where: str) -> FileArtifact:
     table = v.table(data, where, required=("role", "path", "sha256"))
     return FileArtifact(
         role=v.choice(table["role"], f"{where}.role", ROLES),
-        path=v.absolute(table["path"], f"{where}.path"),
+        path=v.path(table["path"], f"{where}.path"),
         sha256=v.hex(table["sha256"], f"{where}.sha256"),
     )
 
 
 def _tree_from(v: _Validator, data: object, where: str) -> Tree:
-    table = v.table(data, where, required=("kind", "path", "digest", "packages"))
+    table = v.table(
+        data, where, required=("kind", "path", "digest", "packages"), optional=("portable",)
+    )
     packages = tuple(
         _package_from(v, item, f"{where}.packages[{i}]")
         for i, item in enumerate(v.array(table["packages"], f"{where}.packages"))
@@ -801,9 +842,10 @@ def _tree_from(v: _Validator, data: object, where: str) -> Tree:
     v.unique([p.name for p in packages], f"{where}.packages", "package")
     return Tree(
         kind=v.choice(table["kind"], f"{where}.kind", KINDS),
-        path=v.absolute(table["path"], f"{where}.path"),
+        path=v.path(table["path"], f"{where}.path"),
         digest=v.digest(table["digest"], f"{where}.digest"),
         packages=tuple(sorted(packages)),
+        portable=v.digest(table["portable"], f"{where}.portable") if "portable" in table else "",
     )
 
 
@@ -823,8 +865,9 @@ def _package_from(v: _Validator, data: object, where: str) -> Package:
 class _Validator:
     """Checks of plain data that name the source and the key path of what is wrong."""
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, symbolic: bool = False) -> None:
         self.source = source
+        self.symbolic = symbolic
 
     def fail(self, where: str, expected: str, got: object) -> NoReturn:
         raise ArtifactError(f"{self.source}: {where}: {expected}, got {_shown(got)}")
@@ -863,8 +906,11 @@ class _Validator:
             self.fail(where, f"expected one of {', '.join(choices)}", data)
         return str(data)
 
-    def absolute(self, data: object, where: str) -> str:
-        if not isinstance(data, str) or not data.startswith("/"):
+    def path(self, data: object, where: str) -> str:
+        if self.symbolic:
+            if not isinstance(data, str) or not (data in _PLACES or data.startswith(_UNDER)):
+                self.fail(where, "expected a path under {project} or {install}", data)
+        elif not isinstance(data, str) or not data.startswith("/"):
             self.fail(where, "expected an absolute path", data)
         return data
 
@@ -887,6 +933,8 @@ class _Validator:
 
 
 _HEX = re.compile(r"[0-9a-f]{64}")
+_PLACES = ("{project}", "{install}")
+_UNDER = tuple(p + "/" for p in _PLACES)
 
 
 def _is_hex(text: str) -> bool:

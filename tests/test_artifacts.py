@@ -7,6 +7,7 @@ import base64
 import hashlib
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -233,6 +234,29 @@ def test_a_changed_package_file_names_the_package_and_the_file(venv: Path) -> No
     ]
 
 
+def test_the_same_wheel_installed_elsewhere_has_the_same_portable_digests(
+    tmp_path: Path, wheel: Path
+) -> None:
+    """What a lock pins of a venv is what the wheel put there: another directory (pip
+    writes it into the console script's #! line and pyvenv.cfg) changes the tree's digest
+    over everything, not the one over what the archives hold, nor the package's."""
+    trees = []
+    for where in ("ann", "bob"):
+        (tmp_path / where).mkdir()
+        venv = _make_venv(tmp_path.resolve() / where, wheel)
+        got = collect([str(venv / "bin" / "demo-server")], cwd="/", path_env=PATH)
+        assert str(venv) in (venv / "bin" / "demo-server").read_text()
+        trees.append(got.trees[0])
+    ann, bob = trees
+    assert ann.digest != bob.digest
+    assert ann.portable == bob.portable and ann.portable.startswith("sha256:")
+    assert [p.digest for p in ann.packages] == [p.digest for p in bob.packages]
+    # Control: a changed module changes both.
+    (Path(bob.path) / SITE / "demo" / "util.py").write_text("VALUE = 'evil'\n")
+    again = collect([f"{bob.path}/bin/demo-server"], cwd="/", path_env=PATH).trees[0]
+    assert again.portable != ann.portable and again.packages[0].digest != ann.packages[0].digest
+
+
 def test_known_trees_are_reused_only_while_every_file_matches(venv: Path) -> None:
     argv = [str(venv / "bin" / "demo-server")]
     locked = collect(argv, cwd="/", path_env=PATH)
@@ -316,10 +340,15 @@ def test_node_script_and_its_node_modules(tmp_path: Path, node: str, node_cache:
     now = collect(
         ["node", "server.js"], cwd=str(app), path_env=os.path.dirname(node), cache=node_cache
     )
-    assert compare(got, now) == [
-        f"node_modules tree {app}/node_modules: package a/node_modules/b 3.0.0 changed: "
-        "its files differ from the lock"
-    ]
+    (change,) = compare(got, now)
+    assert re.fullmatch(
+        re.escape(
+            f"node_modules tree {app}/node_modules: package a/node_modules/b 3.0.0 changed: "
+            "its files differ from the lock ("
+        )
+        + r"sha256:[0-9a-f]{8}… in the lock, now sha256:[0-9a-f]{8}…\)",
+        change,
+    ), change
 
 
 def test_the_nearest_node_modules_above_a_script(
@@ -398,9 +427,12 @@ def test_symlinks_are_recorded_by_target_not_followed(tmp_path: Path) -> None:
     # Where they point is.
     (nm / "a" / "passwd").unlink()
     (nm / "a" / "passwd").symlink_to("/etc/shadow")
-    assert compare(locked, collect(argv, cwd=str(app), path_env=PATH)) == [
-        f"node_modules tree {nm}: package a 1.0.0 changed: its files differ from the lock"
-    ]
+    (change,) = compare(locked, collect(argv, cwd=str(app), path_env=PATH))
+    assert change.startswith(
+        f"node_modules tree {nm}: package a 1.0.0 changed: its files differ from the lock "
+        f"({next(p for p in locked.trees[0].packages if p.name == 'a').digest[:15]}… in the "
+        "lock, now sha256:"
+    ), change
 
 
 # --- a static binary ---------------------------------------------------------------------------
