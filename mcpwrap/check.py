@@ -348,9 +348,9 @@ def _lock(profile: Profile) -> tuple[Any, str]:
     from mcpwrap import pins
     from mcpwrap.errors import LockError
 
-    path = paths.lock_path(profile.source, profile.name)
+    path = paths.find_lock(profile.source)
     try:
-        return pins.load(path), path
+        return pins.load(path, paths.profile_arg(profile.source)), path
     except LockError as exc:
         return str(exc), path
 

@@ -25,7 +25,9 @@ example (a Claude Desktop / Cursor / VS Code server entry):
   mcpwrap run --profile ./.mcpwrap/time.toml -- uvx mcp-server-time
 
 An npx or uvx command runs only once locked: it would download its package in a jail
-that has no way to a registry. `mcpwrap lock` fetches the exact version and pins it.
+that has no way to a registry. `mcpwrap lock` fetches the exact version and pins it; on
+another machine, `mcpwrap sync` installs what a committed lock pins. `run` never
+downloads: it stops and says which command to run.
 
 --profile NAME looks in ./.mcpwrap/NAME.toml up to the project root, then
 ~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles. Without --profile
@@ -71,9 +73,25 @@ examples:
   mcpwrap approve --profile fs --yes     the same, for scripts
   mcpwrap lock --profile postgres -- uvx --with 'mcp<2' mcp-postgres-server
                          uvx's --from, --with and --python are understood
+  mcpwrap sync --profile fs
+                         on another machine: install exactly what the lock pins, verify it
 
-The lock is written beside the profile (.mcpwrap/fs.lock); commit it. `mcpwrap run`
-verifies it before every start and hides tools whose definition no longer matches.
+The lock is written beside the profile (.mcpwrap/fs.lock; for a built-in profile,
+.mcpwrap/NAME.lock in the git repository it is locked in, else
+~/.config/mcpwrap/profiles/NAME.lock). It names no path of this machine: commit it.
+`mcpwrap run` verifies it before every start, never downloads, and hides tools whose
+definition no longer matches.
+"""
+
+_SYNC_EXAMPLE = """\
+examples:
+  mcpwrap sync --profile fs      install and verify what .mcpwrap/fs.lock pins, once
+  mcpwrap run --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
+
+sync fetches only what the lock pins, at the locked versions (uv pip install
+--require-hashes, npm ci; no install scripts, no source builds) and refuses a file whose
+hash differs from the lock. Run it after cloning a project with a lock, and after a pull
+that changed one: `mcpwrap run` never downloads, and until then it stops and says so.
 """
 
 _KEYRING_EXAMPLE = """\
@@ -256,20 +274,35 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         epilog=_LOCK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    for p in (lock, approve):
+    sync = sub.add_parser(
+        "sync",
+        help="install and verify what a lock pins, on this machine",
+        description="Make this machine's store match the profile's lock: install exactly "
+        "the locked package versions (npx/uvx) with the same installers as `lock`, verify "
+        "every hash the lock holds, and record that this machine verified it. The only step "
+        "that downloads for a lock; `mcpwrap run` never does. The lock itself is never "
+        "changed.",
+        epilog=_SYNC_EXAMPLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    for p in (lock, approve, sync):
         p.add_argument(
             "--profile",
             "-p",
             metavar="NAME|PATH",
             help="the capability profile (name or .toml path)",
         )
-        p.add_argument("--yes", "-y", action="store_true", help="accept the changes without asking")
-        _add_timeout(p)
+        if p is not sync:
+            p.add_argument(
+                "--yes", "-y", action="store_true", help="accept the changes without asking"
+            )
+            _add_timeout(p)
         p.add_argument(
             "server",
             nargs=argparse.REMAINDER,
             metavar="-- CMD ...",
-            help="the server command, after `--` (or [server] command in the profile)",
+            help="the server command, after `--` (or [server] command in the profile; "
+            "or, for sync and approve, the locked one)",
         )
 
 
@@ -373,6 +406,10 @@ def _dispatch(args: argparse.Namespace) -> int:
                 timeout=args.timeout,
             )
         )
+    if args.command == "sync":
+        from mcpwrap.synccmd import SyncOptions, sync
+
+        return sync(SyncOptions(args.profile, tuple(_server_command(args))))
     if args.command == "check":
         from mcpwrap.check import check_paths
 

@@ -46,6 +46,12 @@ def _dirs_to_project(start: str) -> Iterator[str]:
         directory = parent
 
 
+def repository(start: str) -> str | None:
+    """The git repository `start` is in (the nearest parent holding `.git`), or None."""
+    top = list(_dirs_to_project(start))[-1]
+    return top if os.path.exists(os.path.join(top, ".git")) else None
+
+
 def project_of(file: str) -> str:
     home = os.path.dirname(os.path.abspath(file))
     top = list(_dirs_to_project(home))[-1]

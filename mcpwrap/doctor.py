@@ -162,19 +162,27 @@ def _profile_report(profile: Profile, out: TextIO) -> None:
 
 
 def _lock_state(profile: Profile) -> str:
-    """Whether the profile has a lock and what it pins (not verified here: `run` does)."""
-    from mcpwrap import paths, pins
+    """Whether the profile has a lock, what it pins, and whether this machine verified it
+    (the files themselves are hashed by `run`)."""
+    from mcpwrap import lockstate, paths, pins, store
     from mcpwrap.errors import LockError
 
-    path = paths.lock_path(profile.source, profile.name)
+    path = paths.find_lock(profile.source)
+    name = paths.profile_arg(profile.source)
     try:
-        lock = pins.load(path)
+        lock = pins.load(path, name)
     except LockError as exc:
         return f"does not load: {exc}"
     if lock is None:
         return f"none ({path}); `mcpwrap lock` pins the server's artifacts and tools"
     what = f"{lock.package} {lock.version}, " if lock.package else ""
-    return f"{path}: {what}{len(lock.tools)} tools pinned"
+    record = store.load_synced(store.root(), path)
+    here = (
+        "verified on this machine"
+        if record is not None and record.lock_sha256 == lock.sha256
+        else f"not verified on this machine: {lockstate.sync_command(name)}"
+    )
+    return f"{path}: {what}{len(lock.tools)} tools pinned; {here}"
 
 
 def _last_run(profile: Profile) -> str:

@@ -1,36 +1,30 @@
-"""Fetch what `npx PKG` or `uvx PKG` would run, once, at lock time, into mcpwrap's store.
+"""Fetch what `npx PKG` or `uvx PKG` would run, once, into mcpwrap's store.
 
 npx and uvx resolve and download their package every time they start (or at least ask
 the registry), which a jail with no network cannot allow and a lock cannot pin. So
-`mcpwrap lock` resolves the exact version here, installs it with npm or uv into a fresh
-directory of the store (~/.cache/mcpwrap/store), and records the installed entry point;
-`mcpwrap run` then starts that directly, offline. A directory of the store is never
-changed after it is made: a new lock makes a new one.
+`mcpwrap lock` resolves the exact version here (`resolve`), installs it with npm or uv into
+the store (store.py) and returns what the lock pins about it (`store.Install`: every
+package at its version, with the hashes of the files it came from) and the entry point
+`mcpwrap run` starts, offline. On another machine `mcpwrap sync` installs the same thing
+again from the lock (`install`), and the installers refuse any file whose hash differs.
 
-    store/npm/<name>@<version>-<random>/node_modules/<name>/...   (npm install --prefix)
-    store/uv/<name>-<random>/bin/<command>                         (uv venv + uv pip install)
-
-The installers run on the host with the caller's environment (registries, caches, proxies,
-npm_config_* and UV_* settings apply) and the network; the package's own code does not
-run here: npm's install scripts are disabled, and uv installs wheels without running them
-(an sdist is built by its build backend, as uvx would).
+The installers run on the host with the caller's environment and the network; the
+package's own code never runs here (installers.py).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import re
-import shlex
 import shutil
-import subprocess
 import tempfile
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
-from mcpwrap import discovery
+from mcpwrap import discovery, installers
 from mcpwrap.errors import LockError
-from mcpwrap.paths import _xdg
+from mcpwrap.installers import read_json as _read_json
+from mcpwrap.store import Install, install_dir, program, temp_root
 
 
 class Resolved(NamedTuple):
@@ -38,11 +32,10 @@ class Resolved(NamedTuple):
     launcher: str  # "npx" | "uvx" | "" (the command is used as given)
     package: str  # e.g. "@modelcontextprotocol/server-filesystem", "mcp-server-time", ""
     version: str  # the exact installed version, or ""
-
-
-def store_dir() -> str:
-    """Installed npx/uvx packages: ~/.cache/mcpwrap/store (or $XDG_CACHE_HOME/mcpwrap/store)."""
-    return os.path.join(_xdg("XDG_CACHE_HOME", ".cache"), "store")
+    skip: int = 0  # how many words of the command `prefix` replaces
+    prefix: tuple[str, ...] = ()  # the entry point: run = prefix + command[skip:]
+    install: Install | None = None
+    directory: str = ""  # the install's store directory
 
 
 def resolve(argv: Sequence[str], *, store: str, env: Mapping[str, str]) -> Resolved:
@@ -50,11 +43,47 @@ def resolve(argv: Sequence[str], *, store: str, env: Mapping[str, str]) -> Resol
     package fetched into `store` and its entry point; anything else as it is."""
     kind = discovery.downloader(argv)
     if kind == "npx":
-        return _npx(argv[0], argv[1:], store, env)
+        return _npx(argv[0], argv[1:], store, env)._replace(skip=skip(argv))
     if kind == "uvx":
-        skip = 3 if os.path.basename(argv[0]) == "uv" else 1
-        return _uvx(argv[0], argv[skip:], store, env)
+        return _uvx(argv[0], argv[_lead(argv) :], store, env)._replace(skip=skip(argv))
     return Resolved(tuple(argv), "", "", "")
+
+
+def skip(argv: Sequence[str]) -> int:
+    """How many words of an npx/uvx command name the launcher and the package (the rest
+    are the server's arguments); 0 for any other command."""
+    kind = discovery.downloader(argv)
+    if kind == "npx":
+        return len(argv) - len(_parse_npx(argv[1:]).args)
+    if kind == "uvx":
+        return len(argv) - len(_parse_uvx(argv[_lead(argv) :]).args)
+    return 0
+
+
+def _lead(argv: Sequence[str]) -> int:
+    return 3 if os.path.basename(argv[0]) == "uv" else 1
+
+
+def install(locked: Install, *, launcher: str, store: str, env: Mapping[str, str]) -> str:
+    """Install what a lock pins into the store (sync): exactly the locked files, each
+    checked against its hash by the installer; the install's directory."""
+    final = install_dir(store, locked)
+    work = _work_dir(store, locked.kind)
+    try:
+        if locked.kind == "uv":
+            _sync_uv(locked, launcher, work, env)
+        else:
+            _sync_npm(locked, launcher, work, env)
+        return _place(work, final)
+    except BaseException:
+        installers.remove(work)
+        raise
+
+
+def entry(locked: Install, directory: str, env: Mapping[str, str]) -> tuple[str, ...]:
+    """The argv prefix that starts an install on this machine."""
+    node = _node("npx", env) if locked.kind == "npm" else ""
+    return program(locked, directory, node)
 
 
 # --- npx --------------------------------------------------------------------------------------
@@ -90,39 +119,16 @@ def _parse_npx(args: Sequence[str]) -> _NpxCommand:
     return _NpxCommand(rest[0], None, rest[1:], tuple(flags))
 
 
-def _npx(npx: str, args: Sequence[str], store: str, env: Mapping[str, str]) -> Resolved:
+def _npx(npx: str, args: Sequence[str], root: str, env: Mapping[str, str]) -> Resolved:
     cmd = _parse_npx(args)
     # npx links to npm's bin/npx-cli.js; its `npm` there is a shim for Windows shells.
-    npm = _companion(
-        "npm", npx, env, "npm comes with Node.js: install it or put it on PATH", ["npm-cli.js"]
-    )
+    npm = _npm(npx, env)
     node = _node(npx, env)
-    root = os.path.join(store, "npm")
-    _makedirs(root)
-    # Installed under a temporary name, renamed once the version is known: Node finds
-    # a package's modules relative to its files, so the directory may move before use.
-    work = tempfile.mkdtemp(prefix=".install-", dir=root)
+    runtime = installers.node_runtime(node, env)
+    work = _work_dir(root, "npm")
     try:
-        _run(
-            # --ignore-scripts: install scripts would run here, on the host, outside any
-            # jail and with the user's full rights. Never run them. (A package that needs
-            # one, e.g. to build a native addon, fails later, in the jail, visibly.)
-            [
-                npm,
-                "install",
-                "--prefix",
-                work,
-                "--ignore-scripts",
-                "--no-audit",
-                "--no-fund",
-                *cmd.npm_flags,
-                cmd.spec,
-            ],
-            env,
-            doing=f"npm install {cmd.spec} (into {root})",
-            hint="check the package name and version, and that npm can reach its registry "
-            "(npm's own settings apply: npm_config_registry, .npmrc, proxies)",
-        )
+        installers.npm_prefix(work)
+        installers.npm_install(npm, work, cmd.spec, cmd.npm_flags, env)
         name = _npm_installed_name(work, cmd.spec)
         package_dir = os.path.join(work, "node_modules", *name.split("/"))
         manifest = _read_json(os.path.join(package_dir, "package.json"))
@@ -132,15 +138,46 @@ def _npx(npx: str, args: Sequence[str], store: str, env: Mapping[str, str]) -> R
                 f"{package_dir}/package.json: no version; is {cmd.spec} an npm package?"
             )
         relative = _npm_bin(name, version, manifest, cmd.command)
-        _npm_script(work, package_dir, relative, name, version)
-        final = os.path.join(root, f"{_safe(name.lstrip('@'))}@{_safe(version)}-{_random()}")
-        os.rename(work, final)
+        script = _npm_script(work, package_dir, relative, name, version)
+        locked = Install(
+            kind="npm",
+            package=name,
+            version=version,
+            runtime=runtime,
+            platform="",
+            entry=os.path.relpath(script, os.path.realpath(work)),
+            lockfile=installers.npm_lockfile(work),
+        )
+        # Node finds a package's modules relative to its files: the directory may move.
+        final = _place(work, install_dir(root, locked))
     except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
+        installers.remove(work)
         raise
-    package_dir = os.path.join(final, "node_modules", *name.split("/"))
-    script = _npm_script(final, package_dir, relative, name, version)
-    return Resolved((node, script, *cmd.args), "npx", name, version)
+    prefix = program(locked, final, node)
+    return Resolved((*prefix, *cmd.args), "npx", name, version, 0, prefix, locked, final)
+
+
+def _sync_npm(locked: Install, launcher: str, work: str, env: Mapping[str, str]) -> None:
+    node = _node(launcher, env)
+    have = installers.node_runtime(node, env)
+    if _major(have) < _major(locked.runtime):
+        raise LockError(
+            f"{locked.package} {locked.version} was locked with {locked.runtime}; {node} is "
+            f"{have}: install Node.js {_major(locked.runtime)} or newer (or put it on PATH)"
+        )
+    installers.npm_ci(_npm(launcher, env), work, locked.lockfile, env)
+    installers.check_npm(work, locked.lockfile)
+
+
+def _major(runtime: str) -> int:
+    number = runtime.rpartition(" ")[2]
+    return int(number) if number.isdigit() else 0
+
+
+def _npm(launcher: str, env: Mapping[str, str]) -> str:
+    return _companion(
+        "npm", launcher, env, "npm comes with Node.js: install it or put it on PATH", ["npm-cli.js"]
+    )
 
 
 def _npm_script(prefix: str, package_dir: str, relative: str, name: str, version: str) -> str:
@@ -277,130 +314,115 @@ def _requirement(spec: str) -> str:
     return name if version == "latest" else f"{name}=={version}"
 
 
-def _uvx(uvx: str, args: Sequence[str], store: str, env: Mapping[str, str]) -> Resolved:
+def _uvx(uvx: str, args: Sequence[str], root: str, env: Mapping[str, str]) -> Resolved:
     cmd = _parse_uvx(args)
-    uv = _companion(
-        "uv", uvx, env, "install uv (https://docs.astral.sh/uv/) or put it on PATH", ["uv"]
-    )
-    root = os.path.join(store, "uv")
-    _makedirs(root)
-    # Never renamed: the console scripts uv writes name the venv's python by absolute path.
-    venv = tempfile.mkdtemp(prefix=f"{_safe(cmd.name or cmd.command)}-", dir=root)
+    uv = _uv(uvx, env)
+    # Never renamed until complete; relocatable, so its scripts do not name the directory.
+    venv = _work_dir(root, "uv")
     try:
-        python = ["--python", cmd.python] if cmd.python else []
-        _run(
-            [uv, "venv", "--quiet", "--no-project", *python, venv],
-            env,
-            doing=f"uv venv {venv}" + (f" --python {cmd.python}" if cmd.python else ""),
-            hint="check that uv finds that Python (uv python list), or name one with "
-            "`uvx --python P ...`",
-        )
-        bin_dir = os.path.join(venv, "bin")
-        before = set(os.listdir(bin_dir))
-        python_exe = os.path.join(bin_dir, "python")
-        # --no-build: building a source distribution runs its code (setup.py, a build
-        # backend) here, outside any jail, as npm's install scripts would.
-        install = [uv, "pip", "install", "--no-build", "--python", python_exe, *cmd.uv_flags]
+        runtime = installers.uv_venv(uv, venv, cmd.python, env)
+        python = os.path.join(venv, "bin", "python")
         wanted = [cmd.requirement, *cmd.extra]
-        _run(
-            [*install, *wanted],
-            env,
-            doing=f"uv pip install --no-build {' '.join(wanted)} (into a new venv in {root})",
-            hint="check the package name and version, and that uv can reach its index "
-            "(uv's own settings apply: UV_INDEX_URL, uv.toml, proxies); a package with no "
-            "wheel is refused, because building it would run its code outside the jail",
-        )
+        resolution = installers.uv_compile(uv, python, wanted, cmd.uv_flags, env)
+        hashed = installers.hashed_requirements(resolution)
+        installers.uv_install(uv, python, hashed, cmd.uv_flags, env)
         name, version, info = _installed_dist(venv, cmd)
-        exe = os.path.join(bin_dir, cmd.command)
+        exe = os.path.join(venv, "bin", cmd.command)
         if not (os.path.isfile(exe) and os.access(exe, os.X_OK)):
-            own = _console_scripts(info) or set(os.listdir(bin_dir)) - before
+            own = installers.console_scripts(info)
             raise LockError(
                 f"uvx: {name} {version} has no command {cmd.command!r} (its commands: "
                 f"{', '.join(sorted(own)) or 'none'}); write the command as "
                 f"`uvx --from {cmd.requirement} COMMAND ARGS...`"
             )
+        locked = Install(
+            kind="uv",
+            package=name,
+            version=version,
+            runtime=runtime,
+            platform=installers.platform(),
+            entry=f"bin/{cmd.command}",
+            wheels=installers.installed_wheels(venv, resolution),
+        )
+        final = _place(venv, install_dir(root, locked))
     except BaseException:
-        shutil.rmtree(venv, ignore_errors=True)
+        installers.remove(venv)
         raise
-    return Resolved((exe, *cmd.args), "uvx", name, version)
+    prefix = program(locked, final, "")
+    return Resolved((*prefix, *cmd.args), "uvx", name, version, 0, prefix, locked, final)
+
+
+def _sync_uv(locked: Install, launcher: str, venv: str, env: Mapping[str, str]) -> None:
+    here = installers.platform()
+    if locked.platform != here:
+        raise LockError(
+            f"{locked.package} {locked.version} was locked on {locked.platform}, whose "
+            f"wheels this machine ({here}) cannot use: lock it again here with `mcpwrap lock`"
+        )
+    uv = _uv(launcher, env)
+    implementation, _, version = locked.runtime.partition(" ")
+    runtime = installers.uv_venv(uv, venv, f"{implementation}{version}", env)
+    if runtime != locked.runtime:
+        raise LockError(
+            f"{locked.package} {locked.version} needs {locked.runtime} (its wheels are built "
+            f"for it); uv found {runtime}: install it (`uv python install {version}`)"
+        )
+    hashed = [f"{w.name}=={w.version} --hash=sha256:{w.sha256}" for w in locked.wheels]
+    installers.uv_install(uv, os.path.join(venv, "bin", "python"), hashed, (), env)
+    installers.check_wheels(venv, locked.wheels)
+
+
+def _uv(launcher: str, env: Mapping[str, str]) -> str:
+    return _companion(
+        "uv", launcher, env, "install uv (https://docs.astral.sh/uv/) or put it on PATH", ["uv"]
+    )
 
 
 def _installed_dist(venv: str, cmd: _UvxCommand) -> tuple[str, str, str]:
     """(name, version) of the installed distribution the requirement names, or, for a
     --from that does not name one (a URL, a path), the one that provides the command."""
-    found: list[tuple[str, str, str]] = []  # (name, version, dist-info dir)
-    for site in sorted(_glob_dirs(os.path.join(venv, "lib"), "python", "site-packages")):
-        for entry in sorted(os.listdir(site)):
-            if entry.endswith(".dist-info"):
-                info = os.path.join(site, entry)
-                name, version = _metadata(info)
-                if name and version:
-                    found.append((name, version, info))
+    found = installers.installed(venv)
     if cmd.name is not None:
-        for name, version, info in found:
-            if _normalize(name) == _normalize(cmd.name):
-                return name, version, info
+        for dist in found:
+            if installers.normalize(dist.name) == installers.normalize(cmd.name):
+                return dist
         raise LockError(
             f"uv pip install {cmd.requirement} (into {venv}) installed no distribution "
-            f"named {cmd.name} (found: {', '.join(n for n, _, _ in found) or 'none'})"
+            f"named {cmd.name} (found: {', '.join(d.name for d in found) or 'none'})"
         )
-    for name, version, info in found:
-        if cmd.command in _console_scripts(info):
-            return name, version, info
+    for dist in found:
+        if cmd.command in installers.console_scripts(dist.info):
+            return dist
     raise LockError(
         f"uvx --from {cmd.requirement}: no installed distribution provides the command "
         f"{cmd.command!r} (in {venv}); check the command name"
     )
 
 
-def _normalize(name: str) -> str:
-    """PEP 503."""
-    return re.sub(r"[-_.]+", "-", name).lower()
-
-
-def _metadata(dist_info: str) -> tuple[str, str]:
-    name = version = ""
-    try:
-        with open(os.path.join(dist_info, "METADATA"), encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the headers end at the first empty line
-                key, _, value = line.partition(":")
-                if key == "Name":
-                    name = value.strip()
-                elif key == "Version":
-                    version = value.strip()
-    except OSError:
-        pass
-    return name, version
-
-
-def _console_scripts(dist_info: str) -> set[str]:
-    names: set[str] = set()
-    section = ""
-    try:
-        with open(os.path.join(dist_info, "entry_points.txt"), encoding="utf-8") as f:
-            for raw in f:
-                line = raw.strip()
-                if line.startswith("["):
-                    section = line.strip("[]").strip()
-                elif "=" in line and section in ("console_scripts", "gui_scripts"):
-                    names.add(line.partition("=")[0].strip())
-    except OSError:
-        pass
-    return names
-
-
-def _glob_dirs(lib: str, prefix: str, child: str) -> list[str]:
-    try:
-        entries = os.listdir(lib)
-    except OSError:
-        return []
-    paths = (os.path.join(lib, e, child) for e in entries if e.startswith(prefix))
-    return [p for p in paths if os.path.isdir(p)]
-
-
 # --- shared -----------------------------------------------------------------------------------
+
+
+def _work_dir(root: str, kind: str) -> str:
+    """A new, empty directory for an install in progress, in the store's .tmp (on the
+    same file system as its final place: a rename moves it there at once)."""
+    temp = temp_root(root)
+    try:
+        os.makedirs(temp, exist_ok=True)
+        return tempfile.mkdtemp(prefix=f"{kind}-", dir=temp)
+    except OSError as exc:
+        raise LockError(f"cannot create a directory in the store ({temp}): {exc.strerror}") from exc
+
+
+def _place(work: str, final: str) -> str:
+    """Move a finished install to its place. An install already there was made from the
+    same pins; it is replaced, so that what the caller verifies next is this one."""
+    os.makedirs(os.path.dirname(final), exist_ok=True)
+    if os.path.exists(final):
+        aside = tempfile.mkdtemp(prefix="old-", dir=os.path.dirname(work))
+        os.rename(final, os.path.join(aside, "old"))
+        installers.remove(aside)
+    os.rename(work, final)
+    return final
 
 
 def _options(
@@ -471,54 +493,3 @@ def _companion(
             f"{os.path.basename(launcher)} packages with {tool}; {install}"
         )
     return os.path.abspath(found)
-
-
-def _run(argv: Sequence[str], env: Mapping[str, str], *, doing: str, hint: str) -> None:
-    try:
-        done = subprocess.run(
-            list(argv),
-            env=dict(env),
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            errors="replace",
-            check=False,
-        )
-    except OSError as exc:
-        raise LockError(f"{doing}: cannot run {argv[0]}: {exc.strerror or exc}") from exc
-    if done.returncode != 0:
-        output = done.stderr.strip() or done.stdout.strip() or "(no output)"
-        tail = "\n".join("  " + line for line in output.splitlines()[-15:])
-        raise LockError(
-            f"{doing} failed (exit status {done.returncode}):\n{tail}\n"
-            f"command: {shlex.join(argv)}\n{hint}"
-        )
-
-
-def _read_json(path: str) -> dict[str, Any]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f)
-    except OSError as exc:
-        raise LockError(f"{path}: cannot read it after the install: {exc.strerror}") from exc
-    except ValueError as exc:
-        raise LockError(f"{path}: not valid JSON: {exc}") from exc
-    if not isinstance(data, dict):
-        raise LockError(f"{path}: expected a JSON object")
-    return data
-
-
-def _makedirs(path: str) -> None:
-    try:
-        os.makedirs(path, exist_ok=True)
-    except OSError as exc:
-        raise LockError(f"cannot create the store directory {path}: {exc.strerror}") from exc
-
-
-def _safe(text: str) -> str:
-    """A file name made of the text's harmless characters."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "+", text).strip(".") or "package"
-
-
-def _random() -> str:
-    return os.urandom(4).hex()

@@ -46,7 +46,7 @@ def init(options: InitOptions) -> int:
     lock(LockOptions(profile=path, command=(), approve=False, yes=True, timeout=options.timeout))
     from mcpwrap import pins
 
-    locked = pins.load(paths.lock_path(path, options.name))
+    locked = pins.load(paths.lock_path(path))
     assert locked is not None
     tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
     _write(path, render(options.name, options.command, tools))

@@ -2,117 +2,197 @@
 
 `lock` resolves the command (for npx/uvx it fetches the exact version once, into
 mcpwrap's store), hashes what will run, starts the server in its jail to read its
-instructions and tools, and writes `.mcpwrap/NAME.lock`. `approve` keeps the locked
-command and version, and pins what is installed and offered now. Either way, when a lock
-exists the changes are shown (artifacts, versions, a diff per tool) and written only once
-the user says yes (`--yes` for scripts). Each write is an audit record.
+instructions and tools, and writes the lock where paths.lock_path says (beside the
+profile). `approve` keeps the locked command and install (which must be in the store, as
+the lock pins it: `mcpwrap sync`), and pins what the project holds and the server offers
+now, and what this machine runs it with. Either way, when a lock exists the changes are
+shown (artifacts, versions, a diff per tool) and written only once the user says yes
+(`--yes` for scripts). Each write is an audit record, and a record of what this machine
+verified (store.Synced), which `run` checks.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mcpwrap import artifacts, launch, paths, pins
+from mcpwrap import artifacts, launch, lockstate, paths, pins, portable, store
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import LockError
-from mcpwrap.profile import Profile, load_profile
+from mcpwrap.profile import Profile
 from mcpwrap.records import Agent
+from mcpwrap.synccmd import (
+    Here,
+    collect,
+    here_for,
+    load,
+    locked_command,
+    machine_changes,
+    remember,
+)
 
 
 class LockOptions(NamedTuple):
     profile: str | None
     command: tuple[str, ...]
-    approve: bool  # keep the locked command; pin what is there now
+    approve: bool  # keep the locked command and install; pin what is there now
     yes: bool
     timeout: float = 120.0
 
 
 def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
-    profile = _load(options)
-    path = paths.lock_path(profile.source, profile.name)
-    old = pins.load(path)
-    env = launch.child_env(profile, os.environ)
-    env.update(jail_env(profile))
-    cwd = profile.server.cwd or os.getcwd()
-    resolved = _resolve(options, profile, old, path)
-    # The run's stat cache: the first run after locking starts warm.
-    cache = artifacts.StatCache(paths.artifact_cache())
-    found = artifacts.collect(resolved.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache)
-    cache.save()
-    from mcpwrap.capture import capture
+    profile = load(options.profile, options.command)
+    name = options.profile or paths.profile_arg(profile.source)
+    if options.approve:
+        return _approve(options, profile, name, ask)
+    path = paths.lock_path(profile.source)
+    old = _old_lock(path, name)
+    given = _command(options, profile, old)
+    from mcpwrap import fetch
 
-    defs = capture(profile, resolved.run, env, cwd, options.timeout)
-    new = pins.build(
-        path=path,
-        command=resolved.command,
-        run=resolved.run,
-        launcher=resolved.launcher,
-        package=resolved.package,
-        version=resolved.version,
-        profile_digest=profile.digest,
-        artifacts=found,
-        instructions=defs.instructions,
-        tools=defs.tools,
+    resolved = fetch.resolve(given, store=store.root(), env=os.environ)
+    here = Here(
+        resolved.prefix, resolved.skip, resolved.directory, collect(list(resolved.run), profile)
     )
-    changes = describe(old, new)
-    if old is not None and not changes:
-        print(f"{path}: up to date ({len(new.tools)} tools pinned)")
-        return 0
-    if old is not None:
-        print(f"{path}: the server changed since it was locked:\n")
-        print("\n".join(changes))
-        if not _confirmed(options.yes, ask):
-            print("nothing written")
-            return 1
-    pins.save(new)
-    _record(profile, new, changes, "approve" if old is not None else "lock")
-    what = f"{resolved.package} {resolved.version}, " if resolved.package else ""
-    print(f"{path}: {what}{len(new.tools)} tools pinned")
-    return 0
+    home = os.path.expanduser("~")
+    cwd = profile.server.cwd or os.getcwd()
+    command = portable.normalize_command(given, cwd=cwd, project=profile.project, home=home)
+    what = _Resolved(resolved.launcher, resolved.package, resolved.version, resolved.install)
+    new = _pin(
+        profile, path, here, list(resolved.run), command=command, what=what, timeout=options.timeout
+    )
+    _note_unpinned(here, profile)
+    return _write(profile, old, new, here, yes=options.yes, ask=ask)
 
 
-class _Command(NamedTuple):
-    command: tuple[str, ...]
-    run: tuple[str, ...]
+def _approve(options: LockOptions, profile: Profile, name: str, ask: Callable[[str], str]) -> int:
+    path = paths.find_lock(profile.source)
+    old = pins.load(path, name)
+    if old is None:
+        shown = list(options.command or profile.server.command or ("CMD", "..."))
+        raise LockError(
+            f"{path}: there is no lock to approve; lock it first: "
+            f"{lockstate.lock_command(name, shown)}"
+        )
+    argv = locked_command(profile, old, options.command, path, name)
+    here = here_for(old, argv, profile, path, name)
+    in_store = lockstate.split(
+        old.artifacts,
+        lockstate.view(here.found, profile.project, here.install_dir),
+        lockstate.symbolic_store,
+    )[0]
+    if in_store:
+        raise LockError(
+            f"{path}: the store's copy of {old.package} {old.version} differs from the lock "
+            f"(approve accepts changes to the project and the server's tools, never to a "
+            f"locked package):{lockstate.listed(in_store)}\nInstall it again from the lock: "
+            f"{lockstate.sync_command(name)}"
+        )
+    run = [*here.prefix, *argv[here.skip :]]
+    what = _Resolved(old.launcher, old.package, old.version, old.install)
+    new = _pin(profile, path, here, run, command=old.command, what=what, timeout=options.timeout)
+    changed = machine_changes(old, here, profile.project)
+    return _write(profile, old, new, here, yes=options.yes, ask=ask, machine=changed)
+
+
+def _old_lock(path: str, name: str) -> pins.Lock | None:
+    try:
+        return pins.load(path, name)
+    except pins.OldLockError:
+        print(f"{path}: a version 1 lock; writing it again in version {pins.LOCK_VERSION}")
+        return None
+
+
+def _command(options: LockOptions, profile: Profile, old: pins.Lock | None) -> list[str]:
+    """The command to lock: given, in the profile, or (to lock again) the locked one."""
+    if options.command or profile.server.command or old is None:
+        return launch.server_argv(profile, options.command)  # raises: no command anywhere
+    home = os.path.expanduser("~")
+    return portable.expand_command(old.command, project=profile.project, home=home)
+
+
+class _Resolved(NamedTuple):
     launcher: str
     package: str
     version: str
+    install: store.Install | None
 
 
-def _resolve(options: LockOptions, profile: Profile, old: pins.Lock | None, path: str) -> _Command:
-    given = (
-        launch.server_argv(profile, options.command)
-        if options.command or (profile.server.command)
-        else None
+def _pin(
+    profile: Profile,
+    path: str,
+    here: Here,
+    run: list[str],
+    *,
+    command: tuple[str, ...],
+    what: _Resolved,
+    timeout: float,
+) -> pins.Lock:
+    """The lock for what runs here: its artifacts, and its tools read from it in its jail."""
+    from mcpwrap.capture import capture
+
+    env = launch.child_env(profile, os.environ)
+    env.update(lockstate.jail_env(profile))
+    defs = capture(profile, run, env, profile.server.cwd or os.getcwd(), timeout)
+    return pins.build(
+        path=path,
+        command=command,
+        launcher=what.launcher,
+        package=what.package,
+        version=what.version,
+        profile_digest=profile.digest,
+        install=what.install,
+        artifacts=lockstate.view(here.found, profile.project, here.install_dir),
+        instructions=defs.instructions,
+        tools=defs.tools,
     )
-    if options.approve:
-        if old is None:
-            raise LockError(f"{path}: there is no lock to approve; run `mcpwrap lock` first")
-        if given is not None and tuple(given) != old.command:
-            raise LockError(
-                f"{path}: locked for {list(old.command)!r}, not {given!r}; run `mcpwrap lock` "
-                "to lock the new command"
-            )
-        return _Command(old.command, old.run, old.launcher, old.package, old.version)
-    if given is None:
-        given = launch.server_argv(profile, ())  # raises: no command anywhere
-    from mcpwrap import fetch
-
-    r = fetch.resolve(given, store=fetch.store_dir(), env=os.environ)
-    return _Command(tuple(given), r.run, r.launcher, r.package, r.version)
 
 
-def jail_env(profile: Profile) -> dict[str, str]:
-    """What mcpwrap adds to a locked server's environment: Python byte code goes to a
-    private directory, so a .pyc planted in the server's __pycache__ (which the lock does
-    not hash) is never read."""
-    if profile.sandbox.enforce:
-        # The jail's /tmp is its own tmpfs, not the host's shared one.
-        return {"PYTHONPYCACHEPREFIX": "/tmp/.mcpwrap-pycache"}  # noqa: S108
-    return {"PYTHONPYCACHEPREFIX": os.path.join(paths.state_dir(), "pycache")}
+def _write(
+    profile: Profile,
+    old: pins.Lock | None,
+    new: pins.Lock,
+    here: Here,
+    *,
+    yes: bool,
+    ask: Callable[[str], str],
+    machine: list[str] | None = None,
+) -> int:
+    """Show what changed, write on yes; record what this machine verified either way."""
+    changes = describe(old, new)
+    if old is not None and not changes and not machine:
+        remember(old, here)
+        print(f"{new.path}: up to date ({len(new.tools)} tools pinned)")
+        return 0
+    if old is not None:
+        print(f"{new.path}: the server changed since it was locked:\n")
+        print("\n".join([*changes, *(machine or [])]))
+        if not _confirmed(yes, ask):
+            print("nothing written")
+            return 1
+    saved = pins.save(new) if old is None or changes else old
+    remember(saved, here)
+    _record(profile, saved, [*changes, *(machine or [])], "approve" if old is not None else "lock")
+    what = f"{new.package} {new.version}, " if new.package else ""
+    print(f"{new.path}: {what}{len(new.tools)} tools pinned")
+    return 0
+
+
+def _note_unpinned(here: Here, profile: Profile) -> None:
+    """Say which of what runs the lock cannot pin for other machines."""
+    places = [portable.under(os.path.realpath(profile.project))]
+    if here.install_dir:
+        places.append(portable.under(os.path.realpath(here.install_dir)))
+    outside = [f.path for f in here.found.files if not any(p(f.path) for p in places)]
+    outside += [t.path for t in here.found.trees if not any(p(t.path) for p in places)]
+    if outside:
+        sys.stderr.write(
+            f"mcpwrap: outside the project and the store, so verified on each machine "
+            f"against what it recorded, not pinned in the lock: {', '.join(outside)}\n"
+        )
 
 
 def describe(old: pins.Lock | None, new: pins.Lock) -> list[str]:
@@ -120,11 +200,15 @@ def describe(old: pins.Lock | None, new: pins.Lock) -> list[str]:
     if old is None:
         return []
     out: list[str] = []
-    if old.run != new.run or old.version != new.version:
+    if old.command != new.command or old.version != new.version:
         out.append(
-            f"command: {list(old.run)!r} ({old.version or '-'}) -> {list(new.run)!r} "
-            f"({new.version or '-'})"
+            f"command: {shlex.join(old.command)} ({old.version or '-'}) -> "
+            f"{shlex.join(new.command)} ({new.version or '-'})"
         )
+    for field in ("runtime", "platform"):
+        was, now = (getattr(i, field) if i else "-" for i in (old.install, new.install))
+        if was != now:
+            out.append(f"install {field}: {was} -> {now}")
     out += [f"artifact: {c}" for c in artifacts.compare(old.artifacts, new.artifacts)]
     if old.instructions != new.instructions:
         out.append(pins.diff(old.instructions, new.instructions, "instructions"))
@@ -164,10 +248,3 @@ def _record(profile: Profile, lock: pins.Lock, changes: list[str], decision: str
                 "changes": [c.splitlines()[0] for c in changes],
             }
         )
-
-
-def _load(options: LockOptions) -> Profile:
-    name = options.profile or paths.profile_name_for(options.command)
-    return load_profile(
-        paths.find(name), state_dir=paths.state_dir(), builtin_dir=paths.builtin_profiles_dir()
-    )

@@ -53,11 +53,30 @@ def artifact_cache() -> str:
     return os.path.join(state_dir(), "cache", "artifacts.json")
 
 
-def lock_path(source: str, name: str) -> str:
-    """The lock beside a profile; a built-in profile's goes with the user's profiles."""
-    if source.startswith("<builtin:"):
-        return os.path.join(config_dir(), "profiles", name + ".lock")
-    return os.path.splitext(source)[0] + ".lock"
+def lock_path(source: str, cwd: str | None = None) -> str:
+    """Where `mcpwrap lock` writes a profile's lock: beside the profile, named after its
+    file (NAME.toml, NAME.lock). A built-in profile's: in the git repository the command
+    runs in (REPO/.mcpwrap/NAME.lock, to be committed), else with the user's profiles."""
+    if not source.startswith("<builtin:"):
+        return os.path.splitext(source)[0] + ".lock"
+    name = profile_arg(source) + ".lock"
+    from mcpwrap.discovery import repository
+
+    repo = repository(cwd or os.getcwd())
+    if repo is not None:
+        return os.path.join(repo, ".mcpwrap", name)
+    return os.path.join(config_dir(), "profiles", name)
+
+
+def find_lock(source: str, cwd: str | None = None) -> str:
+    """The lock a profile runs with: where `lock_path` puts it; for a built-in profile
+    used in a repository that has none, the user's (REPO/.mcpwrap first, then
+    ~/.config/mcpwrap/profiles). A path that does not exist means: no lock."""
+    path = lock_path(source, cwd)
+    if source.startswith("<builtin:") and not os.path.exists(path):
+        user = os.path.join(config_dir(), "profiles", profile_arg(source) + ".lock")
+        return user if os.path.exists(user) else path
+    return path
 
 
 def find(name: str) -> str:

@@ -1,10 +1,14 @@
 """The lock file: what a server was when the user approved it.
 
-`.mcpwrap/NAME.lock` sits beside the profile and is meant to be committed. It holds the
-server command and what it resolved to (for `npx`/`uvx`, the exact package version that
-`mcpwrap lock` fetched), hashes of every artifact that runs (see artifacts.py), and a pin
-for the server's instructions and for each tool definition: a SHA-256 of its canonical
-JSON, with the definition itself so that a change can be shown as a diff.
+`.mcpwrap/NAME.lock` sits beside the profile and is meant to be committed: it names no
+directory of the machine that wrote it (portable.py), so it means the same in every
+clone. It holds the server command (path arguments relative to {project}); for `npx` and
+`uvx`, what the command resolved to (`[install]`: the package and every dependency at its
+exact version, with the wheel's SHA-256 or npm's lock file and its integrity hashes, and
+the runtime it needs); the hashes of every artifact that runs inside the project or the
+install (see artifacts.py); and a pin for the server's instructions and for each tool
+definition: a SHA-256 of its canonical JSON, with the definition itself so that a change
+can be shown as a diff.
 
 Pure functions over parsed data; reading and writing the file are the only I/O here.
 """
@@ -14,6 +18,8 @@ from __future__ import annotations
 import difflib
 import enum
 import json
+import os
+import shlex
 import tomllib
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
@@ -21,11 +27,13 @@ from typing import Any, NamedTuple
 from mcpwrap import sha
 from mcpwrap.artifacts import ArtifactError, Artifacts, from_data, to_data
 from mcpwrap.errors import LockError
+from mcpwrap.store import Install, Wheel
 
-LOCK_VERSION = 1
+LOCK_VERSION = 2
 _HEADER = (
     "# mcpwrap lock: what `mcpwrap run` verifies before it starts the server, and the tool\n"
-    "# definitions it lets through. Commit it. Update it with `mcpwrap approve`; never by hand.\n"
+    "# definitions it lets through. Commit it; on another machine `mcpwrap sync` installs\n"
+    "# and verifies what it pins. Update it with `mcpwrap approve`; never by hand.\n"
 )
 
 
@@ -36,15 +44,16 @@ class ToolPin(NamedTuple):
 
 class Lock(NamedTuple):
     path: str
-    command: tuple[str, ...]  # as the profile or the command line gives it
-    run: tuple[str, ...]  # what is executed: for npx/uvx, the installed entry point
+    command: tuple[str, ...]  # normalised: path arguments relative to {project} (portable.py)
     launcher: str  # "npx", "uvx" or "" when the command runs as given
     package: str
     version: str
     profile_digest: str
-    artifacts: Artifacts
+    install: Install | None  # npx/uvx: what the store must hold
+    artifacts: Artifacts  # inside {project} or {install} only
     instructions: ToolPin | None
     tools: Mapping[str, ToolPin]
+    sha256: str = ""  # hex digest of the file's bytes, as read or written
 
 
 class Drift(enum.Enum):
@@ -96,8 +105,9 @@ def diff(old: ToolPin | None, new: ToolPin | None, name: str) -> str:
 # --- reading -----------------------------------------------------------------------------------
 
 
-def load(path: str) -> Lock | None:
-    """The lock at `path`, or None if there is none."""
+def load(path: str, profile_arg: str | None = None) -> Lock | None:
+    """The lock at `path`, or None if there is none. `profile_arg` (what --profile takes)
+    goes into the message that tells how to write an old lock again."""
     try:
         with open(path, "rb") as f:
             data = f.read()
@@ -109,40 +119,37 @@ def load(path: str) -> Lock | None:
         doc = tomllib.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise LockError(f"{path}: not a valid TOML lock file: {exc}") from exc
-    return parse(doc, path)
+    return parse(doc, path, profile_arg)._replace(sha256=sha.hexdigest(data))
 
 
-def parse(doc: Mapping[str, Any], path: str) -> Lock:
+class OldLockError(LockError):
+    """A lock written by an older mcpwrap: it must be written again."""
+
+
+def parse(doc: Mapping[str, Any], path: str, profile_arg: str | None = None) -> Lock:
+    _check_version(doc, path, profile_arg)
     _keys(
         doc,
         path,
         "",
         {"version", "profile_digest", "server", "artifacts"},
-        {
-            "instructions",
-            "tools",
-        },
+        {"install", "instructions", "tools"},
     )
-    if doc["version"] != LOCK_VERSION:
-        raise LockError(
-            f"{path}: version: this mcpwrap reads lock version {LOCK_VERSION}, the file says "
-            f"{doc['version']!r}; run `mcpwrap lock` to write it again"
-        )
     server = _table(doc, "server", path)
-    _keys(server, path, "server.", {"command", "run", "launcher", "package", "version"}, set())
+    _keys(server, path, "server.", {"command", "launcher", "package", "version"}, set())
     try:
-        artifacts = from_data(doc["artifacts"], source=path)
+        artifacts = from_data(doc["artifacts"], source=path, symbolic=True)
     except ArtifactError as exc:
         raise LockError(str(exc)) from exc
     tools = _table(doc, "tools", path) if "tools" in doc else {}
     return Lock(
         path=path,
         command=_words(server, "command", path),
-        run=_words(server, "run", path),
         launcher=_text(server, "launcher", path, "server."),
         package=_text(server, "package", path, "server."),
         version=_text(server, "version", path, "server."),
         profile_digest=_text(doc, "profile_digest", path),
+        install=_install(_table(doc, "install", path), path) if "install" in doc else None,
         artifacts=artifacts,
         instructions=(
             _pin(_table(doc, "instructions", path), "instructions", path, text=True)
@@ -153,6 +160,72 @@ def parse(doc: Mapping[str, Any], path: str) -> Lock:
             name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
         },
     )
+
+
+def _check_version(doc: Mapping[str, Any], path: str, profile_arg: str | None) -> None:
+    version = doc.get("version")
+    if version == LOCK_VERSION:
+        return
+    if version == 1:
+        server = doc.get("server")
+        words = server.get("command") if isinstance(server, dict) else None
+        command = (
+            " -- " + shlex.join(words)
+            if isinstance(words, list) and all(isinstance(w, str) for w in words)
+            else ""
+        )
+        name = profile_arg or os.path.splitext(os.path.basename(path))[0]
+        raise OldLockError(
+            f"{path} is a version 1 lock: it holds this machine's paths (the store, the "
+            f"interpreter), so it works nowhere else, and this mcpwrap reads version "
+            f"{LOCK_VERSION} only. Write it again with `mcpwrap lock --profile {name}"
+            f"{command}` and commit the new {os.path.basename(path)}"
+        )
+    raise LockError(
+        f"{path}: version: this mcpwrap reads lock version {LOCK_VERSION}, the file says "
+        f"{version!r}; a newer mcpwrap wrote it? Upgrade mcpwrap, or write the lock again "
+        "with `mcpwrap lock`"
+    )
+
+
+def _install(table: Mapping[str, Any], path: str) -> Install:
+    where = "install."
+    _keys(
+        table,
+        path,
+        where,
+        {"kind", "package", "version", "runtime", "platform", "entry"},
+        {"wheels", "lockfile"},
+    )
+    kind = _text(table, "kind", path, where)
+    if kind not in ("uv", "npm"):
+        raise LockError(f"{path}: install.kind: expected uv or npm, got {kind!r}")
+    wheels = table.get("wheels", [])
+    if not isinstance(wheels, list):
+        raise LockError(f"{path}: install.wheels: expected an array of tables")
+    entry = _text(table, "entry", path, where)
+    if not entry or entry.startswith("/") or ".." in entry.split("/"):
+        raise LockError(f"{path}: install.entry: expected a path inside the install")
+    return Install(
+        kind=kind,
+        package=_text(table, "package", path, where),
+        version=_text(table, "version", path, where),
+        runtime=_text(table, "runtime", path, where),
+        platform=_text(table, "platform", path, where),
+        entry=entry,
+        wheels=tuple(_wheel(w, path, f"install.wheels[{i}]") for i, w in enumerate(wheels)),
+        lockfile=_text(table, "lockfile", path, where) if "lockfile" in table else "",
+    )
+
+
+def _wheel(table: object, path: str, where: str) -> Wheel:
+    if not isinstance(table, dict):
+        raise LockError(f"{path}: {where}: expected a table")
+    _keys(table, path, where + ".", {"name", "version", "file", "sha256"}, set())
+    wheel = Wheel(*(_text(table, k, path, where + ".") for k in Wheel._fields))
+    if len(wheel.sha256) != 64 or not all(c in "0123456789abcdef" for c in wheel.sha256):
+        raise LockError(f"{path}: {where}.sha256: expected 64 lowercase hex digits")
+    return wheel
 
 
 def _keys(
@@ -209,11 +282,11 @@ def build(
     *,
     path: str,
     command: Sequence[str],
-    run: Sequence[str],
     launcher: str,
     package: str,
     version: str,
     profile_digest: str,
+    install: Install | None,
     artifacts: Artifacts,
     instructions: str | None,
     tools: Sequence[Mapping[str, Any]],
@@ -221,11 +294,11 @@ def build(
     return Lock(
         path=path,
         command=tuple(command),
-        run=tuple(run),
         launcher=launcher,
         package=package,
         version=version,
         profile_digest=profile_digest,
+        install=install,
         artifacts=artifacts,
         instructions=pin_text(instructions) if instructions else None,
         tools={str(t.get("name")): pin_of(dict(t)) for t in tools},
@@ -240,13 +313,14 @@ def dumps(lock: Lock) -> str:
         "profile_digest": lock.profile_digest,
         "server": {
             "command": list(lock.command),
-            "run": list(lock.run),
             "launcher": lock.launcher,
             "package": lock.package,
             "version": lock.version,
         },
-        "artifacts": to_data(lock.artifacts),
     }
+    if lock.install is not None:
+        doc["install"] = _install_data(lock.install)
+    doc["artifacts"] = to_data(lock.artifacts)
     if lock.instructions is not None:
         doc["instructions"] = {
             "sha256": lock.instructions.sha256,
@@ -256,17 +330,39 @@ def dumps(lock: Lock) -> str:
         name: {"sha256": pin.sha256, "definition": pin.definition}
         for name, pin in sorted(lock.tools.items())
     }
-    return _HEADER + tomli_w.dumps(doc, multiline_strings=True)
+    text = tomli_w.dumps(doc, multiline_strings=True)
+    lockfile = lock.install.lockfile if lock.install else ""
+    if lockfile and "'''" not in lockfile:
+        # A literal string: npm's JSON without a backslash before every quote, and
+        # tomllib reads it at once (`run` parses the whole lock on every start).
+        shown = tomli_w.dumps({"lockfile": lockfile}, multiline_strings=True)
+        text = text.replace(shown, f"lockfile = '''\n{lockfile}'''\n", 1)
+    return _HEADER + text
 
 
-def save(lock: Lock) -> None:
-    """Write atomically: a reader sees the old lock or the new one, never half of one."""
+def _install_data(install: Install) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        key: getattr(install, key)
+        for key in ("kind", "package", "version", "runtime", "platform", "entry")
+    }
+    if install.wheels:
+        data["wheels"] = [w._asdict() for w in install.wheels]
+    if install.lockfile:
+        data["lockfile"] = install.lockfile
+    return data
+
+
+def save(lock: Lock) -> Lock:
+    """Write atomically: a reader sees the old lock or the new one, never half of one.
+    The lock as written (with the digest of its bytes)."""
     from mcpwrap import atomicfile
 
+    text = dumps(lock)
     try:
-        atomicfile.write(lock.path, dumps(lock))
+        atomicfile.write(lock.path, text)
     except OSError as exc:
         raise LockError(
             f"{lock.path}: cannot write the lock ({exc.strerror}); check the directory's "
             "permissions"
         ) from exc
+    return lock._replace(sha256=sha.hexdigest(text.encode("utf-8")))

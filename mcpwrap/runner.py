@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, NoReturn
 
 from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
@@ -36,14 +36,7 @@ def run(options: RunOptions) -> int:
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
-    lock = _verified_lock(profile, argv, env, cwd, audit, given=options.profile)
-    if lock is None:
-        _refuse_unlocked_download(profile, argv, audit, options.profile)
-    if lock is not None:
-        from mcpwrap.lockcmd import jail_env
-
-        argv = list(lock.run)  # npx/uvx: the version fetched at lock time, offline
-        env.update(jail_env(profile))
+    lock, argv = _locked(profile, argv, env, cwd, audit, given=options.profile)
     changed = _profile_change(profile)
     sealed: dict[str, list[str]] = {}
     if profile.sandbox.enforce:
@@ -123,7 +116,7 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
     return proxy
 
 
-def _verified_lock(
+def _locked(
     profile: Profile,
     argv: list[str],
     env: dict[str, str],
@@ -131,34 +124,107 @@ def _verified_lock(
     audit: AuditWriter,
     *,
     given: str | None,
-) -> Any:
-    """The profile's lock, once what it pins is verified; None when there is no lock.
-    A mismatch stops the run before anything of the server starts."""
-    path = paths.lock_path(profile.source, profile.name)
+) -> tuple[Any, list[str]]:
+    """The lock (or None) and the command to run: with a lock, what this machine verified
+    for it (npx/uvx: the locked version, from the store, offline)."""
+    verified = _verified_lock(profile, argv, env, cwd, _Stop(profile, audit), given=given)
+    if verified is None:
+        _refuse_unlocked_download(profile, argv, audit, given)
+        return None, argv
+    from mcpwrap.lockstate import jail_env
+
+    env.update(jail_env(profile))
+    return verified
+
+
+class _Stop(NamedTuple):
+    """Stops a run before anything of the server started: an audit record, then the
+    error with its advice."""
+
+    profile: Profile
+    audit: AuditWriter
+
+    def __call__(self, rule: str, message: str, path: str) -> NoReturn:
+        reason = " ".join(message.split())
+        _refuse_start(self.profile, self.audit, rule, reason, lock=path)
+        raise LockError(message)
+
+
+def _verified_lock(
+    profile: Profile,
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    stop: _Stop,
+    *,
+    given: str | None,
+) -> tuple[Any, list[str]] | None:
+    """The profile's lock and the command to run, once this machine's copy of what it
+    pins is verified; None when there is no lock. A mismatch stops the run before
+    anything of the server starts, with one piece of advice (lockstate.py)."""
+    path = paths.find_lock(profile.source)
     if not os.path.exists(path):
         return None
-    from mcpwrap import artifacts, pins
+    from mcpwrap import lockstate, pins, portable, store
 
-    lock = pins.load(path)
+    name = given or paths.profile_arg(profile.source)
+    lock = pins.load(path, name)
     assert lock is not None
-    if tuple(argv) != lock.command:
-        problems = [f"the lock is for the command {list(lock.command)!r}, this run starts {argv!r}"]
-    else:
-        cache = artifacts.StatCache(paths.artifact_cache())
-        found = artifacts.collect(
-            lock.run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache, known=lock.artifacts
+    home = os.path.expanduser("~")
+    normalized = portable.normalize_command(argv, cwd=cwd, project=profile.project, home=home)
+    if normalized != lock.command:
+        stop("pins.command", lockstate.other_command(path, lock.command, argv, name), path)
+    record = store.load_synced(store.root(), path)
+    if record is None or record.lock_sha256 != lock.sha256:
+        why = (
+            "this machine has not verified this lock yet"
+            if record is None
+            else "the lock changed since this machine verified it"
         )
-        cache.save()
-        problems = artifacts.compare(lock.artifacts, found)
-    if not problems:
-        return lock
-    _refuse_start(profile, audit, "pins.artifacts", "; ".join(problems), lock=path)
-    listed = "".join(f"\n  - {p}" for p in problems)
-    raise LockError(
-        f"{path}: the server does not match its lock, so it was not started:{listed}\n"
-        f"If you made this change, review and accept it with `mcpwrap approve --profile "
-        f"{given or paths.profile_arg(profile.source)}`."
-    )
+        stop("pins.sync", lockstate.not_synced(path, why, name), path)
+    if record.install_dir and not os.path.isdir(record.install_dir):
+        why = f"the store has lost {lock.package} {lock.version} ({record.install_dir})"
+        stop("pins.sync", lockstate.not_synced(path, why, name), path)
+    run = [*record.prefix, *argv[record.skip :]]
+    _check_artifacts(record, run, env=env, cwd=cwd, stop=stop, name=name)
+    return lock, run
+
+
+def _check_artifacts(
+    record: Any, run: list[str], *, env: dict[str, str], cwd: str, stop: _Stop, name: str
+) -> None:
+    """What `run` executes hashes as it did when this machine verified the lock."""
+    from mcpwrap import artifacts, lockstate, portable, store
+
+    path = record.lock
+    cache = artifacts.StatCache(paths.artifact_cache())
+    try:
+        known = artifacts.from_data(record.artifacts, source=store.synced_path(store.root(), path))
+        found = artifacts.collect(
+            run, cwd=cwd, path_env=env.get("PATH", ""), cache=cache, known=known
+        )
+    except artifacts.ArtifactError as exc:
+        advice = lockstate.sync_command(name)
+        stop("pins.artifacts", f"{path}: {exc}; nothing was started. Verify again: {advice}", path)
+    cache.save()
+    top = os.path.realpath(record.install_dir) if record.install_dir else "\0"
+    in_store, other = lockstate.split(known, found, portable.under(top))
+    if in_store:
+        stop(
+            "pins.artifacts",
+            f"{path}: the store's copy of the server was changed after it was verified "
+            f"against the lock, so it was not started:{lockstate.listed(in_store)}\n"
+            f"Install it again from the lock: {lockstate.sync_command(name)}",
+            path,
+        )
+    if other:
+        stop(
+            "pins.artifacts",
+            f"{path}: the server does not match its lock, so it was not started:"
+            f"{lockstate.listed(other)}\nIf you made this change, review and accept it with "
+            f"{lockstate.approve_command(name)}.",
+            path,
+        )
 
 
 def _refuse_start(

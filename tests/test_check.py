@@ -115,11 +115,11 @@ def _locked(tmp_path: Path, tools: list[dict[str, object]]) -> Path:
     lock = pins.build(
         path=str(tmp_path / "srv.lock"),
         command=["srv"],
-        run=["srv"],
         launcher="",
         package="",
         version="",
         profile_digest="",
+        install=None,
         artifacts=Artifacts((), ()),
         instructions=None,
         tools=tools,

@@ -1,4 +1,5 @@
-"""mcpwrap.fetch: `npx PKG` / `uvx PKG` resolved and installed once, then run offline.
+"""mcpwrap.fetch: `npx PKG` / `uvx PKG` resolved and installed once, then run offline;
+and installed again, on another machine, from what a lock pins (`fetch.install`).
 
 Real npm and uv, and no network: they install from the project-local caches that
 scripts/test fills (.cache/npm, .cache/uv) with the packages pinned in
@@ -23,8 +24,9 @@ from mcp.client.stdio import stdio_client
 from offline import FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
 from wrapped import MCPWRAP
 
-from mcpwrap import discovery, fetch
+from mcpwrap import artifacts, discovery, fetch, portable
 from mcpwrap.errors import LockError
+from mcpwrap.store import root as store_root
 
 EXACT = re.compile(r"^\d+(\.\d+)+$")
 
@@ -118,15 +120,27 @@ def test_uvx_installs_the_exact_version_in_the_store(
     assert EXACT.match(r.version), r.version
     if any(TIME_VERSION in a for a in argv):
         assert r.version == TIME_VERSION
-    exe, *args = r.run
-    assert args == ["--local-timezone", "UTC"]
+    python, exe, *args = r.run
+    assert args == ["--local-timezone", "UTC"] and r.run[: r.skip] != argv
+    assert (r.prefix, r.skip) == ((python, exe), len(argv))
     venv = Path(exe).parent.parent
-    assert venv.parent == store / "uv" and venv.name.startswith(f"{TIME}-")
+    assert venv.parent == store / "uv" and venv.name.startswith(f"{TIME}-{r.version}-")
+    assert venv == Path(r.directory) and python == f"{venv}/bin/python"
     assert Path(exe).name == TIME and os.access(exe, os.X_OK)
-    # The console script names the store venv's python itself: it runs without uv.
-    assert Path(exe).read_text().splitlines()[0] == f"#!{venv}/bin/python"
+    # Relocatable: no file of the venv names its directory (another machine's differs).
+    assert str(venv) not in Path(exe).read_text()
     metadata = next(venv.glob("lib/python*/site-packages/mcp_server_time-*.dist-info/METADATA"))
     assert f"\nVersion: {r.version}\n" in metadata.read_text()
+    # Copies, not uv's hard links into its cache: a change to one would be a change to
+    # the other (the store's files verified against a changed cache, or the reverse).
+    server_py = next(venv.glob("lib/python*/site-packages/mcp_server_time/server.py"))
+    assert server_py.stat().st_nlink == 1
+    # What a lock pins: every distribution, by the wheel file it came from.
+    assert r.install is not None and r.install.kind == "uv"
+    assert r.install.runtime == "cpython {}.{}".format(*sys.version_info[:2])
+    assert r.install.entry == f"bin/{TIME}"
+    assert (TIME, r.version) in {(w.name, w.version) for w in r.install.wheels}
+    assert all(w.file.endswith(".whl") and len(w.sha256) == 64 for w in r.install.wheels)
 
 
 def test_uvx_with_installs_the_extra_requirements_beside_the_package(
@@ -140,7 +154,7 @@ def test_uvx_with_installs_the_extra_requirements_beside_the_package(
     (sdk,) = venv.glob("lib/python*/site-packages/mcp-*.dist-info")
     assert sdk.name.startswith("mcp-1."), sdk.name
     with pytest.raises(
-        LockError, match=re.escape("uv pip install --no-build mcp-server-time mcp<0.0.1")
+        LockError, match=re.escape("uv pip compile --no-build mcp-server-time mcp<0.0.1")
     ):
         resolve(["uvx", "-w", "mcp<0.0.1", TIME], store, lock_env)
 
@@ -172,8 +186,8 @@ def test_uvx_package_not_in_the_offline_cache(store: Path, lock_env: dict[str, s
     with pytest.raises(LockError) as caught:
         resolve(["uvx", "mcpwrap-no-such-package-xyz"], store, lock_env)
     message = str(caught.value)
-    assert message.startswith("uv pip install --no-build mcpwrap-no-such-package-xyz")
-    assert "was not found in the cache" in message, "uv's own explanation is carried"
+    assert message.startswith("uv pip compile --no-build mcpwrap-no-such-package-xyz")
+    assert "network was disabled" in message, "uv's own explanation is carried"
     assert "check the package name and version" in message
     assert store_entries(store, "uv") == before
 
@@ -305,6 +319,81 @@ def test_npm_bin_that_npx_could_not_choose(bins: object, message: str) -> None:
         fetch._npm_bin("@scope/tool", "1.0.0", {"bin": bins}, None)
 
 
+# --- installing what a lock pins (mcpwrap sync) ----------------------------------------------
+
+
+def _pinned(r: fetch.Resolved) -> artifacts.Artifacts:
+    """What a lock pins of an install: its hashes at {install}-relative paths."""
+    found = artifacts.collect(list(r.run), cwd="/", path_env="/usr/bin:/bin")
+    return portable.view(found, [(portable.INSTALL, os.path.realpath(r.directory))])
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["uvx", f"{TIME}=={TIME_VERSION}"], ["npx", "-y", f"{FILESYSTEM}@{FILESYSTEM_VERSION}"]],
+    ids=["uvx", "npx"],
+)
+def test_what_a_lock_pins_installs_again_elsewhere_with_the_same_hashes(
+    argv: list[str], tmp_path: Path, lock_env: dict[str, str]
+) -> None:
+    """Another store (another user, another machine): the same directory name, from the
+    pins alone, and the same files."""
+    first = resolve(argv, tmp_path / "a", lock_env)
+    assert first.install is not None
+    directory = fetch.install(
+        first.install, launcher=argv[0], store=str(tmp_path / "b"), env=lock_env
+    )
+    assert directory == str(tmp_path / "b" / Path(first.directory).relative_to(tmp_path / "a"))
+    prefix = fetch.entry(first.install, directory, lock_env)
+    again = first._replace(run=(*prefix, *argv[first.skip :]), directory=directory)
+    assert _pinned(again) == _pinned(first)
+    assert os.listdir(tmp_path / "b" / ".tmp") == []
+
+
+def test_a_wheel_whose_hash_is_not_the_locked_one_is_refused(
+    tmp_path: Path, store: Path, lock_env: dict[str, str]
+) -> None:
+    r = resolve(["uvx", f"{TIME}=={TIME_VERSION}"], store, lock_env)
+    assert r.install is not None
+    wrong = tuple(w._replace(sha256="0" * 64) if w.name == TIME else w for w in r.install.wheels)
+    with pytest.raises(LockError) as caught:
+        fetch.install(
+            r.install._replace(wheels=wrong), launcher="uvx", store=str(tmp_path), env=lock_env
+        )
+    message = str(caught.value)
+    assert "uv pip install --require-hashes" in message and "0" * 64 in message, message
+    assert store_entries(tmp_path, "uv") == [] and os.listdir(tmp_path / ".tmp") == []
+
+
+def test_an_npm_package_whose_integrity_is_not_the_locked_one_is_refused(
+    tmp_path: Path, lock_env: dict[str, str]
+) -> None:
+    r = resolve(["npx", "-y", f"{FILESYSTEM}@{FILESYSTEM_VERSION}"], tmp_path / "a", lock_env)
+    assert r.install is not None
+    doc = json.loads(r.install.lockfile)
+    entry = doc["packages"][f"node_modules/{FILESYSTEM}"]
+    entry["integrity"] = "sha512-" + "A" * 86 + "=="
+    changed = r.install._replace(lockfile=json.dumps(doc))
+    with pytest.raises(LockError) as caught:
+        fetch.install(changed, launcher="npx", store=str(tmp_path / "b"), env=lock_env)
+    assert str(caught.value).startswith("npm ci"), caught.value
+    assert store_entries(tmp_path / "b", "npm") == []
+
+
+def test_a_lock_for_another_platform_or_python_is_refused_before_any_download(
+    tmp_path: Path, store: Path, lock_env: dict[str, str]
+) -> None:
+    r = resolve(["uvx", f"{TIME}=={TIME_VERSION}"], store, lock_env)
+    assert r.install is not None
+    arm = r.install._replace(platform="linux-aarch64")
+    with pytest.raises(LockError, match="was locked on linux-aarch64, whose wheels this machine"):
+        fetch.install(arm, launcher="uvx", store=str(tmp_path), env=lock_env)
+    old = r.install._replace(runtime="cpython 3.99")
+    with pytest.raises(LockError, match=r"uv venv --relocatable .* --python cpython3\.99 failed"):
+        fetch.install(old, launcher="uvx", store=str(tmp_path), env=lock_env)
+    assert store_entries(tmp_path, "uv") == []
+
+
 # --- anything else, and the store ---------------------------------------------------------------
 
 
@@ -369,10 +458,10 @@ def test_run_without_a_lock_refuses_a_download_and_says_how_to_lock(
 
 def test_store_dir_follows_xdg_cache_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "c"))
-    assert fetch.store_dir() == str(tmp_path / "c" / "mcpwrap" / "store")
+    assert store_root() == str(tmp_path / "c" / "mcpwrap" / "store")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    assert fetch.store_dir() == str(tmp_path / "home" / ".cache" / "mcpwrap" / "store")
+    assert store_root() == str(tmp_path / "home" / ".cache" / "mcpwrap" / "store")
 
 
 def test_uvx_never_builds_a_source_distribution(

@@ -74,24 +74,26 @@ def test_uvx_server_locked_then_run_offline_and_a_modified_venv_refused(
         TIME,
         TIME_VERSION,
     )
-    run = server["run"]
-    assert isinstance(run, list) and run[0].startswith(str(short_cache))
+    assert server["command"] == command
     assert sorted(doc["tools"]) == ["convert_time", "get_current_time"]  # type: ignore[arg-type]
+    (venv,) = (short_cache / "mcpwrap" / "store" / "uv").iterdir()
     with Wrapped(profile, command, env=RUN_ENV, cwd=tmp_path) as w:
         w.initialize()
         assert _tools(w) == ["convert_time", "get_current_time"]
         reply = w.call("get_current_time", {"timezone": "UTC"})
         assert reply["result"]["isError"] is False, reply
     # Someone edits the installed package after locking: the run stops and names it.
-    venv = Path(run[0]).parent.parent
     server_py = next(venv.glob("lib/python*/site-packages/mcp_server_time/server.py"))
     with server_py.open("a") as f:
         f.write("\n# changed after locking\n")
     with Wrapped(profile, command, env=RUN_ENV, cwd=tmp_path) as w:
         assert w.proc.wait(60) == 2
         err = w.stderr_now()
-    assert "does not match its lock" in err
+    assert "the store's copy of the server was changed after it was verified" in err
     assert f"package {TIME}" in err and "mcp_server_time/server.py" in err
+    assert err.rstrip().endswith(
+        f"Install it again from the lock: `mcpwrap sync --profile {profile}`"
+    )
 
 
 def test_npx_server_locked_then_run_offline(tmp_path: Path, short_cache: Path) -> None:

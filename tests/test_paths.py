@@ -1,6 +1,9 @@
-"""Where mcpwrap keeps things: the Linux fast path must agree with platformdirs."""
+"""Where mcpwrap keeps things: the Linux fast path must agree with platformdirs; where a
+profile's lock goes, and where `run` looks for it."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 from platformdirs import user_config_dir, user_state_dir
@@ -21,3 +24,34 @@ def test_xdg_dirs_match_platformdirs(monkeypatch: pytest.MonkeyPatch, value: str
 
 def test_builtin_profiles_dir_exists() -> None:
     assert paths.builtin_profiles_dir().endswith("profiles")
+
+
+def test_a_lock_is_named_after_the_profile_file_and_sits_beside_it(tmp_path: Path) -> None:
+    """Not after the profile's `name` (a curated profile's can differ from its file's)."""
+    profile = tmp_path / ".mcpwrap" / "fs.toml"
+    assert paths.lock_path(str(profile), cwd="/") == str(tmp_path / ".mcpwrap" / "fs.lock")
+    assert paths.find_lock(str(profile), cwd="/") == str(tmp_path / ".mcpwrap" / "fs.lock")
+
+
+def test_a_builtin_profiles_lock_goes_to_the_repository_else_the_users_profiles(
+    tmp_path: Path,
+) -> None:
+    repo = tmp_path / "repo"
+    (repo / ".git").mkdir(parents=True)
+    (repo / "src" / "deep").mkdir(parents=True)
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    user = Path(paths.config_dir()) / "profiles" / "mcp-server-time.lock"
+    source = "<builtin:mcp-server-time>"
+    in_repo = repo / ".mcpwrap" / "mcp-server-time.lock"
+    assert paths.lock_path(source, cwd=str(repo / "src" / "deep")) == str(in_repo)
+    assert paths.lock_path(source, cwd=str(outside)) == str(user)
+    # run: the repository's lock first, then the user's; none: where lock would write it.
+    assert paths.find_lock(source, cwd=str(repo)) == str(in_repo)
+    user.parent.mkdir(parents=True)
+    user.write_text("")
+    assert paths.find_lock(source, cwd=str(repo)) == str(user)
+    in_repo.parent.mkdir()
+    in_repo.write_text("")
+    assert paths.find_lock(source, cwd=str(repo / "src")) == str(in_repo)
+    assert paths.find_lock(source, cwd=str(outside)) == str(user)

@@ -1,8 +1,11 @@
-"""mcpwrap.pins: canonical hashes, drift, and a lock file that round-trips and refuses to
-load when edited by hand."""
+"""mcpwrap.pins: canonical hashes, drift, and a lock file that round-trips, names no path
+of the machine that wrote it, and refuses to load when edited by hand or written by an
+older mcpwrap."""
 
 from __future__ import annotations
 
+import hashlib
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -10,23 +13,42 @@ from typing import Any
 import pytest
 
 from mcpwrap import pins
-from mcpwrap.artifacts import Artifacts, FileArtifact
+from mcpwrap.artifacts import Artifacts, FileArtifact, Package, Tree
 from mcpwrap.errors import LockError
 from mcpwrap.pins import Drift
+from mcpwrap.store import Install, Wheel
 
 TOOL = {"name": "echo", "description": "Echo.", "inputSchema": {"type": "object", "a": None}}
+NPM_LOCKFILE = '{\n "packages": {"node_modules/pkg": {"version": "1.2.3"}}\n}\n'
+NPM = Install("npm", "pkg", "1.2.3", "node 20", "", "node_modules/pkg/bin.js", (), NPM_LOCKFILE)
+UV = Install(
+    "uv",
+    "srv",
+    "1.0",
+    "cpython 3.11",
+    "linux-x86_64",
+    "bin/srv",
+    (Wheel("srv", "1.0", "srv-1.0-py3-none-any.whl", "cd" * 32),),
+)
+PACKAGES = (Package("pkg", "1.2.3", "sha256:" + "1" * 64, "sha512-x"),)
+ARTIFACTS = Artifacts(
+    (FileArtifact("script", "{install}/node_modules/pkg/bin.js", "ab" * 32),),
+    (Tree("node_modules", "{install}/node_modules", "sha256:" + "2" * 64, PACKAGES),),
+)
 
 
-def _lock(path: Path, tools: list[dict[str, Any]] | None = None) -> pins.Lock:
+def _lock(
+    path: Path, tools: list[dict[str, Any]] | None = None, install: Install | None = NPM
+) -> pins.Lock:
     return pins.build(
         path=str(path),
-        command=["npx", "-y", "pkg"],
-        run=["/usr/bin/node", "/store/pkg/bin.js"],
+        command=["npx", "-y", "pkg", "{project}/docs"],
         launcher="npx",
         package="pkg",
         version="1.2.3",
         profile_digest="sha256:" + "0" * 64,
-        artifacts=Artifacts((FileArtifact("executable", "/usr/bin/node", "ab" * 32),), ()),
+        install=install,
+        artifacts=ARTIFACTS,
         instructions="Be brief.\nControl: \x1b[31m",
         tools=tools if tools is not None else [TOOL],
     )
@@ -55,14 +77,29 @@ def test_judge(tool: dict[str, Any], expected: Drift, why: str) -> None:
     assert pins.judge({"echo": pins.pin_of(TOOL)}, tool) is expected
 
 
-def test_lock_round_trips(tmp_path: Path) -> None:
-    lock = _lock(tmp_path / "x.lock")
-    pins.save(lock)
+@pytest.mark.parametrize("install", [NPM, UV, None], ids=["npm", "uv", "as-given"])
+def test_lock_round_trips(tmp_path: Path, install: Install | None) -> None:
+    lock = _lock(tmp_path / "x.lock", install=install)
+    saved = pins.save(lock)
     loaded = pins.load(str(tmp_path / "x.lock"))
-    assert loaded == lock
+    assert loaded == saved == lock._replace(sha256=saved.sha256)
     text = (tmp_path / "x.lock").read_text()
+    assert saved.sha256 == hashlib.sha256(text.encode()).hexdigest()
     assert text.startswith("# mcpwrap lock")
     assert "\x1b" not in text  # control characters are escaped in the TOML
+    assert str(tmp_path) not in text and "/usr" not in text  # no path of this machine
+
+
+def test_npm_lock_file_is_kept_as_a_literal_string(tmp_path: Path) -> None:
+    """Readable JSON (no backslash before each quote) that tomllib reads at once; a
+    text that a literal string cannot hold falls back to an escaped one."""
+    pins.save(_lock(tmp_path / "x.lock"))
+    text = (tmp_path / "x.lock").read_text()
+    assert f"lockfile = '''\n{NPM_LOCKFILE}'''\n" in text
+    odd = NPM._replace(lockfile='{"a": "\'\'\'"}\n')
+    pins.save(_lock(tmp_path / "y.lock", install=odd))
+    loaded = pins.load(str(tmp_path / "y.lock"))
+    assert loaded is not None and loaded.install == odd
 
 
 def test_no_lock_is_none(tmp_path: Path) -> None:
@@ -86,9 +123,50 @@ def test_a_definition_edited_by_hand_does_not_load(tmp_path: Path) -> None:
 
 
 def test_unknown_and_missing_keys_are_named(tmp_path: Path) -> None:
-    assert "surprise: unknown key" in _edited(tmp_path, "version = 1", "version = 1\nsurprise = 2")
+    assert "surprise: unknown key" in _edited(tmp_path, "version = 2", "version = 2\nsurprise = 2")
     assert "server.version" in _edited(tmp_path, 'version = "1.2.3"', "version = 3")
-    assert "version: this mcpwrap reads" in _edited(tmp_path, "version = 1\n", "version = 9\n")
+    assert "version: this mcpwrap reads" in _edited(tmp_path, "version = 2\n", "version = 9\n")
+    assert "install.kind: expected uv or npm" in _edited(tmp_path, 'kind = "npm"', 'kind = "pip"')
+    assert "install.entry: expected a path inside" in _edited(
+        tmp_path, 'entry = "node_modules/pkg/bin.js"', 'entry = "../../evil.js"'
+    )
+
+
+def test_a_machine_path_in_the_artifacts_does_not_load(tmp_path: Path) -> None:
+    message = _edited(tmp_path, 'path = "{install}/node_modules/pkg/bin.js"', 'path = "/opt/x.js"')
+    assert "artifacts.files[0].path: expected a path under {project} or {install}" in message
+
+
+V1 = """version = 1
+profile_digest = "sha256:0"
+[server]
+command = ["npx", "-y", "@modelcontextprotocol/server-filesystem", "."]
+run = ["/usr/bin/node", "/root/.cache/mcpwrap/store/npm/x/index.js", "."]
+launcher = "npx"
+package = "@modelcontextprotocol/server-filesystem"
+version = "2026.8.31"
+[artifacts]
+files = []
+trees = []
+"""
+
+
+def test_a_version_1_lock_names_itself_and_the_command_that_writes_it_again(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / ".mcpwrap" / "fs.lock"
+    path.parent.mkdir()
+    path.write_text(V1)
+    with pytest.raises(pins.OldLockError) as caught:
+        pins.load(str(path))
+    message = str(caught.value)
+    assert message.startswith(f"{path} is a version 1 lock: it holds this machine's paths")
+    assert (
+        "`mcpwrap lock --profile fs -- npx -y @modelcontextprotocol/server-filesystem .`" in message
+    )
+    assert "commit the new fs.lock" in message
+    with pytest.raises(pins.OldLockError, match=re.escape("--profile ./p.toml -- npx")):
+        pins.load(str(path), "./p.toml")
 
 
 def test_not_toml_is_an_error_naming_the_file(tmp_path: Path) -> None:

@@ -119,17 +119,27 @@ def _text(reply: dict[str, Any]) -> str:
 def test_lock_pins_every_tool_and_the_artifacts(tmp_path: Path) -> None:
     s = Server(tmp_path)
     s.set(TOOLS, instructions="Use echo for echoes.")
-    out = s.lock().stdout
-    assert "4 tools pinned" in out
+    done = s.lock()
+    assert "4 tools pinned" in done.stdout
     doc = s.lock_doc()
     assert sorted(doc["tools"]) == ["echo", "log", "mutate", "structured"]
     echo = doc["tools"]["echo"]
     assert json.loads(echo["definition"]) == TOOLS[0]
     assert echo["sha256"].startswith("sha256:")
     assert doc["instructions"]["text"] == "Use echo for echoes."
-    files = {f["role"]: f["path"] for f in doc["artifacts"]["files"]}
-    assert files["script"] == str(SCRIPT)
-    assert doc["server"]["command"] == s.command
+    # The interpreter and the script are outside the project: the lock cannot pin them
+    # for another machine. This one verifies its own copies (recorded in its store).
+    assert doc["artifacts"] == {"files": [], "trees": []}
+    assert str(SCRIPT) in done.stderr and PYTHON in done.stderr
+    (record,) = (s.tmp / "xdg" / "cache" / "mcpwrap" / "store" / "synced").iterdir()
+    files = {f["role"]: f["path"] for f in json.loads(record.read_text())["artifacts"]["files"]}
+    assert files == {"executable": PYTHON, "script": str(SCRIPT)}
+    # The command is the one given (a path under the home directory relative to it).
+    home = os.path.expanduser("~")
+    assert doc["server"]["command"] == [
+        "{home}" + PYTHON[len(home) :] if PYTHON.startswith(home + "/") else PYTHON,
+        str(SCRIPT),
+    ]
     assert s.records("pins")[-1]["decision"] == "lock"
 
 

@@ -25,11 +25,11 @@ def _lock(tools: list[dict[str, Any]], instructions: str | None = None) -> pins.
     return pins.build(
         path="/p/.mcpwrap/x.lock",
         command=["x"],
-        run=["x"],
         launcher="",
         package="",
         version="",
         profile_digest="",
+        install=None,
         artifacts=Artifacts((), ()),
         instructions=instructions,
         tools=tools,

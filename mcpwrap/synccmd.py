@@ -1,0 +1,243 @@
+"""`mcpwrap sync`: make this machine's store match a lock, and verify it.
+
+A lock names what a server is (store.Install: every package at its exact version, with
+the hashes of the files it came from; the hashes of what it runs); this machine keeps it in
+its store. `sync` installs exactly that, once, with the same installers as `mcpwrap lock`
+(no install scripts, no source builds; each refuses a file whose hash differs), verifies
+every hash the lock holds, and records what this machine verified (store.Synced). Nothing
+else downloads: `mcpwrap run` refuses a lock this machine has not verified.
+
+The helpers here (what a lock runs on this machine, and recording it) are shared with
+`lock` and `approve`.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NamedTuple
+
+from mcpwrap import artifacts, launch, lockstate, paths, pins, portable, store
+from mcpwrap.artifacts import Artifacts
+from mcpwrap.errors import LockError
+from mcpwrap.profile import Profile, load_profile
+
+
+class SyncOptions(NamedTuple):
+    profile: str | None
+    command: tuple[str, ...]
+
+
+class Here(NamedTuple):
+    """What a lock runs on this machine."""
+
+    prefix: tuple[str, ...]  # replaces the command's first `skip` words
+    skip: int
+    install_dir: str  # the install's store directory, or ""
+    found: Artifacts  # the hashes of what it runs, at this machine's paths
+
+
+def sync(options: SyncOptions) -> int:
+    profile = load(options.profile, options.command)
+    name = options.profile or paths.profile_arg(profile.source)
+    path = paths.find_lock(profile.source)
+    lock = pins.load(path, name)
+    argv = locked_command(profile, lock, options.command, path, name)
+    assert lock is not None
+    fetched = _install(lock, argv) if lock.install is not None else ""
+    here = here_for(lock, argv, profile, path, name)
+    in_store, other = lockstate.split(
+        lock.artifacts, lockstate.view(here.found, profile.project, here.install_dir), in_install
+    )
+    if in_store:
+        if fetched:
+            from mcpwrap import installers
+
+            installers.remove(fetched)
+        raise LockError(
+            f"{path}: what was installed for {lock.package} {lock.version} does not match the "
+            f"lock, so it was removed:{lockstate.listed(in_store)}\nThe registry served "
+            "other files under the locked versions, or the installer's cache holds changed "
+            "ones (`uv cache clean`, `npm cache verify`). If the new files are expected, lock "
+            f"again: {lockstate.lock_command(name, argv)}"
+        )
+    if other:
+        raise LockError(
+            f"{path}: this copy of the project does not match the lock:"
+            f"{lockstate.listed(other)}\nIf you made this change, review and accept it with "
+            f"{lockstate.approve_command(name)}."
+        )
+    changed = machine_changes(lock, here, profile.project)
+    if changed:
+        # What the lock cannot pin changed since this machine verified it: a change to
+        # show and accept, as `run` says, not to record in passing.
+        raise LockError(
+            f"{path}: the server changed since this machine verified it:"
+            f"{lockstate.listed(changed)}\nIf you made this change, review and accept it "
+            f"with {lockstate.approve_command(name)}."
+        )
+    remember(lock, here)
+    what = f"{lock.package} {lock.version}: " if lock.install else ""
+    print(
+        f"{path}: {what}{_count(lock.artifacts)} verified against the lock; "
+        f"`mcpwrap run --profile {name}` starts it offline"
+    )
+    return 0
+
+
+def load(profile: str | None, command: tuple[str, ...]) -> Profile:
+    name = profile or paths.profile_name_for(command)
+    return load_profile(
+        paths.find(name), state_dir=paths.state_dir(), builtin_dir=paths.builtin_profiles_dir()
+    )
+
+
+def locked_command(
+    profile: Profile,
+    lock: pins.Lock | None,
+    given: tuple[str, ...],
+    path: str,
+    name: str,
+) -> list[str]:
+    """The locked command, for this machine; a command given on the command line or in
+    the profile must be the locked one."""
+    argv = list(given) or list(profile.server.command or ())
+    if lock is None:
+        shown = argv or ["CMD", "..."]
+        raise LockError(
+            f"{path}: there is no lock; lock it first: {lockstate.lock_command(name, shown)}"
+        )
+    cwd = server_cwd(profile)
+    home = os.path.expanduser("~")
+    if argv:
+        argv = launch.server_argv(profile, given)
+        normalized = portable.normalize_command(argv, cwd=cwd, project=profile.project, home=home)
+        if normalized != lock.command:
+            raise LockError(lockstate.other_command(path, lock.command, argv, name))
+        return argv
+    return portable.expand_command(lock.command, project=profile.project, home=home)
+
+
+def server_cwd(profile: Profile) -> str:
+    return profile.server.cwd or os.getcwd()
+
+
+def here_for(lock: pins.Lock, argv: list[str], profile: Profile, path: str, name: str) -> Here:
+    """What the lock runs here, hashed. The install must be in the store (else: sync)."""
+    from mcpwrap import fetch
+
+    prefix: tuple[str, ...] = ()
+    install_dir = ""
+    if lock.install is not None:
+        install_dir = store.install_dir(store.root(), lock.install)
+        if not os.path.isdir(install_dir):
+            why = f"the store has no {lock.package} {lock.version} ({install_dir})"
+            raise LockError(lockstate.not_synced(path, why, name))
+        prefix = fetch.entry(lock.install, install_dir, os.environ)
+    skip = fetch.skip(argv)
+    found = collect([*prefix, *argv[skip:]], profile)
+    return Here(prefix, skip, install_dir, found)
+
+
+def collect(run: list[str], profile: Profile) -> Artifacts:
+    """The hashes of what `run` executes, as `mcpwrap run` finds it (its PATH)."""
+    path_env = profile.server.env.get("PATH", os.environ.get("PATH", ""))
+    cache = artifacts.StatCache(paths.artifact_cache())
+    found = artifacts.collect(run, cwd=server_cwd(profile), path_env=path_env, cache=cache)
+    cache.save()  # the first run after this starts warm
+    return found
+
+
+def in_install(path: str) -> bool:
+    return lockstate.symbolic_store(path)
+
+
+def remember(lock: pins.Lock, here: Here) -> None:
+    """Record what this machine verified for `lock` (the lock as written: its digest)."""
+    store.save_synced(
+        store.root(),
+        store.Synced(
+            lock=os.path.realpath(lock.path),
+            lock_sha256=lock.sha256,
+            install_dir=here.install_dir,
+            prefix=here.prefix,
+            skip=here.skip,
+            artifacts=artifacts.to_data(here.found),
+        ),
+    )
+
+
+def machine_changes(lock: pins.Lock, here: Here, project: str) -> list[str]:
+    """How what the lock cannot pin (the runtime, files outside the project and the store)
+    differs from what this machine verified for this lock before; [] if it never did."""
+    record = store.load_synced(store.root(), lock.path)
+    if record is None or record.lock_sha256 != lock.sha256:
+        return []
+    try:
+        was = artifacts.from_data(record.artifacts, source=lock.path)
+    except artifacts.ArtifactError:
+        return []
+    places = [os.path.realpath(project)] + ([here.install_dir] if here.install_dir else [])
+    outside = [portable.under(p) for p in places]
+
+    def machine(path: str) -> bool:
+        return not any(inside(path) for inside in outside)
+
+    return [
+        f"this machine: {change}"
+        for change in artifacts.compare(
+            portable.select(was, machine), portable.select(here.found, machine)
+        )
+    ]
+
+
+def _install(lock: pins.Lock, argv: list[str]) -> str:
+    """Put the lock's install in the store unless a verified copy is there; the directory
+    if this call installed it."""
+    from mcpwrap import fetch, installers
+
+    assert lock.install is not None
+    directory = store.install_dir(store.root(), lock.install)
+    if os.path.isdir(directory):
+        found = _hashes(lock, directory, argv)
+        wrong = lockstate.split(lock.artifacts, found, in_install)[0]
+        if not wrong:
+            return ""
+        sys.stderr.write(
+            f"mcpwrap: {directory} differs from the lock:{lockstate.listed(wrong)}\n"
+            "mcpwrap: installing it again\n"
+        )
+        installers.remove(directory)
+    size = len(lock.install.wheels) or lock.install.lockfile.count('"integrity"')
+    sys.stderr.write(
+        f"mcpwrap: installing {lock.package} {lock.version} and its dependencies "
+        f"({size} packages, each checked against the lock's hash) into {directory}\n"
+    )
+    return fetch.install(lock.install, launcher=argv[0], store=store.root(), env=os.environ)
+
+
+def _hashes(lock: pins.Lock, directory: str, argv: list[str]) -> Artifacts:
+    """The install's part of what the lock pins, as the store has it now."""
+    from mcpwrap import fetch
+
+    assert lock.install is not None
+    prefix = fetch.entry(lock.install, directory, os.environ)
+    cache = artifacts.StatCache(paths.artifact_cache())  # the hashes here_for reads next
+    try:
+        found = artifacts.collect(
+            [*prefix, *argv[fetch.skip(argv) :]],
+            cwd=os.getcwd(),
+            path_env=os.environ.get("PATH", ""),
+            cache=cache,
+        )
+    except artifacts.ArtifactError:
+        return Artifacts((), ())  # broken: every pinned file is reported missing
+    cache.save()
+    return portable.view(found, [(portable.INSTALL, os.path.realpath(directory))])
+
+
+def _count(found: Artifacts) -> str:
+    packages = sum(len(t.packages) for t in found.trees)
+    parts = [f"{packages} packages"] if packages else []
+    parts += [f"{len(found.files)} files"] if found.files else []
+    return " and ".join(parts) or "the tool definitions (nothing else is pinned)"
