@@ -55,8 +55,11 @@ class Wrapped:
         extra: list[str] | None = None,
         cwd: Path | None = None,
         env: dict[str, str] | None = None,
+        mcpwrap: list[str] | None = None,
     ) -> None:
-        argv = [*MCPWRAP, "run", "--profile", str(profile), *(extra or []), "--", *server]
+        """`mcpwrap` replaces how mcpwrap itself is started (e.g. as another user)."""
+        start = mcpwrap or MCPWRAP
+        argv = [*start, "run", "--profile", str(profile), *(extra or []), "--", *server]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.PIPE,
