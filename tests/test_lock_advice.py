@@ -130,6 +130,7 @@ def test_uvx_the_store_emptied_the_lock_pulled_a_file_changed_another_command(
     # A file of the installed package changed: named; sync installs it again; approve
     # (which accepts changes) says the same as run.
     (server_py,) = _store(project).glob("uv/*/lib/python*/site-packages/mcp_server_time/server.py")
+    installed = server_py.read_bytes()
     with server_py.open("a") as f:
         f.write("# changed\n")
     message = _refusal(project, "time", TIME_CMD)
@@ -137,7 +138,7 @@ def test_uvx_the_store_emptied_the_lock_pulled_a_file_changed_another_command(
     approve = _mcpwrap(project, "approve", "--profile", "time", "--yes")
     assert approve.returncode == 2 and ADVICE.findall(approve.stderr) == ADVICE.findall(message)
     assert _follow(project, message)[0] == "mcpwrap sync --profile time"
-    assert "# changed" not in server_py.read_text()
+    assert server_py.read_bytes() == installed
     assert _tools(project, "time", TIME_CMD) == tools
 
     # Another command: lock it (approve, asked first, says the same).
