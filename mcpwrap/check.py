@@ -31,6 +31,7 @@ class Finding(NamedTuple):
 def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> list[Finding]:
     """Every finding for this profile, most serious first."""
     found = [
+        *_project(profile, home),
         *_sandbox_off(profile),
         *_network(profile),
         *_egress(profile),
@@ -39,6 +40,26 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
         *_unauthenticated(profile),
     ]
     return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _project(profile: Profile, home: str) -> list[Finding]:
+    """A profile that gives the server its project, checked where that project is one no
+    server may have (`run` refuses to start it)."""
+    from mcpwrap.project import problem
+
+    why = problem(profile.project, home=home) if profile.uses_project else None
+    if why is None:
+        return []
+    return [
+        Finding(
+            ERROR,
+            "project",
+            f"the profile gives the server its project, and here that is {profile.project}: "
+            f"{why}; `mcpwrap run` refuses to start it",
+            'name the project: --project DIR (VS Code, Cursor: "${workspaceFolder}"), '
+            "MCPWRAP_PROJECT, or run from the project's directory",
+        )
+    ]
 
 
 def _exposed(profile: Profile) -> list[Finding]:
@@ -366,21 +387,21 @@ def _issued_tokens(state_dir: str) -> list[Any]:
     return [t for t in registry.all() if not registry.revoked(t.id)]
 
 
-def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
+def check_paths(
+    paths: Sequence[str], *, as_json: bool, project: str | None = None
+) -> tuple[str, int]:
     """Load each profile and collect its findings: (the report, the exit status)."""
     from mcpwrap import paths as places
     from mcpwrap.errors import MCPWrapError
     from mcpwrap.maturity import assess
-    from mcpwrap.profile import load_profile
 
     results: dict[str, Sequence[Finding] | str] = {}
     levels: dict[str, Level] = {}
     for name in paths:
         try:
-            path = places.find(name)
-            profile = load_profile(
-                path, state_dir=places.state_dir(), builtin_dir=places.builtin_profiles_dir()
-            )
+            # Unguarded: a project no server may have is a finding here, not a stop.
+            profile = places.load(name, project=project, guard=False)
+            path = profile.source
         except MCPWrapError as exc:
             results[name] = str(exc)
             continue

@@ -133,6 +133,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--profile", "-p", metavar="NAME|PATH", help="the capability profile (name or .toml path)"
     )
+    _add_project(p)
     p.add_argument(
         "--max-message",
         metavar="SIZE",
@@ -199,6 +200,7 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile names or .toml paths")
+    _add_project(p)
     p.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
     )
@@ -218,9 +220,20 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("name", metavar="NAME", help="the profile's name (.mcpwrap/NAME.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing profile")
+    _add_project(p)
     _add_timeout(p)
     p.add_argument(
         "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
+    )
+
+
+def _add_project(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--project",
+        metavar="DIR",
+        help="the project {project} names (default: MCPWRAP_PROJECT, else the repository "
+        "holding a .mcpwrap/ profile, else the current directory); never /, your home "
+        "directory or a parent of it, a system or a shared temporary directory",
     )
 
 
@@ -264,6 +277,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             help="the capability profile (name or .toml path)",
         )
         p.add_argument("--yes", "-y", action="store_true", help="accept the changes without asking")
+        _add_project(p)
         _add_timeout(p)
         p.add_argument(
             "server",
@@ -314,6 +328,7 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--profile", "-p", metavar="NAME|PATH", help="also report on this profile")
+    _add_project(p)
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -359,7 +374,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mcpwrap.initcmd import InitOptions, init
 
         command = _server_command(args)
-        return init(InitOptions(args.name, tuple(command), args.force, args.timeout))
+        return init(InitOptions(args.name, tuple(command), args.force, args.timeout, args.project))
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 
@@ -371,12 +386,15 @@ def _dispatch(args: argparse.Namespace) -> int:
                 approve=args.command == "approve",
                 yes=args.yes,
                 timeout=args.timeout,
+                project=args.project,
             )
         )
     if args.command == "check":
         from mcpwrap.check import check_paths
 
-        text, status = check_paths(args.profiles, as_json=args.format == "json")
+        text, status = check_paths(
+            args.profiles, as_json=args.format == "json", project=args.project
+        )
         sys.stdout.write(text)
         return status
     from mcpwrap.demo import run_demo
@@ -404,6 +422,7 @@ def _run(args: argparse.Namespace) -> int:
             command=tuple(command),
             max_message=max_message,
             token_name=args.token_name,
+            project=args.project,
         )
     )
 
@@ -456,15 +475,11 @@ def _secret(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from mcpwrap import paths
     from mcpwrap.doctor import run_doctor
-    from mcpwrap.profile import load_profile
 
     profile = None
     if args.profile:
-        profile = load_profile(
-            paths.find(args.profile),
-            state_dir=paths.state_dir(),
-            builtin_dir=paths.builtin_profiles_dir(),
-        )
+        # Unguarded: doctor reports a project no server may have as a failure of its own.
+        profile = paths.load(args.profile, project=args.project, guard=False)
     return run_doctor(profile)
 
 

@@ -36,14 +36,23 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         if all(c.ok for c in checks)
         else Check("jail end to end", False, "not tried: a layer above is missing")
     )
+    _write_checks(checks, out)
+    if profile is not None:
+        _profile_report(profile, out)
+        mine = [_project(profile)]
+        if profile.sandbox.enforce and all(c.ok for c in checks + mine):
+            mine.append(_profile_jail(profile))
+        _write_checks(mine, out)
+        checks += mine
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _write_checks(checks: list[Check], out: TextIO) -> None:
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
         out.write(f"  {mark} {check.layer:18} {check.detail}\n")
         if check.fix:
             out.write(f"       {'':18} to fix: {check.fix}\n")
-    if profile is not None:
-        _profile_report(profile, out)
-    return 0 if all(c.ok for c in checks) else 1
 
 
 def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
@@ -144,6 +153,51 @@ def _end_to_end() -> Check:
     ms = (time.monotonic() - start) * 1000
     return Check(
         "jail end to end", status == 0, f"ran /bin/true in the jail in {ms:.0f} ms (exit {status})"
+    )
+
+
+def _project(profile: Profile) -> Check:
+    """The project check `run` makes before anything starts."""
+    from mcpwrap.errors import UsageError
+    from mcpwrap.project import Source, require
+
+    if not profile.uses_project:
+        return Check("project", True, "the profile grants no {project}")
+    try:
+        require(profile.project, Source.CWD, profile=profile.name)
+    except UsageError as exc:
+        first = str(exc).split(". Name the project")[0]
+        return Check(
+            "project", False, first, "--project DIR, or MCPWRAP_PROJECT (see `run --help`)"
+        )
+    return Check("project", True, profile.project)
+
+
+def _profile_jail(profile: Profile) -> Check:
+    """The jail this profile's run builds (its grants, seals, Landlock rules and seccomp
+    mode), started around /bin/true from here: a run's setup failure shows here too."""
+    from mcpwrap import launch, paths
+    from mcpwrap.sandbox import spec
+
+    cwd = profile.server.cwd or profile.project
+    start = time.monotonic()
+    try:
+        jail = spec.build(
+            profile, ["true"], {"PATH": "/usr/bin:/bin"}, cwd, state_dir=paths.state_dir()
+        )
+        child = launch.start_jailed(jail)
+        child.wait_ready()
+        status = child.process.wait(10)
+    except launch.LaunchError as exc:
+        return Check(
+            "profile's jail",
+            False,
+            str(exc),
+            "see the message; `mcpwrap check` lists the profile's findings",
+        )
+    ms = (time.monotonic() - start) * 1000
+    return Check(
+        "profile's jail", status == 0, f"its jail ran /bin/true in {ms:.0f} ms (exit {status})"
     )
 
 

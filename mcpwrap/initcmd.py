@@ -27,6 +27,7 @@ class InitOptions(NamedTuple):
     command: tuple[str, ...]
     force: bool
     timeout: float = 120.0
+    project: str | None = None  # --project: where .mcpwrap/NAME.toml goes
 
 
 def init(options: InitOptions) -> int:
@@ -37,13 +38,31 @@ def init(options: InitOptions) -> int:
         raise UsageError(f"init: {options.name!r} is not a profile name ({_NAME_OK})")
     if not options.command:
         raise UsageError(f"init: give the server command: mcpwrap init {options.name} -- CMD ...")
-    project = project_of(os.path.join(os.getcwd(), "x"))
+    from mcpwrap import project as projects
+
+    start, source = projects.resolve(options.project, os.environ)
+    if source is projects.Source.CWD:
+        project = project_of(os.path.join(start, "x"))
+        source = projects.Source.PROFILE if project != start else source
+    else:
+        project = start
+    # The profile written grants {project}: refuse one no server may have before writing.
+    projects.require(project, source, profile=options.name)
     path = os.path.join(project, ".mcpwrap", f"{options.name}.toml")
     if os.path.exists(path) and not options.force:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     _write(path, render(options.name, options.command, []))  # the jail the tools are read in
-    lock(LockOptions(profile=path, command=(), approve=False, yes=True, timeout=options.timeout))
+    lock(
+        LockOptions(
+            profile=path,
+            command=(),
+            approve=False,
+            yes=True,
+            timeout=options.timeout,
+            project=project,
+        )
+    )
     from mcpwrap import pins
 
     locked = pins.load(paths.lock_path(path, options.name))

@@ -18,7 +18,7 @@ from typing import NamedTuple
 from mcpwrap import artifacts, launch, paths, pins
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import LockError
-from mcpwrap.profile import Profile, load_profile
+from mcpwrap.profile import Profile
 from mcpwrap.records import Agent
 
 
@@ -28,6 +28,7 @@ class LockOptions(NamedTuple):
     approve: bool  # keep the locked command; pin what is there now
     yes: bool
     timeout: float = 120.0
+    project: str | None = None  # --project: the directory {project} names
 
 
 def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
@@ -36,7 +37,7 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
     old = pins.load(path)
     env = launch.child_env(profile, os.environ)
     env.update(jail_env(profile))
-    cwd = profile.server.cwd or os.getcwd()
+    cwd = profile.server.cwd or profile.project
     resolved = _resolve(options, profile, old, path)
     # The run's stat cache: the first run after locking starts warm.
     cache = artifacts.StatCache(paths.artifact_cache())
@@ -167,7 +168,4 @@ def _record(profile: Profile, lock: pins.Lock, changes: list[str], decision: str
 
 
 def _load(options: LockOptions) -> Profile:
-    name = options.profile or paths.profile_name_for(options.command)
-    return load_profile(
-        paths.find(name), state_dir=paths.state_dir(), builtin_dir=paths.builtin_profiles_dir()
-    )
+    return paths.load(options.profile, options.command, project=options.project)

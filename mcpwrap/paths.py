@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mcpwrap.errors import DiscoveryError
+
+if TYPE_CHECKING:
+    from mcpwrap.profile import Profile
 
 # startswith, not ==: keeps type checkers from calling the other platforms' code dead.
 _LINUX = sys.platform.startswith("linux")
@@ -60,12 +64,53 @@ def lock_path(source: str, name: str) -> str:
     return os.path.splitext(source)[0] + ".lock"
 
 
-def find(name: str) -> str:
+def find(name: str, cwd: str | None = None) -> str:
     from mcpwrap.discovery import find_profile
 
     return find_profile(
-        name, cwd=os.getcwd(), config_dir=config_dir(), builtin_dir=builtin_profiles_dir()
+        name,
+        cwd=cwd or os.getcwd(),
+        config_dir=config_dir(),
+        builtin_dir=builtin_profiles_dir(),
     )
+
+
+def load(
+    name: str | None,
+    command: Sequence[str] = (),
+    *,
+    project: str | None = None,
+    tenant: str | None = None,
+    guard: bool = True,
+) -> Profile:
+    """The profile for `--profile NAME|PATH` (or the server command's name), with its
+    project: `project` (--project), else MCPWRAP_PROJECT, else the repository holding a
+    project profile, else the working directory. With `guard`, a profile that gives the
+    server its project stops here when that project is one no server may have."""
+    from mcpwrap import project as projects
+    from mcpwrap.discovery import is_directly_in
+    from mcpwrap.profile import load_profile
+
+    start, source = projects.resolve(project, os.environ)
+    given = name or profile_name_for(command)
+    by_path = "/" in given or given.endswith(".toml")  # a path is the user's, from here
+    file = find(given, cwd=None if by_path else start)
+    shared = any(
+        is_directly_in(file, d)
+        for d in (builtin_profiles_dir(), os.path.join(config_dir(), "profiles"))
+    )
+    if source is projects.Source.CWD and not shared:
+        source = projects.Source.PROFILE  # {project} is the repository holding the file
+    profile = load_profile(
+        file,
+        state_dir=state_dir(),
+        tenant=tenant,
+        builtin_dir=builtin_profiles_dir(),
+        project=None if source is projects.Source.PROFILE else start,
+    )
+    if guard and profile.uses_project:
+        projects.require(profile.project, source, profile=given)
+    return profile
 
 
 def profile_name_for(command: Sequence[str]) -> str:

@@ -15,7 +15,7 @@ from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import LockError
 from mcpwrap.framing import DEFAULT_MAX_MESSAGE
-from mcpwrap.profile import Network, Profile, load_profile
+from mcpwrap.profile import Network, Profile
 
 
 class RunOptions(NamedTuple):
@@ -23,6 +23,7 @@ class RunOptions(NamedTuple):
     command: tuple[str, ...]
     max_message: int = DEFAULT_MAX_MESSAGE
     token_name: str | None = None  # the token under this name in the keyring
+    project: str | None = None  # --project: the directory {project} names
 
 
 def run(options: RunOptions) -> int:
@@ -31,7 +32,7 @@ def run(options: RunOptions) -> int:
     if token is not None:
         _check_tenant(profile, token)
     argv = launch.server_argv(profile, options.command)
-    cwd = profile.server.cwd or os.getcwd()
+    cwd = profile.server.cwd or profile.project
     env = launch.child_env(profile, os.environ)
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
@@ -227,11 +228,9 @@ def _sealed_note(sealed: dict[str, list[str]]) -> str:
     )
 
 
-def _load(options: RunOptions, tenant: str | None = None) -> Profile:
-    name = options.profile or paths.profile_name_for(options.command)
-    path = paths.find(name)
-    return load_profile(
-        path, state_dir=paths.state_dir(), tenant=tenant, builtin_dir=paths.builtin_profiles_dir()
+def _load(options: RunOptions, tenant: str | None = None, guard: bool = True) -> Profile:
+    return paths.load(
+        options.profile, options.command, project=options.project, tenant=tenant, guard=guard
     )
 
 
@@ -279,7 +278,7 @@ def _refused_at_start(
     try:
         if profile is None:
             assert options is not None
-            profile = _load(options)
+            profile = _load(options, guard=False)
         with AuditWriter(profile.audit.path, session=os.urandom(16).hex()) as audit:
             audit.write(
                 {

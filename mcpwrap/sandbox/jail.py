@@ -395,6 +395,8 @@ def _private_tmp(root: str, spec: dict[str, Any]) -> None:
 def _bind(root: str, source: str, mode: str, source_root: str = "") -> None:
     target = root + source
     if mode == "link":  # /bin -> usr/bin on merged-/usr systems: the same link inside
+        if os.path.lexists(target):
+            return  # a grant of its directory already brought the host's own link in
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.symlink(os.readlink(source), target)
         return
