@@ -38,6 +38,7 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
         *_writes(profile, home, exists),
         *_exposed(profile),
         *_unauthenticated(profile),
+        *_name(profile),
     ]
     return sorted(found, key=lambda f: f.severity != ERROR)
 
@@ -58,6 +59,23 @@ def _project(profile: Profile, home: str) -> list[Finding]:
             f"{why}; `mcpwrap run` refuses to start it",
             'name the project: --project DIR (VS Code, Cursor: "${workspaceFolder}"), '
             "MCPWRAP_PROJECT, or run from the project's directory",
+        )
+    ]
+
+
+def _name(profile: Profile) -> list[Finding]:
+    """A `name` that is not what --profile takes: the audit log and the command line
+    would call one server two things."""
+    stem = paths.profile_arg(profile.source)
+    if profile.name == stem:
+        return []
+    return [
+        Finding(
+            NOTE,
+            "name",
+            f'name = "{profile.name}" is not the file\'s name: the audit log says '
+            f"{profile.name} where --profile takes {stem}",
+            f"remove `name` (it defaults to {stem}), or rename the file to {profile.name}.toml",
         )
     ]
 

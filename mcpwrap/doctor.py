@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
+from mcpwrap import paths
 from mcpwrap.profile import Profile
 
 
@@ -203,7 +204,7 @@ def _profile_jail(profile: Profile) -> Check:
 
 def _profile_report(profile: Profile, out: TextIO) -> None:
     sandbox = profile.sandbox
-    out.write(f"\nprofile {profile.name} ({profile.source}):\n")
+    out.write(f"\nprofile {paths.profile_arg(profile.source)} ({profile.source}):\n")
     if not sandbox.enforce:
         out.write("  [sandbox] enforce = false: the server runs WITHOUT the jail\n")
     else:
@@ -217,7 +218,7 @@ def _profile_report(profile: Profile, out: TextIO) -> None:
 
 def _lock_state(profile: Profile) -> str:
     """Whether the profile has a lock and what it pins (not verified here: `run` does)."""
-    from mcpwrap import paths, pins
+    from mcpwrap import pins
     from mcpwrap.errors import LockError
 
     path = paths.lock_path(profile.source, profile.name)
@@ -226,7 +227,8 @@ def _lock_state(profile: Profile) -> str:
     except LockError as exc:
         return f"does not load: {exc}"
     if lock is None:
-        return f"none ({path}); `mcpwrap lock` pins the server's artifacts and tools"
+        name = paths.profile_arg(profile.source)
+        return f"none ({path}); `mcpwrap lock --profile {name}` pins its artifacts and tools"
     what = f"{lock.package} {lock.version}, " if lock.package else ""
     return f"{path}: {what}{len(lock.tools)} tools pinned"
 

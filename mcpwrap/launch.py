@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mcpwrap import paths
 from mcpwrap.errors import MCPWrapError, UsageError
 from mcpwrap.framing import widen_pipe
 from mcpwrap.profile import Profile
@@ -43,7 +44,7 @@ def server_argv(profile: Profile, given: Sequence[str]) -> list[str]:
     if not argv:
         raise UsageError(
             "no server command: give it after `--` "
-            f"(mcpwrap run --profile {profile.name} -- CMD ...) "
+            f"(mcpwrap run --profile {paths.profile_arg(profile.source)} -- CMD ...) "
             f"or as [server] command in {profile.source}"
         )
     return argv

@@ -91,7 +91,10 @@ def _resolve(options: LockOptions, profile: Profile, old: pins.Lock | None, path
     )
     if options.approve:
         if old is None:
-            raise LockError(f"{path}: there is no lock to approve; run `mcpwrap lock` first")
+            raise LockError(
+                f"{path}: there is no lock to approve; run `mcpwrap lock --profile "
+                f"{options.profile or paths.profile_arg(profile.source)}` first"
+            )
         if given is not None and tuple(given) != old.command:
             raise LockError(
                 f"{path}: locked for {list(old.command)!r}, not {given!r}; run `mcpwrap lock` "

@@ -60,6 +60,20 @@ def test_findings(sandbox: str, existing: set[str], expected: list[tuple[str, st
     assert all(f.message and f.fix for f in found)
 
 
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [("", []), ('name = "p"\n', []), ('name = "other"\n', [(NOTE, "name")])],
+)
+def test_a_name_other_than_the_file_stem_is_noted(
+    top: str, expected: list[tuple[str, str]]
+) -> None:
+    places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
+    profile = parse_profile(f"version = 1\n{top}", source="/w/p.toml", places=places)
+    found = findings(profile, home=HOME, exists=lambda _: True)
+    assert [(f.severity, f.rule) for f in found] == expected
+    assert all("--profile takes p" in f.message for f in found)
+
+
 def test_a_project_root_with_every_protected_path_is_not_sealed() -> None:
     from mcpwrap.sandbox.spec import PROTECTED_IN_PROJECT
 
