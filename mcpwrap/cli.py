@@ -222,9 +222,7 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     _add_project(p)
     _add_timeout(p)
-    p.add_argument(
-        "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
-    )
+    p.add_argument("server", nargs="*", metavar="-- CMD ...", help="the server command")
 
 
 def _add_project(p: argparse.ArgumentParser) -> None:
@@ -344,7 +342,13 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    head, server = _split_server(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if server is not None:
+        if not hasattr(args, "server"):
+            parser.error(f"unrecognized arguments: -- {' '.join(server)}")
+        args.server = [*args.server, "--", *server]
     try:
         return _dispatch(args)
     except MCPWrapError as exc:
@@ -425,6 +429,16 @@ def _run(args: argparse.Namespace) -> int:
             project=args.project,
         )
     )
+
+
+def _split_server(words: list[str]) -> tuple[list[str], list[str] | None]:
+    """mcpwrap's own arguments, and the server command after the first `--` (None without
+    one). Split before argparse: after a positional such as init's NAME, argparse would
+    take options like --force for part of the command."""
+    if "--" not in words:
+        return words, None
+    at = words.index("--")
+    return words[:at], words[at + 1 :]
 
 
 def _server_command(args: argparse.Namespace) -> list[str]:

@@ -10,9 +10,10 @@ TOML (tomli-w) with comments, passes `mcpwrap check`, and is locked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from mcpwrap import paths
@@ -51,26 +52,57 @@ def init(options: InitOptions) -> int:
     path = os.path.join(project, ".mcpwrap", f"{options.name}.toml")
     if os.path.exists(path) and not options.force:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write(path, render(options.name, options.command, []))  # the jail the tools are read in
-    lock(
-        LockOptions(
-            profile=path,
-            command=(),
-            approve=False,
-            yes=True,
-            timeout=options.timeout,
-            project=project,
+    lock_file = paths.lock_path(path, options.name)
+    with _undone_on_failure(path, lock_file):
+        _write(path, render(options.name, options.command, []))  # the jail tools are read in
+        lock(
+            LockOptions(
+                profile=path,
+                command=(),
+                approve=False,
+                yes=True,
+                timeout=options.timeout,
+                project=project,
+            )
         )
-    )
-    from mcpwrap import pins
+        from mcpwrap import pins
 
-    locked = pins.load(paths.lock_path(path, options.name))
-    assert locked is not None
-    tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
-    _write(path, render(options.name, options.command, tools))
+        locked = pins.load(lock_file)
+        assert locked is not None
+        tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
+        _write(path, render(options.name, options.command, tools))
     print(f"{path}: {len(tools)} tools, each with a guessed class; review them, then commit it")
     return 0
+
+
+@contextlib.contextmanager
+def _undone_on_failure(*files: str) -> Iterator[None]:
+    """Put `files` (and their directory) back as they were if the body fails: a stub
+    profile left behind by a server that would not start would block the retry."""
+    directory = os.path.dirname(files[0])
+    made = not os.path.isdir(directory)
+    before = {f: _content(f) for f in files}
+    try:
+        yield
+    except BaseException:
+        for file, data in before.items():
+            with contextlib.suppress(OSError):
+                if data is None:
+                    os.unlink(file)
+                else:
+                    _write(file, data)
+        if made:
+            with contextlib.suppress(OSError):  # only if empty: never what someone else put
+                os.rmdir(directory)
+        raise
+
+
+def _content(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def render(name: str, command: Sequence[str], tools: list[dict[str, Any]]) -> str:
@@ -79,7 +111,6 @@ def render(name: str, command: Sequence[str], tools: list[dict[str, Any]]) -> st
 
     head = {
         "version": 1,
-        "name": name,
         "server": {"command": list(command)},
         "sandbox": {"network": "none", "read": ["{project}"]},
         "policy": {"default": "deny"},
@@ -114,7 +145,7 @@ def _tool_block(tool: dict[str, Any]) -> str:
     return "\n".join(comments) + "\n" + body
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str | bytes) -> None:
     from mcpwrap import atomicfile
 
     atomicfile.write(path, text)
