@@ -334,8 +334,10 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="show mcpwrap at work on a bundled server, offline",
         description="Run a small bundled MCP server under a bundled profile, drive it with the MCP "
-        "SDK's client, and show what was allowed, what was refused and why, and the audit records. "
-        "Needs no network and writes only to a temporary directory.",
+        "SDK's client, and show what was allowed, what was refused and why, a call stopped at its "
+        "deadline, the jail stopping an allowed tool's own code from listing ~/.ssh and "
+        "connecting out, and the audit records. Needs no network and writes only to a "
+        "temporary directory.",
         epilog=_DEMO_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
