@@ -16,39 +16,45 @@ from typing import NoReturn
 from mcpwrap import __version__
 from mcpwrap.errors import MCPWrapError
 
+# Every example below runs as written (tests/test_examples.py runs them): a command a
+# line (a trailing backslash continues it), `#` starts a comment, and a client's server
+# entry is JSON.
 _RUN_EXAMPLE = """\
-example (a Claude Desktop / Cursor / VS Code server entry):
-  "command": "mcpwrap",
-  "args": ["run", "--profile", "fs", "--", "npx", "@modelcontextprotocol/server-filesystem", "."]
+examples:
+  mcpwrap lock --profile mcp-server-time -- uvx mcp-server-time   # once: pin the version
+  mcpwrap run --profile mcp-server-time -- uvx mcp-server-time
 
-  mcpwrap lock --profile ./.mcpwrap/time.toml -- uvx mcp-server-time     (once)
-  mcpwrap run --profile ./.mcpwrap/time.toml -- uvx mcp-server-time
+  # the same as a client's server entry (Claude Desktop, Claude Code, Cursor, VS Code):
+  "command": "mcpwrap",
+  "args": ["run", "--profile", "mcp-server-time", "--", "uvx", "mcp-server-time"]
 
 An npx or uvx command runs only once locked: it would download its package in a jail
 that has no way to a registry. `mcpwrap lock` fetches the exact version and pins it.
 
 --profile NAME looks in ./.mcpwrap/NAME.toml up to the project root, then
-~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles. Without --profile
-the name comes from the server command (npx @scope/server-x -> server-x).
+~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles (mcp-server-time,
+server-filesystem, ...: `ls profiles/`). With no --profile, the name comes from the
+server command (npx @scope/server-x -> server-x).
 """
 
 _AUDIT_EXAMPLE = """\
 examples:
-  mcpwrap audit verify                  check the hash chain of the default log
-  mcpwrap audit tail -n 50              the last 50 decisions, one line each
-  mcpwrap audit tail -f --log ./a.jsonl follow a log as it grows
+  mcpwrap audit verify          # check the hash chain of the log; print its last hash
+  mcpwrap audit tail -n 50      # the last 50 decisions, one line each
+  mcpwrap audit tail -f         # follow the log as it grows, until Ctrl-C
 """
 
 _DOCTOR_EXAMPLE = """\
 examples:
-  mcpwrap doctor                 can this machine apply every layer of the jail?
-  mcpwrap doctor --profile fs    ... and what profile fs needs, and what its last run applied
+  mcpwrap doctor                              # can this machine apply every layer?
+  mcpwrap doctor --profile server-filesystem  # ... and what this profile needs, and
+                                              # what its last run applied
 """
 
 _CHECK_EXAMPLE = """\
 examples:
-  mcpwrap check .mcpwrap/*.toml          findings for a repository's profiles
-  mcpwrap check fs --format json         one profile, by name, for a machine
+  mcpwrap check .mcpwrap/*.toml                  # findings for a repository's profiles
+  mcpwrap check server-filesystem --format json  # one profile, by name, for a machine
 
 exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that does not load
 """
@@ -56,7 +62,6 @@ exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that d
 _INIT_EXAMPLE = """\
 examples:
   mcpwrap init time -- uvx mcp-server-time
-  mcpwrap init fs -- npx -y @modelcontextprotocol/server-filesystem .
 
 It writes .mcpwrap/NAME.toml at the project root (review the guessed classes), and
 .mcpwrap/NAME.lock. Then: mcpwrap run --profile NAME -- <the same command>
@@ -64,23 +69,24 @@ It writes .mcpwrap/NAME.toml at the project root (review the guessed classes), a
 
 _LOCK_EXAMPLE = """\
 examples:
-  mcpwrap lock --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
-                         fetch the exact version once, pin it and every tool definition
-  mcpwrap approve --profile fs
-                         show what changed since the lock (a diff per tool); update it on yes
-  mcpwrap approve --profile fs --yes     the same, for scripts
-  mcpwrap lock --profile postgres -- uvx --with 'mcp<2' mcp-postgres-server
-                         uvx's --from, --with and --python are understood
+  mcpwrap lock --profile server-filesystem -- npx -y @modelcontextprotocol/server-filesystem .
+      # fetch the exact version once; pin it and every tool definition
+  mcpwrap approve --profile server-filesystem
+      # show what changed since the lock (a diff per tool); update it on yes
+  mcpwrap approve --profile server-filesystem --yes   # the same, for scripts
 
-The lock is written beside the profile (.mcpwrap/fs.lock); commit it. `mcpwrap run`
-verifies it before every start and hides tools whose definition no longer matches.
+npx and uvx commands are fetched (uvx's --from, --with and --python are understood, as
+in `uvx --with 'mcp<2' mcp-server-sqlite`), without install scripts or source builds.
+The lock goes beside a project's profile (.mcpwrap/NAME.lock: commit it); a built-in
+profile's, to ~/.config/mcpwrap/profiles/NAME.lock. `mcpwrap run` verifies it before
+every start and hides tools whose definition no longer matches.
 """
 
 _KEYRING_EXAMPLE = """\
 examples:
-  mcpwrap secret set keyring:github/token        asks for the value (or reads it from stdin)
+  mcpwrap secret set keyring:github/token   # asks for the value (or reads it from stdin)
   pass show github | mcpwrap secret set keyring:github/token
-  mcpwrap secret list                            references and whether each is stored
+  mcpwrap secret list                       # references and whether each is stored
   mcpwrap secret delete keyring:github/token
 
 A profile then names it, and the value reaches only the server's environment:
@@ -90,8 +96,8 @@ A profile then names it, and the value reaches only the server's environment:
 
 _DEMO_EXAMPLE = """\
 example:
-  mcpwrap demo            run the bundled server under the bundled profile and show
-                          what was allowed, what was refused and why, and the audit log
+  mcpwrap demo     # the bundled server under the bundled profile: what was allowed, what
+                   # was refused and why, what the jail stopped, and the audit log
 """
 
 

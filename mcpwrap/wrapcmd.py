@@ -27,13 +27,13 @@ where each client keeps its servers (the project's file first, where there is on
 
 _WRAP_EXAMPLES = f"""\
 examples:
-  mcpwrap wrap claude-desktop            every stdio server, each under the profile named
-                                         like its entry (filesystem -> --profile filesystem)
+  mcpwrap wrap claude-desktop       # every stdio server, each under the profile named like
+                                    # its entry (an entry "time" gets --profile time)
   mcpwrap wrap cursor --server github --profile gh
-  mcpwrap wrap vscode --dry-run          say what would change; change nothing
+  mcpwrap wrap vscode --dry-run     # say what would change; change nothing
   mcpwrap wrap claude-code --move-secrets
-                         also move env values named like TOKEN, KEY, SECRET, PASSWORD, PAT or
-                         CREDENTIAL into the keyring, and print the profile line they need
+      # also move env values named like TOKEN, KEY, SECRET, PASSWORD, PAT or CREDENTIAL
+      # into the keyring, and print the profile line they need
 
 Only the "command" and "args" of each entry change, textually: comments, trailing commas,
 layout and every other entry stay as they were. Entries with a "url" or a non-stdio "type"
@@ -44,7 +44,7 @@ again changes nothing.
 
 _UNWRAP_EXAMPLES = f"""\
 examples:
-  mcpwrap unwrap claude-desktop          put every wrapped entry back as it was
+  mcpwrap unwrap claude-desktop     # put every wrapped entry back as it was
   mcpwrap unwrap cursor --server github
 
 An entry comes back byte for byte from the record `wrap` kept. One whose command or args
