@@ -74,7 +74,7 @@ def run(options: RunOptions) -> int:
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
     from mcpwrap.toolgate import Gate
 
-    gate = Gate(lock, profile.policy.descriptions)
+    gate = Gate(lock, profile.policy.descriptions, approve=_approve(options, profile))
     redact: Callable[[str], str] = str  # nothing to mask without secrets
     if profile.server.secrets:
         from mcpwrap.secretstore import Redactor
@@ -160,6 +160,11 @@ def _verified_lock(
         f"If you made this change, review and accept it with `mcpwrap approve --profile "
         f"{given or paths.profile_arg(profile.source)}`."
     )
+
+
+def _approve(options: RunOptions, profile: Profile) -> str:
+    """The command that accepts a change to this run's server, as the user would type it."""
+    return f"mcpwrap approve --profile {options.profile or paths.profile_arg(profile.source)}"
 
 
 def _refuse_start(
