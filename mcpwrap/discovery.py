@@ -22,9 +22,7 @@ def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> s
         return path
     if not name or not name.isprintable():
         raise DiscoveryError(f"{name!r} is not a profile name")
-    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
-    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
-    places += [os.path.join(builtin_dir, f"{name}.toml")]
+    places = profile_places(name, cwd=cwd, config_dir=config_dir, builtin_dir=builtin_dir)
     for place in places:
         if os.path.isfile(place):
             return place
@@ -33,6 +31,15 @@ def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> s
         f'no profile named "{name}"; looked in:{looked}\n'
         f"create one with `mcpwrap init {name} -- CMD...`, or give --profile PATH"
     )
+
+
+def profile_places(name: str, *, cwd: str, config_dir: str, builtin_dir: str | None) -> list[str]:
+    """Where `--profile NAME` looks, in order: .mcpwrap/NAME.toml from `cwd` up to the
+    project root, the user's profiles, then (unless builtin_dir is None) the built-in ones."""
+    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
+    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
+    places += [os.path.join(builtin_dir, f"{name}.toml")] if builtin_dir is not None else []
+    return places
 
 
 def _dirs_to_project(start: str) -> Iterator[str]:
