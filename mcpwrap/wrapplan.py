@@ -14,9 +14,8 @@ the profile grants {project} (where a client names none, Claude Desktop and VS C
 user file, only from `wrap --project DIR`), and where the profile is the project's own
 and the client starts the entry elsewhere (Cursor: in the home directory). The name
 written after --profile is one that `mcpwrap run` finds from where the client starts it,
-else the profile's path. An
-entry that downloads (npx, uvx) is locked first; an existing lock for another command
-is never replaced, and a changed server is never approved here.
+else the profile's path. An entry that downloads (npx, uvx) is locked first; an existing
+lock for another command is never replaced, and a changed server is never approved here.
 """
 
 from __future__ import annotations
@@ -189,9 +188,11 @@ class Planner:
             return found
         name = key if is_name(key) else profile_name_for_command(argv)
         if not self.init:
+            # init writes into the project: where the client names none, wrap needs one.
+            where = "" if project else f" --project {shlex.quote(self._suggest(argv))}"
             raise NotWrapped(
                 f"no profile for {profile_name_for_command(argv)}; run `mcpwrap init {name} "
-                f"-- {shlex.join(argv)}` in the project, or `{self.rerun(key)} --init`"
+                f"-- {shlex.join(argv)}` in the project, or `{self.rerun(key)} --init{where}`"
             )
         return self._init(key, name, argv, project)
 
@@ -249,7 +250,7 @@ class Planner:
             raise NotWrapped(str(exc)) from None
         if old is not None:
             if list(old.command) == argv:
-                return f"locked before, {path}"
+                return f"locked, {path}"
             raise NotWrapped(
                 f"profile {arg} is locked for another command ({path}: "
                 f"{shlex.join(old.command)}), and a lock pins one command: give this entry "
@@ -274,7 +275,8 @@ class Planner:
                 lock(options)
         except MCPWrapError as exc:
             raise NotWrapped(f"cannot lock it: {exc}") from None
-        return "locked now, " + said.getvalue().strip().splitlines()[-1]
+        printed = said.getvalue().strip().splitlines()  # "PATH: PACKAGE VERSION, N tools pinned"
+        return "locked now" + (f", {printed[-1]}" if printed else "")
 
     def _init(self, key: str, name: str, argv: list[str], project: str | None) -> Choice:
         from mcpwrap.initcmd import InitOptions, init

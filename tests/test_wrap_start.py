@@ -272,6 +272,29 @@ async def test_vscode_workspace_entries_get_the_workspace_folder(
     assert config.read_bytes() == original
 
 
+def test_init_writes_a_profile_for_an_entry_with_none(world: dict[str, Path]) -> None:
+    home, repo = world["home"], world["repo"]
+    (repo / ".vscode").mkdir()
+    config = repo / ".vscode" / "mcp.json"
+    clock = {"type": "stdio", "command": sys.executable, "args": ["-m", "mcp_server_time"]}
+    config.write_text(json.dumps({"servers": {"clock": clock}}))
+    status, out = run_wrap(home, repo, "wrap", "vscode")
+    assert status == 1, out
+    assert "no profile for mcp_server_time" in entry_line(out, "clock", "not wrapped")
+
+    status, out = run_wrap(home, repo, "wrap", "vscode", "--init")
+    assert status == 0, out
+    assert "written by mcpwrap init now" in entry_line(out, "clock", "wrapped (profile clock")
+    entry_line(out, "clock", "ready (2 tools)")
+    assert (repo / ".mcpwrap" / "clock.toml").is_file()
+    assert (repo / ".mcpwrap" / "clock.lock").is_file()
+    # init's profile reads {project}: VS Code names it with ${workspaceFolder}.
+    assert _jsonc_servers(config.read_text())["clock"]["args"] == [
+        *("run", "--profile", "clock", "--project", "${workspaceFolder}", "--"),
+        *(sys.executable, "-m", "mcp_server_time"),
+    ]
+
+
 def _jsonc_servers(text: str) -> dict[str, dict[str, object]]:
     from mcpwrap.clientconfig import parse, plain
 
@@ -307,7 +330,7 @@ def test_claude_desktop_entries_that_cannot_start_are_said_so(world: dict[str, P
     assert entry_line(out, "unknown", "not wrapped").endswith(
         ": not wrapped: no profile for some-unknown-mcp-server; run `mcpwrap init unknown -- "
         "npx -y some-unknown-mcp-server` in the project, or `mcpwrap wrap claude-desktop "
-        "--server unknown --init`"
+        f"--server unknown --init --project {repo}`"
     )
     after = json.loads(config.read_text())["mcpServers"]
     assert after["unknown"] == servers["unknown"]
