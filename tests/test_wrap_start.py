@@ -404,3 +404,18 @@ def test_dry_run_writes_locks_and_starts_nothing(world: dict[str, Path]) -> None
     assert sorted(p.name for p in config.parent.iterdir()) == [config.name]
     assert not (home / ".config" / "mcpwrap").exists()
     assert not (home / ".cache" / "mcpwrap").exists()
+
+
+def test_no_check_writes_and_starts_nothing(world: dict[str, Path]) -> None:
+    """--no-check: the entry is written, and neither started nor called ready (this one
+    would not start from launchd's PATH, as test_claude_desktop_entries_that_cannot_start
+    shows)."""
+    home, repo = world["home"], world["repo"]
+    config = home / ".config" / "Claude" / "claude_desktop_config.json"
+    config.write_text(json.dumps({"mcpServers": {"clock": {"command": TIME}}}))
+    status, out = run_wrap(home, repo, "wrap", "claude-desktop", "--no-check")
+    assert status == 0, out
+    entry_line(out, "clock", "wrapped (profile mcp-server-time")
+    entry_line(out, "clock", "not started (--no-check)")
+    assert "ready" not in out
+    assert json.loads(config.read_text())["mcpServers"]["clock"]["command"] == MCPWRAP_BIN
