@@ -22,9 +22,8 @@ def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> s
         return path
     if not name or not name.isprintable():
         raise DiscoveryError(f"{name!r} is not a profile name")
-    dirs = [os.path.join(d, ".mcpwrap") for d in _dirs_to_project(cwd)]
-    dirs += [os.path.join(config_dir, "profiles"), builtin_dir]
-    places = [os.path.join(d, f"{name}.toml") for d in dirs]
+    places = profile_places(name, cwd=cwd, config_dir=config_dir, builtin_dir=builtin_dir)
+    dirs = [os.path.dirname(place) for place in places]
     for place in places:
         if os.path.isfile(place):
             return place
@@ -67,6 +66,15 @@ def close_names(name: str, names: Sequence[str], limit: int = 3) -> list[str]:
     best = max(names, key=likeness, default=None)
     spelled = [best] if best is not None and likeness(best) >= 0.75 else []
     return list(dict.fromkeys(holding + spelled))[:limit]
+
+
+def profile_places(name: str, *, cwd: str, config_dir: str, builtin_dir: str | None) -> list[str]:
+    """Where `--profile NAME` looks, in order: .mcpwrap/NAME.toml from `cwd` up to the
+    project root, the user's profiles, then (unless builtin_dir is None) the built-in ones."""
+    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
+    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
+    places += [os.path.join(builtin_dir, f"{name}.toml")] if builtin_dir is not None else []
+    return places
 
 
 def _dirs_to_project(start: str) -> Iterator[str]:

@@ -114,7 +114,7 @@ def require(project: str, source: Source, *, profile: str) -> None:
     """Stop before anything starts when the profile would be given a project it may not
     have. `profile` is what the user typed for --profile (or the file)."""
     real = os.path.realpath(project)
-    why = problem(real, home=os.path.realpath(os.path.expanduser("~")), temp_dirs=_temp_dirs())
+    why = refusal(real)
     if why is None:
         return
     shown = project if real == project else f"{project} (that is {real})"
@@ -128,6 +128,13 @@ def require(project: str, source: Source, *, profile: str) -> None:
         "  - or set MCPWRAP_PROJECT in the entry's env, or start mcpwrap from the project "
         "(Claude Code starts servers there and sets CLAUDE_PROJECT_DIR)"
     )
+
+
+def refusal(project: str) -> str | None:
+    """Why `project` may not be a project on this machine (this user's home, its temporary
+    directories); None when it may."""
+    home = os.path.realpath(os.path.expanduser("~"))
+    return problem(os.path.realpath(project), home=home, temp_dirs=_temp_dirs())
 
 
 def _temp_dirs() -> list[str]:

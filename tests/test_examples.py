@@ -68,6 +68,8 @@ READER_PATHS = {
     "/home/me/src/app": "the project a Claude Desktop entry names",
     "/home/me/proj": "the project in the sample of an error",
 }
+# The absolute mcpwrap a written entry names, on the reader's machine: the one on PATH here.
+READER_MCPWRAP = {"/home/me/.local/bin/mcpwrap": "mcpwrap"}  # uv tool install / pipx
 # Where each document's profile example goes (documents have at most one); None: a
 # fragment of a profile, checked with the `version = 1` line a whole profile starts with.
 PROFILES: dict[str, str | None] = {
@@ -245,7 +247,8 @@ def entry_commands(text: str) -> list[list[str]]:
     """The argv of each server in a client's entry: a whole config or "command"/"args"."""
     doc = json.loads(text if text.lstrip().startswith("{") else "{" + text + "}")
     servers = doc.get("mcpServers") or doc.get("servers") or {"": doc}
-    return [[s["command"], *s.get("args", [])] for s in servers.values()]
+    argvs = [[s["command"], *s.get("args", [])] for s in servers.values()]
+    return [[READER_MCPWRAP.get(a[0], a[0]), *a[1:]] for a in argvs]
 
 
 def _doc(where: str) -> str:
@@ -315,7 +318,7 @@ def test_the_extraction_reads_each_kind_of_block() -> None:
     man = man_examples("mcpwrap.1")
     assert [e.kind for e in man if "EXAMPLES" in e.where] == ["sh", "sh", "entry", "sh", "sh"]
     kinds = [e.kind for e in readme_examples()]
-    assert kinds.count("entry") == 4 and kinds.count("toml") == 1
+    assert kinds.count("entry") == 3 and kinds.count("toml") == 1
 
 
 NAMES = re.compile(r'--profile(?: |", ")"?([^\s",)`\]]+)')
@@ -327,7 +330,7 @@ def test_every_profile_name_in_the_documents_is_one_that_exists() -> None:
     builtin = {p.stem for p in (REPO / "profiles").glob("*.toml")}
     made = {"time", "files"}  # `mcpwrap init time` and the README's; mcpwrap-profile(5)'s
     placeholders = {"P", "P]", "NAME", "NAME|PATH"}
-    wrap_only = {"gh"}  # `wrap --profile gh` writes the name into a client's config
+    wrap_only: set[str] = set()  # names `wrap --profile` writes into a config, not found here
     texts = [(REPO / "README.md").read_text(), *(p.read_text() for p in (REPO / "man").iterdir())]
     texts += [parser.epilog or "" for _, parser in _parsers()]
     names = {_unescape(n) for t in texts for n in NAMES.findall(t)}
@@ -398,22 +401,29 @@ def _project(world: World, name: str) -> World:
 
 
 def _clients(world: World) -> None:
-    """The reader's client configs as they were before mcpwrap: what `wrap` rewrites."""
+    """The reader's client configs as they were before mcpwrap: what `wrap` rewrites.
+    Servers the offline caches hold, so that wrap can lock and start each one."""
     time_server = {"command": "uvx", "args": ["mcp-server-time"]}
-    github = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-github"]}
-    files = {
+    files = {"command": "npx", "args": ["-y", "@modelcontextprotocol/server-filesystem", "."]}
+    configs = {
         world.home / ".config" / "Claude" / "claude_desktop_config.json": {
             "mcpServers": {"time": time_server}
         },
-        world.project / ".cursor" / "mcp.json": {"mcpServers": {"github": github}},
+        world.project / ".cursor" / "mcp.json": {
+            "mcpServers": {"files": files, "clock": time_server}
+        },
         world.project / ".vscode" / "mcp.json": {"servers": {"time": time_server}},
         world.project / ".mcp.json": {
-            "mcpServers": {"github": {**github, "env": {"GITHUB_TOKEN": "ghp-example"}}}
+            "mcpServers": {"time": {**time_server, "env": {"TIME_API_KEY": "example-key"}}}
         },
     }
-    for path, doc in files.items():
+    for path, doc in configs.items():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(doc, indent=2) + "\n")
+    app = world.home / "src" / "app"  # the README's ~/src/app
+    if not app.exists():
+        app.mkdir(parents=True)
+        subprocess.run(["git", "init", "-q", str(app)], check=True)
 
 
 def run_all(world: World, examples: list[Example]) -> None:
@@ -587,6 +597,7 @@ def _report(world: World) -> None:
 
 def test_readme_and_man_page_examples_run_as_written(world: World) -> None:
     docs = _project(world, "docs")
+    _clients(docs)
     run_all(docs, readme_examples())
     run_all(docs, man_examples("mcpwrap.1") + man_examples("mcpwrap-profile.5"))
     _report(docs)
