@@ -40,9 +40,9 @@ examples:
       # also move env values named like TOKEN, KEY, SECRET, PASSWORD, PAT or CREDENTIAL
       # into the keyring, and print the profile line they need
 
-For each stdio entry, the profile is chosen by what it runs, the first found of:
-the one --server NAME --profile P names, .mcpwrap/KEY.toml from the project up (KEY: the entry's name),
-then ~/.config/mcpwrap/profiles/KEY.toml; the same for the package it runs
+For each stdio entry, the profile is chosen by what it runs, the first found of: the
+one --server NAME --profile P names, .mcpwrap/KEY.toml from the project up (KEY: the
+entry's name), then ~/.config/mcpwrap/profiles/KEY.toml; the same for the package it runs
 (npx -y @modelcontextprotocol/server-filesystem . -> server-filesystem, uvx
 mcp-server-time -> mcp-server-time), then the built-in profile of that name; with
 --init, the one `mcpwrap init KEY -- CMD` writes. An entry with none is left as it was.
