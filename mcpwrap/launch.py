@@ -258,12 +258,14 @@ def _trampoline_path() -> list[str]:
 
 
 def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
-    """One message and the fds that came with it (SCM_RIGHTS), with _socket alone."""
+    """One message and the fds that came with it (SCM_RIGHTS, made close-on-exec), with
+    _socket alone."""
     import _socket
     import array
 
     fds = array.array("i")
-    msg, ancillary, _, _ = channel.recvmsg(1 << 20, _socket.CMSG_SPACE(4 * fds.itemsize))
+    space = _socket.CMSG_SPACE(4 * fds.itemsize)
+    msg, ancillary, _, _ = channel.recvmsg(1 << 20, space, _socket.MSG_CMSG_CLOEXEC)
     for level, kind, data in ancillary:
         if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_RIGHTS):
             fds.frombytes(data[: len(data) - len(data) % fds.itemsize])

@@ -467,11 +467,16 @@ def _with_how(call: Call, memory: _Memory) -> Call:
 
 
 def _umask(pid: int) -> int:
-    with open(f"/proc/{pid}/status", "rb") as f:
-        for line in f:
-            if line.startswith(b"Umask:"):
-                return int(line.split()[1], 8)
-    raise _Skip
+    """The caller's umask, from /proc/PID/status (read raw: io.open costs more than this)."""
+    fd = _os(os.open, f"/proc/{pid}/status", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        status: bytes = _os(os.read, fd, 8192)
+    finally:
+        os.close(fd)
+    at = status.find(b"\nUmask:")
+    if at < 0:
+        raise _Skip
+    return int(status[at + 7 : status.index(b"\n", at + 1)].strip(), 8)
 
 
 def _open(base: int, path: bytes, found: _Found, resolve: int = _RESOLVE_IN_ROOT) -> int:
