@@ -374,6 +374,29 @@ def test_git_tools_work_on_the_project_repository(layout: tuple[Path, Path]) -> 
     assert git(project, "branch", "--show-current").strip() == "feature"
 
 
+def test_git_checkout_adds_and_removes_files_at_a_sealed_root(layout: tuple[Path, Path]) -> None:
+    """The repository's root is sealed (no .mcp.json, .vscode/ ...): a checkout that adds a
+    root file gets it made by mcpwrap's broker, and one that removes it removes it."""
+    project, _ = layout
+    make_repo(project, "first commit")
+    git(project, "checkout", "-q", "-b", "feature")
+    (project / "added.txt").write_text("on feature\n")
+    git(project, "add", "added.txt")
+    git(project, "commit", "-q", "-m", "add a root file")
+    git(project, "checkout", "-q", "main")
+    assert not (project / "added.txt").exists()
+    server = [str(py_peer("mcp-server-git")), "--repository", "."]
+    repo = {"repo_path": str(project)}
+    with Wrapped(Path("mcp-server-git"), server, cwd=project) as w:
+        w.initialize()
+        assert "feature" in ok(w.call("git_checkout", {**repo, "branch_name": "feature"}))
+        assert (project / "added.txt").read_text() == "on feature\n"
+        assert "main" in ok(w.call("git_checkout", {**repo, "branch_name": "main"}))
+        assert not (project / "added.txt").exists()
+        assert f"so {project} is sealed" in w.stderr_now()
+    assert git(project, "status", "--porcelain") == ""
+
+
 def test_git_repo_path_outside_and_option_values_are_refused_before_the_server(
     layout: tuple[Path, Path],
 ) -> None:
