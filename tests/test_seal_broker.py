@@ -446,6 +446,18 @@ def test_a_new_name_is_made_in_a_sealed_directory(project: Project, kind: str) -
         assert (st.st_uid, st.st_mode & 0o7777) == (os.getuid(), 0o644), "the jail's umask"
 
 
+def test_the_broker_works_under_the_strict_allow_list(project: Project) -> None:
+    """syscalls = "strict" stacks an allow-list under the deny-list: the notifying filter
+    still installs, hands over its listener, and stops the same calls."""
+    text = project.profile.read_text().replace("[sandbox]\n", '[sandbox]\nsyscalls = "strict"\n')
+    project.profile.write_text(text)
+    assert jail(project, "make")["seccomp"] == "strict"
+    assert made(project, "open", project.root / "new.txt")["escaped"] is True
+    refused = made(project, "mkdir", project.root / ".vscode")
+    assert (refused["escaped"], refused["detail"]) == (False, "EACCES"), refused
+    assert made(project, "mkdir", project.root / ".vscode", drop=(".vscode",))["escaped"] is True
+
+
 def test_a_write_through_a_temporary_file_replaces_a_root_file(project: Project) -> None:
     """What server-filesystem does: write README.md.<random>.tmp beside it, rename it over."""
     tmp = project.root / "README.md.1234.tmp"
