@@ -680,9 +680,9 @@ def test_an_error_in_the_broker_refuses_the_call(
     assert made(project, "open", target)["escaped"] is True
 
 
-def test_refusals_are_recorded(project: Project) -> None:
+def test_refusals_are_recorded(project: Project, capsys: pytest.CaptureFixture[str]) -> None:
     """mcpwrap run hands the broker's records to the audit log (event "seal"); attach()
-    replays those made before it was called."""
+    replays those made before it was called. Each is a line on stderr too."""
     spec = jail(project, "make", "mkdir", str(project.root / ".vscode"))
     child = launch.start_jailed(spec)
     child.wait_ready()
@@ -699,6 +699,9 @@ def test_refusals_are_recorded(project: Project) -> None:
             "reason": ".vscode is protected: no server may create it there",
         }
     ]
+    assert f"mcpwrap: refused mkdir '{project.root}/.vscode': .vscode is protected" in (
+        capsys.readouterr().err
+    )
 
 
 def test_the_listener_stays_in_mcpwrap(project: Project) -> None:

@@ -541,10 +541,13 @@ def _own_credentials() -> str:
 
 
 def _to_stderr(record: dict[str, Any]) -> None:
+    """One line; the names in it come from the server, so no escape reaches the terminal."""
+    from mcpwrap.sanitize import clean_text
+
     if record.get("decision") == "refuse":
-        text = f"mcpwrap: refused {record['call']} {record['path']!r}: {record['reason']}\n"
+        text = f"refused {record['call']} {record['path']!r}: {record['reason']}"
     else:
-        text = f"mcpwrap: seal broker: {record.get('reason')}\n"
+        text = f"seal broker: {record.get('reason')}"
     with contextlib.suppress(OSError, ValueError):
-        sys.stderr.write(text)
+        sys.stderr.write(f"mcpwrap: {clean_text(text, keep_newlines=False)}\n")
         sys.stderr.flush()
