@@ -251,8 +251,8 @@ def _writes(profile: Profile, home: str, exists: Callable[[str], bool]) -> list[
 def _sealed_root(root: str, missing: list[str]) -> Finding:
     text = (
         f"write grant on the project root {root}, where {', '.join(missing)} do not exist "
-        "yet: no server may create them, so the jail seals the root (existing files stay "
-        "writable, nothing new can be created there)"
+        "yet: no server may create them, so the jail seals the root (the server creates "
+        "nothing there itself; mcpwrap makes its other new files there and refuses those)"
     )
     fix = "grant write on subdirectories, or create those paths yourself"
     if root.startswith("/tmp/"):  # noqa: S108 - the jail's own /tmp: a seal cannot hold there

@@ -89,7 +89,7 @@ def run(options: RunOptions) -> int:
         gate=gate,
         redact=redact,
     )
-    egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
+    egress = _serve_jail(profile, child, session) if isinstance(child, launch.Jailed) else None
     if token is not None:
         from mcpwrap.auth import TokenState
 
@@ -100,6 +100,15 @@ def run(options: RunOptions) -> int:
     finally:
         if egress is not None:
             egress.close()
+
+
+def _serve_jail(profile: Profile, child: launch.Jailed, session: Any) -> Any:
+    """mcpwrap's side of the jail: the seal broker's refusals join the audit log, and the
+    egress proxy (returned) serves the listeners the jail bound."""
+    if child.broker is not None:
+        relay = session.relay
+        child.broker.attach(lambda record: relay.record_event("seal", **record))
+    return _start_egress(profile, child, session)
 
 
 def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
@@ -215,7 +224,12 @@ def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
     from mcpwrap.sandbox import landlock
 
     network = "own network namespace" if profile.sandbox.network.value == "none" else "host network"
-    seal = f" (sealed, nothing new created: {', '.join(sealed)})" if sealed else ""
+    seal = (
+        f" (sealed: {', '.join(sealed)}; new names there made by mcpwrap's broker, "
+        "protected ones refused)"
+        if sealed
+        else ""
+    )
     return (
         f"jail: user, mount, pid, ipc, uts namespaces; {network}; new root; rlimits; "
         f"no capabilities; no_new_privs; {landlock.describe_abi()}{seal}; "
@@ -226,10 +240,11 @@ def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
 def _sealed_note(sealed: dict[str, list[str]]) -> str:
     missing = [p for paths in sealed.values() for p in paths]
     return (
-        f"mcpwrap: nothing new can be created directly in {', '.join(sealed)} (existing "
-        f"files there stay writable): the write grant covers {', '.join(missing)}, which "
-        "do not exist yet and which no server may create. Create them yourself to lift "
-        "this, or grant write on subdirectories only\n"
+        f"mcpwrap: {', '.join(missing)} do not exist yet and no server may create them, so "
+        f"{', '.join(sealed)} {'is' if len(sealed) == 1 else 'are'} sealed: the server "
+        "itself creates nothing there, mcpwrap creates its new files and directories for "
+        "it and refuses those names (each refusal is recorded). Create those paths "
+        "yourself to lift the seal, or grant write on subdirectories only\n"
     )
 
 

@@ -142,10 +142,10 @@ def test_a_sealed_directory_is_reported_on_stderr_and_in_the_record(var_tmp_path
         w.initialize()
         w.close()
         stderr = w.proc.stderr.read().decode()  # type: ignore[union-attr]
-    assert f"nothing new can be created directly in {var_tmp_path}" in stderr
-    assert f"{var_tmp_path}/.mcp.json" in stderr and "Create them yourself" in stderr
+    assert f"so {var_tmp_path} is sealed: the server itself creates nothing there" in stderr
+    assert f"{var_tmp_path}/.mcp.json" in stderr and "Create those paths yourself" in stderr
     record = audit_records(var_tmp_path / "audit.jsonl")[0]["sandbox"]
-    assert f"sealed, nothing new created: {var_tmp_path}" in record
+    assert f"sealed: {var_tmp_path}; new names there made by mcpwrap's broker" in record
 
 
 def test_a_seal_the_jail_cannot_hold_stops_the_run(tmp_path: Path) -> None:

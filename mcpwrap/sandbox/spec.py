@@ -312,7 +312,8 @@ class Guard(NamedTuple):
     created (the project root for a missing `.mcp.json`), each with those paths. No mount
     can cover a name that does not exist without creating it on the host, so Landlock
     withholds the make rights there: existing entries can still be written, truncated and
-    removed, but nothing new appears. Landlock rights inherit downwards, so every directory
+    removed, and new names are made only by mcpwrap's seal broker (sandbox/broker.py),
+    which refuses the protected ones. Landlock rights inherit downwards, so every directory
     from the write grant down to the one that needs it is sealed, and unsealed lists their
     other entries, which keep the full grant.
     """
