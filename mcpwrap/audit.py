@@ -45,7 +45,14 @@ def encode_fields(fields: Mapping[str, object]) -> bytes:
     clash = _RESERVED_SET.intersection(fields)
     if clash:
         raise ValueError(f"audit record may not set {', '.join(sorted(clash))}")
-    return _ENCODER.encode(dict(fields))[1:-1].encode("ascii")
+    try:
+        return _ENCODER.encode(dict(fields))[1:-1].encode("ascii")
+    except ValueError:
+        # A value JSON cannot hold (1e400 read as infinity, NaN, an int too long to
+        # print) in what a peer sent: the record is written with it named, never lost.
+        from mcpwrap.jsontext import safe
+
+        return _ENCODER.encode(safe(dict(fields)))[1:-1].encode("ascii")
 
 
 def line_hash(line: bytes) -> str:
@@ -101,8 +108,8 @@ class AuditWriter:
         so that only the outcome is encoded when the reply arrives). Its keys and the
         record's must not overlap.
 
-        Raises ValueError for a record that sets a reserved key or holds NaN/Infinity,
-        and AuditError when the file cannot be written.
+        Raises ValueError for a record that sets a reserved key, and AuditError when the
+        file cannot be written; a value JSON cannot hold is written as a string naming it.
         """
         # Encoded before the locks: other writers wait only for the chain and the write.
         fields = b",".join(f for f in (prefix, encode_fields(record) if record else b"") if f)

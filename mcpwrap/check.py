@@ -31,14 +31,53 @@ class Finding(NamedTuple):
 def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> list[Finding]:
     """Every finding for this profile, most serious first."""
     found = [
+        *_project(profile, home),
         *_sandbox_off(profile),
         *_network(profile),
         *_egress(profile),
         *_writes(profile, home, exists),
         *_exposed(profile),
         *_unauthenticated(profile),
+        *_name(profile),
     ]
     return sorted(found, key=lambda f: f.severity != ERROR)
+
+
+def _project(profile: Profile, home: str) -> list[Finding]:
+    """A profile that gives the server its project, checked where that project is one no
+    server may have (`run` refuses to start it)."""
+    from mcpwrap.project import problem
+
+    why = problem(profile.project, home=home) if profile.uses_project else None
+    if why is None:
+        return []
+    return [
+        Finding(
+            ERROR,
+            "project",
+            f"the profile gives the server its project, and here that is {profile.project}: "
+            f"{why}; `mcpwrap run` refuses to start it",
+            'name the project: --project DIR (VS Code, Cursor: "${workspaceFolder}"), '
+            "MCPWRAP_PROJECT, or run from the project's directory",
+        )
+    ]
+
+
+def _name(profile: Profile) -> list[Finding]:
+    """A `name` that is not what --profile takes: the audit log and the command line
+    would call one server two things."""
+    stem = paths.profile_arg(profile.source)
+    if profile.name == stem:
+        return []
+    return [
+        Finding(
+            NOTE,
+            "name",
+            f'name = "{profile.name}" is not the file\'s name: the audit log says '
+            f"{profile.name} where --profile takes {stem}",
+            f"remove `name` (it defaults to {stem}), or rename the file to {profile.name}.toml",
+        )
+    ]
 
 
 def _exposed(profile: Profile) -> list[Finding]:
@@ -212,8 +251,8 @@ def _writes(profile: Profile, home: str, exists: Callable[[str], bool]) -> list[
 def _sealed_root(root: str, missing: list[str]) -> Finding:
     text = (
         f"write grant on the project root {root}, where {', '.join(missing)} do not exist "
-        "yet: no server may create them, so the jail seals the root (existing files stay "
-        "writable, nothing new can be created there)"
+        "yet: no server may create them, so the jail seals the root (the server creates "
+        "nothing there itself; mcpwrap makes its other new files there and refuses those)"
     )
     fix = "grant write on subdirectories, or create those paths yourself"
     if root.startswith("/tmp/"):  # noqa: S108 - the jail's own /tmp: a seal cannot hold there
@@ -348,7 +387,7 @@ def _lock(profile: Profile) -> tuple[Any, str]:
     from mcpwrap import pins
     from mcpwrap.errors import LockError
 
-    path = paths.find_lock(profile.source)
+    path = paths.find_lock(profile.source, paths.served(profile))
     try:
         return pins.load(path, paths.profile_arg(profile.source)), path
     except LockError as exc:
@@ -366,21 +405,21 @@ def _issued_tokens(state_dir: str) -> list[Any]:
     return [t for t in registry.all() if not registry.revoked(t.id)]
 
 
-def check_paths(paths: Sequence[str], *, as_json: bool) -> tuple[str, int]:
+def check_paths(
+    paths: Sequence[str], *, as_json: bool, project: str | None = None
+) -> tuple[str, int]:
     """Load each profile and collect its findings: (the report, the exit status)."""
     from mcpwrap import paths as places
     from mcpwrap.errors import MCPWrapError
     from mcpwrap.maturity import assess
-    from mcpwrap.profile import load_profile
 
     results: dict[str, Sequence[Finding] | str] = {}
     levels: dict[str, Level] = {}
     for name in paths:
         try:
-            path = places.find(name)
-            profile = load_profile(
-                path, state_dir=places.state_dir(), builtin_dir=places.builtin_profiles_dir()
-            )
+            # Unguarded: a project no server may have is a finding here, not a stop.
+            profile = places.load(name, project=project, guard=False)
+            path = profile.source
         except MCPWrapError as exc:
             results[name] = str(exc)
             continue

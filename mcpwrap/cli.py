@@ -16,13 +16,17 @@ from typing import NoReturn
 from mcpwrap import __version__
 from mcpwrap.errors import MCPWrapError
 
+# Every example below runs as written (tests/test_examples.py runs them): a command a
+# line (a trailing backslash continues it), `#` starts a comment, and a client's server
+# entry is JSON.
 _RUN_EXAMPLE = """\
-example (a Claude Desktop / Cursor / VS Code server entry):
-  "command": "mcpwrap",
-  "args": ["run", "--profile", "fs", "--", "npx", "@modelcontextprotocol/server-filesystem", "."]
+examples:
+  mcpwrap lock --profile mcp-server-time -- uvx mcp-server-time   # once: pin the version
+  mcpwrap run --profile mcp-server-time -- uvx mcp-server-time
 
-  mcpwrap lock --profile ./.mcpwrap/time.toml -- uvx mcp-server-time     (once)
-  mcpwrap run --profile ./.mcpwrap/time.toml -- uvx mcp-server-time
+  # the same as a client's server entry (Claude Desktop, Claude Code, Cursor, VS Code):
+  "command": "mcpwrap",
+  "args": ["run", "--profile", "mcp-server-time", "--", "uvx", "mcp-server-time"]
 
 An npx or uvx command runs only once locked: it would download its package in a jail
 that has no way to a registry. `mcpwrap lock` fetches the exact version and pins it; on
@@ -30,27 +34,29 @@ another machine, `mcpwrap sync` installs what a committed lock pins. `run` never
 downloads: it stops and says which command to run.
 
 --profile NAME looks in ./.mcpwrap/NAME.toml up to the project root, then
-~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles. Without --profile
-the name comes from the server command (npx @scope/server-x -> server-x).
+~/.config/mcpwrap/profiles/NAME.toml, then the built-in profiles (mcp-server-time,
+server-filesystem, ...: `ls profiles/`). With no --profile, the name comes from the
+server command (npx @scope/server-x -> server-x).
 """
 
 _AUDIT_EXAMPLE = """\
 examples:
-  mcpwrap audit verify                  check the hash chain of the default log
-  mcpwrap audit tail -n 50              the last 50 decisions, one line each
-  mcpwrap audit tail -f --log ./a.jsonl follow a log as it grows
+  mcpwrap audit verify          # check the hash chain of the log; print its last hash
+  mcpwrap audit tail -n 50      # the last 50 decisions, one line each
+  mcpwrap audit tail -f         # follow the log as it grows, until Ctrl-C
 """
 
 _DOCTOR_EXAMPLE = """\
 examples:
-  mcpwrap doctor                 can this machine apply every layer of the jail?
-  mcpwrap doctor --profile fs    ... and what profile fs needs, and what its last run applied
+  mcpwrap doctor                              # can this machine apply every layer?
+  mcpwrap doctor --profile server-filesystem  # ... and what this profile needs, and
+                                              # what its last run applied
 """
 
 _CHECK_EXAMPLE = """\
 examples:
-  mcpwrap check .mcpwrap/*.toml          findings for a repository's profiles
-  mcpwrap check fs --format json         one profile, by name, for a machine
+  mcpwrap check .mcpwrap/*.toml                  # findings for a repository's profiles
+  mcpwrap check server-filesystem --format json  # one profile, by name, for a machine
 
 exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that does not load
 """
@@ -58,7 +64,6 @@ exit status: 0 no errors (notes allowed), 1 an error finding, 2 a profile that d
 _INIT_EXAMPLE = """\
 examples:
   mcpwrap init time -- uvx mcp-server-time
-  mcpwrap init fs -- npx -y @modelcontextprotocol/server-filesystem .
 
 It writes .mcpwrap/NAME.toml at the project root (review the guessed classes), and
 .mcpwrap/NAME.lock. Then: mcpwrap run --profile NAME -- <the same command>
@@ -66,39 +71,29 @@ It writes .mcpwrap/NAME.toml at the project root (review the guessed classes), a
 
 _LOCK_EXAMPLE = """\
 examples:
-  mcpwrap lock --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
-                         fetch the exact version once, pin it and every tool definition
-  mcpwrap approve --profile fs
-                         show what changed since the lock (a diff per tool); update it on yes
-  mcpwrap approve --profile fs --yes     the same, for scripts
-  mcpwrap lock --profile postgres -- uvx --with 'mcp<2' mcp-postgres-server
-                         uvx's --from, --with and --python are understood
-  mcpwrap sync --profile fs
-                         on another machine: install exactly what the lock pins, verify it
+  mcpwrap lock --profile server-filesystem -- npx -y @modelcontextprotocol/server-filesystem .
+      # fetch the exact version once; pin it and every tool definition
+  mcpwrap approve --profile server-filesystem
+      # show what changed since the lock (a diff per tool); update it on yes
+  mcpwrap approve --profile server-filesystem --yes   # the same, for scripts
+  mcpwrap sync --profile server-filesystem
+      # another machine, after a clone or a pull: install what the lock pins, verify it
 
-The lock is written beside the profile (.mcpwrap/fs.lock; for a built-in profile,
-.mcpwrap/NAME.lock in the git repository it is locked in, else
-~/.config/mcpwrap/profiles/NAME.lock). It names no path of this machine: commit it.
+npx and uvx commands are fetched (uvx's --from, --with and --python are understood, as
+in `uvx --with 'mcp<2' mcp-server-sqlite`), without install scripts or source builds.
+The lock goes beside a project's profile (.mcpwrap/NAME.lock). A built-in profile that
+grants the server its project (server-filesystem) keeps its lock in that project's git
+repository (.mcpwrap/NAME.lock); any other built-in profile's lock is yours
+(~/.config/mcpwrap/profiles/NAME.lock). A lock names no path of this machine: commit it.
 `mcpwrap run` verifies it before every start, never downloads, and hides tools whose
 definition no longer matches.
 """
 
-_SYNC_EXAMPLE = """\
-examples:
-  mcpwrap sync --profile fs      install and verify what .mcpwrap/fs.lock pins, once
-  mcpwrap run --profile fs -- npx -y @modelcontextprotocol/server-filesystem .
-
-sync fetches only what the lock pins, at the locked versions (uv pip install
---require-hashes, npm ci; no install scripts, no source builds) and refuses a file whose
-hash differs from the lock. Run it after cloning a project with a lock, and after a pull
-that changed one: `mcpwrap run` never downloads, and until then it stops and says so.
-"""
-
 _KEYRING_EXAMPLE = """\
 examples:
-  mcpwrap secret set keyring:github/token        asks for the value (or reads it from stdin)
+  mcpwrap secret set keyring:github/token   # asks for the value (or reads it from stdin)
   pass show github | mcpwrap secret set keyring:github/token
-  mcpwrap secret list                            references and whether each is stored
+  mcpwrap secret list                       # references and whether each is stored
   mcpwrap secret delete keyring:github/token
 
 A profile then names it, and the value reaches only the server's environment:
@@ -108,8 +103,8 @@ A profile then names it, and the value reaches only the server's environment:
 
 _DEMO_EXAMPLE = """\
 example:
-  mcpwrap demo            run the bundled server under the bundled profile and show
-                          what was allowed, what was refused and why, and the audit log
+  mcpwrap demo     # the bundled server under the bundled profile: what was allowed, what
+                   # was refused and why, what the jail stopped, and the audit log
 """
 
 
@@ -151,6 +146,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "--profile", "-p", metavar="NAME|PATH", help="the capability profile (name or .toml path)"
     )
+    _add_project(p)
     p.add_argument(
         "--max-message",
         metavar="SIZE",
@@ -217,6 +213,7 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile names or .toml paths")
+    _add_project(p)
     p.add_argument(
         "--format", choices=("text", "json"), default="text", help="output format (default text)"
     )
@@ -236,9 +233,18 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("name", metavar="NAME", help="the profile's name (.mcpwrap/NAME.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing profile")
+    _add_project(p)
     _add_timeout(p)
+    p.add_argument("server", nargs="*", metavar="-- CMD ...", help="the server command")
+
+
+def _add_project(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "server", nargs=argparse.REMAINDER, metavar="-- CMD ...", help="the server command"
+        "--project",
+        metavar="DIR",
+        help="the project {project} names (default: MCPWRAP_PROJECT, else the repository "
+        "holding a .mcpwrap/ profile, else the current directory); never /, your home "
+        "directory or a parent of it, a system or a shared temporary directory",
     )
 
 
@@ -278,11 +284,12 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "sync",
         help="install and verify what a lock pins, on this machine",
         description="Make this machine's store match the profile's lock: install exactly "
-        "the locked package versions (npx/uvx) with the same installers as `lock`, verify "
-        "every hash the lock holds, and record that this machine verified it. The only step "
-        "that downloads for a lock; `mcpwrap run` never does. The lock itself is never "
-        "changed.",
-        epilog=_SYNC_EXAMPLE,
+        "the locked package versions (npx/uvx) with the same installers as `lock` (uv pip "
+        "install --require-hashes, npm ci; no install scripts, no source builds), verify "
+        "every hash the lock holds, and record that this machine verified it. Run it after "
+        "cloning a project with a lock, and after a pull that changed one. The only step "
+        "that downloads for a lock; `mcpwrap run` never does. The lock is never changed.",
+        epilog=_LOCK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     for p in (lock, approve, sync):
@@ -296,6 +303,8 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             p.add_argument(
                 "--yes", "-y", action="store_true", help="accept the changes without asking"
             )
+        _add_project(p)
+        if p is not sync:
             _add_timeout(p)
         p.add_argument(
             "server",
@@ -347,6 +356,7 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--profile", "-p", metavar="NAME|PATH", help="also report on this profile")
+    _add_project(p)
 
 
 def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -354,15 +364,23 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "demo",
         help="show mcpwrap at work on a bundled server, offline",
         description="Run a small bundled MCP server under a bundled profile, drive it with the MCP "
-        "SDK's client, and show what was allowed, what was refused and why, and the audit records. "
-        "Needs no network and writes only to a temporary directory.",
+        "SDK's client, and show what was allowed, what was refused and why, a call stopped at its "
+        "deadline, the jail stopping an allowed tool's own code from listing ~/.ssh and "
+        "connecting out, and the audit records. Needs no network and writes only to a "
+        "temporary directory.",
         epilog=_DEMO_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    head, server = _split_server(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(head)
+    if server is not None:
+        if not hasattr(args, "server"):
+            parser.error(f"unrecognized arguments: -- {' '.join(server)}")
+        args.server = [*args.server, "--", *server]
     try:
         return _dispatch(args)
     except MCPWrapError as exc:
@@ -392,7 +410,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from mcpwrap.initcmd import InitOptions, init
 
         command = _server_command(args)
-        return init(InitOptions(args.name, tuple(command), args.force, args.timeout))
+        return init(InitOptions(args.name, tuple(command), args.force, args.timeout, args.project))
     if args.command in ("lock", "approve"):
         from mcpwrap.lockcmd import LockOptions, lock
 
@@ -404,16 +422,19 @@ def _dispatch(args: argparse.Namespace) -> int:
                 approve=args.command == "approve",
                 yes=args.yes,
                 timeout=args.timeout,
+                project=args.project,
             )
         )
     if args.command == "sync":
         from mcpwrap.synccmd import SyncOptions, sync
 
-        return sync(SyncOptions(args.profile, tuple(_server_command(args))))
+        return sync(SyncOptions(args.profile, tuple(_server_command(args)), args.project))
     if args.command == "check":
         from mcpwrap.check import check_paths
 
-        text, status = check_paths(args.profiles, as_json=args.format == "json")
+        text, status = check_paths(
+            args.profiles, as_json=args.format == "json", project=args.project
+        )
         sys.stdout.write(text)
         return status
     from mcpwrap.demo import run_demo
@@ -441,8 +462,19 @@ def _run(args: argparse.Namespace) -> int:
             command=tuple(command),
             max_message=max_message,
             token_name=args.token_name,
+            project=args.project,
         )
     )
+
+
+def _split_server(words: list[str]) -> tuple[list[str], list[str] | None]:
+    """mcpwrap's own arguments, and the server command after the first `--` (None without
+    one). Split before argparse: after a positional such as init's NAME, argparse would
+    take options like --force for part of the command."""
+    if "--" not in words:
+        return words, None
+    at = words.index("--")
+    return words[:at], words[at + 1 :]
 
 
 def _server_command(args: argparse.Namespace) -> list[str]:
@@ -493,15 +525,11 @@ def _secret(args: argparse.Namespace) -> int:
 def _doctor(args: argparse.Namespace) -> int:
     from mcpwrap import paths
     from mcpwrap.doctor import run_doctor
-    from mcpwrap.profile import load_profile
 
     profile = None
     if args.profile:
-        profile = load_profile(
-            paths.find(args.profile),
-            state_dir=paths.state_dir(),
-            builtin_dir=paths.builtin_profiles_dir(),
-        )
+        # Unguarded: doctor reports a project no server may have as a failure of its own.
+        profile = paths.load(args.profile, project=args.project, guard=False)
     return run_doctor(profile)
 
 

@@ -396,27 +396,55 @@ def _newline(text: str, line_start: int) -> str:
     return "\r\n" if text[line_start - 2 : line_start] == "\r\n" else "\n"
 
 
-def wrap_edits(text: str, node: Object, profile: str) -> tuple[list[Edit], dict[str, str | None]]:
-    """The edits that make an entry start `mcpwrap run --profile P -- CMD ARGS...`, and
-    the record that undoes them. The original command's and args' source text is reused
-    as is (escapes, comments inside the list), in the list's own layout."""
+@dataclass(frozen=True)
+class Wrapping:
+    """How to wrap one entry: "command" becomes `command`, and `head` (run --profile P
+    [--project DIR] --) goes before the original command and args. `said` ends the line
+    that reports it."""
+
+    command: str
+    head: tuple[str, ...]
+    profile: str
+    said: str = ""
+
+
+class NotWrapped(MCPWrapError):
+    """An entry left as it was; the message says why and what to run instead."""
+
+
+# How to wrap an entry, from the config file, the entry and its values (command, args,
+# env, ...); raises NotWrapped to leave it alone.
+Prepare = Callable[[str, Entry, dict[str, object]], Wrapping]
+
+
+def wrap_edits(
+    text: str, node: Object, wrapping: Wrapping
+) -> tuple[list[Edit], dict[str, str | None]]:
+    """The edits that make an entry start `MCPWRAP run ... -- CMD ARGS...`, and the record
+    that undoes them. The original command's and args' source text is reused as is
+    (escapes, comments inside the list), in the list's own layout."""
     command = node.member("command")
     assert command is not None
     cmd = command.value
-    head = ['"run"', '"--profile"', json.dumps(profile, ensure_ascii=False), '"--"']
+    head = [json.dumps(word, ensure_ascii=False) for word in wrapping.head]
     head.append(text[cmd.start : cmd.end])
-    record: dict[str, str | None] = {"profile": profile, "command": text[cmd.start : cmd.end]}
+    new_command = json.dumps(wrapping.command, ensure_ascii=False)
+    record: dict[str, str | None] = {
+        "profile": wrapping.profile,
+        "command": text[cmd.start : cmd.end],
+        "wrapped_command": new_command,
+    }
     args = node.get("args")
     if args is None:
         wrapped = "[" + ", ".join(head) + "]"
         inserted = f',{_member_gap(text, command)}"args": {wrapped}'
         record |= {"args": None, "inserted": inserted, "wrapped_args": wrapped}
-        return [(cmd.start, cmd.end, '"mcpwrap"' + inserted)], record
+        return [(cmd.start, cmd.end, new_command + inserted)], record
     if not isinstance(args, Array):
         raise _Skip('its "args" is not a list')
     wrapped = _prepend(text, args, head)
     record |= {"args": text[args.start : args.end], "inserted": None, "wrapped_args": wrapped}
-    return [(cmd.start, cmd.end, '"mcpwrap"'), (args.start, args.end, wrapped)], record
+    return [(cmd.start, cmd.end, new_command), (args.start, args.end, wrapped)], record
 
 
 def _member_gap(text: str, member: Member) -> str:
@@ -449,7 +477,9 @@ def unwrap_edits(text: str, node: Object, record: dict[str, str | None]) -> list
     command or args no longer mean what `wrap` wrote (the user changed them)."""
     command = node.member("command")
     args = node.member("args")
-    if command is None or args is None or plain(command.value) != "mcpwrap":
+    # Records older than the absolute command have none: they wrote a bare "mcpwrap".
+    written = parse(str(record.get("wrapped_command") or '"mcpwrap"'), "<wrap record>")
+    if command is None or args is None or plain(command.value) != plain(written):
         return None
     # Compared by meaning, not text: Claude Code rewrites ~/.claude.json in its own layout.
     if plain(args.value) != plain(parse(str(record["wrapped_args"]), "<wrap record>")):
@@ -672,12 +702,15 @@ class Options:
     client: str
     config: str | None = None
     server: str | None = None
-    profile: str | None = None
     dry_run: bool = False
     move_secrets: bool = False
     project_dir: str = field(default_factory=os.getcwd)
     # Asked once per entry holding secrets when --move-secrets was not given (a terminal).
     ask: Callable[[str], bool] | None = None
+    # wrap: how each entry is wrapped (mcpwrap.wrapplan decides).
+    prepare: Prepare | None = None
+    # Each line as it is said (wrap can take a while: locks install packages).
+    echo: Callable[[str], None] | None = None
 
 
 @dataclass
@@ -688,25 +721,40 @@ class Outcome:
     lines: list[str] = field(default_factory=list)
     status: int = 0
     written: bool = False
+    # wrap: the stdio entries that start mcpwrap now, with their values as written.
+    wrapped: list[tuple[Entry, dict[str, object]]] = field(default_factory=list)
+    echo: Callable[[str], None] | None = None
+
+    def say(self, line: str) -> None:
+        self.lines.append(line)
+        if self.echo is not None:
+            self.echo(line)
 
 
 def wrap(options: Options, state_dir: str) -> Outcome:
     doc, selected = _open(options)
     records = load_records(state_dir)
     mine = records.setdefault(doc.real, {})
-    out = Outcome(doc.path)
+    out = Outcome(doc.path, echo=options.echo)
     moved = False
+    wrapped = []
     for entry in selected:
         if _wrap_one(doc, entry, options, mine, out):
+            wrapped.append(entry)
             moved |= _secrets(doc, entry, options, out, state_dir)
     if doc.changed and not options.dry_run:
         save_records(state_dir, records)
         _save(doc, out)
         if moved:
-            out.lines.append(
+            out.say(
                 f"{doc.path}: its backup {doc.backup} still holds the secrets' values: "
                 "delete it once the wrapped servers work"
             )
+    for entry in wrapped:
+        node = doc.node(entry)
+        values = plain(node) if node is not None else None
+        assert isinstance(values, dict)
+        out.wrapped.append((entry, values))
     return out
 
 
@@ -714,7 +762,7 @@ def unwrap(options: Options, state_dir: str) -> Outcome:
     doc, selected = _open(options)
     records = load_records(state_dir)
     mine = records.setdefault(doc.real, {})
-    out = Outcome(doc.path)
+    out = Outcome(doc.path, echo=options.echo)
     for entry in selected:
         _unwrap_one(doc, entry, options, mine, out)
     if doc.changed and not options.dry_run:
@@ -739,7 +787,7 @@ def _open(options: Options) -> tuple[Document, list[Entry]]:
 
 def _save(doc: Document, out: Outcome) -> None:
     if doc.save():
-        out.lines.append(f"{doc.path}: the original is kept in {doc.backup}")
+        out.say(f"{doc.path}: the original is kept in {doc.backup}")
     out.written = True
 
 
@@ -750,29 +798,36 @@ def _wrap_one(
     mine: dict[str, dict[str, str | None]],
     out: Outcome,
 ) -> bool:
-    """Wrap one entry; True if it is a stdio entry (wrapped now or before)."""
+    """Wrap one entry; True if it is a stdio entry that starts mcpwrap (now or before)."""
     where = f"{doc.path}: {entry.label}"
     node = doc.node(entry)
     if not isinstance(node, Object):
-        out.lines.append(f"{where}: skipped (not an object)")
+        out.say(f"{where}: skipped (not an object)")
         return False
     reason = not_stdio(node)
     if reason is not None:
-        out.lines.append(f"{where}: skipped (not stdio: {reason})")
+        out.say(f"{where}: skipped (not stdio: {reason})")
         return False
     if is_wrapped(node):
-        out.lines.append(f"{where}: already wrapped")
+        out.say(f"{where}: already wrapped")
         return True
-    profile = options.profile or entry.name
-    try:
-        edits, record = wrap_edits(doc.text, node, profile)
-    except _Skip as why:
-        out.lines.append(f"{where}: skipped ({why})")
+    if node.get("args") is not None and not isinstance(node.get("args"), Array):
+        out.say(f'{where}: skipped (its "args" is not a list)')
         return False
+    assert options.prepare is not None, "wrap needs Options.prepare"
+    values = plain(node)
+    assert isinstance(values, dict)
+    try:
+        wrapping = options.prepare(doc.path, entry, values)
+    except NotWrapped as why:
+        out.status = 1
+        out.say(f"{where}: not wrapped: {why}")
+        return False
+    edits, record = wrap_edits(doc.text, node, wrapping)
     doc.edit(edits)
     mine[entry.pointer] = record
     verb = "would wrap" if options.dry_run else "wrapped"
-    out.lines.append(f"{where}: {verb} (profile {profile})")
+    out.say(f"{where}: {verb} (profile {wrapping.profile}{wrapping.said})")
     return True
 
 
@@ -786,16 +841,16 @@ def _unwrap_one(
     where = f"{doc.path}: {entry.label}"
     node = doc.node(entry)
     if not isinstance(node, Object):
-        out.lines.append(f"{where}: skipped (not an object)")
+        out.say(f"{where}: skipped (not an object)")
         return
     reason = not_stdio(node)
     if reason is not None:
-        out.lines.append(f"{where}: skipped (not stdio: {reason})")
+        out.say(f"{where}: skipped (not stdio: {reason})")
         return
     record = mine.get(entry.pointer)
     if not is_wrapped(node):
         note = "; it changed since `mcpwrap wrap`, left alone" if record else ""
-        out.lines.append(f"{where}: not wrapped{note}")
+        out.say(f"{where}: not wrapped{note}")
         return
     verb = "would unwrap" if options.dry_run else "unwrapped"
     if record is None:
@@ -803,9 +858,9 @@ def _unwrap_one(
             doc.edit(split_edits(doc.text, node))
         except _Skip as why:
             out.status = 1
-            out.lines.append(f"{where}: not unwrapped: no record of its wrap and {why}")
+            out.say(f"{where}: not unwrapped: no record of its wrap and {why}")
             return
-        out.lines.append(
+        out.say(
             f'{where}: {verb} from the part after "--" in its args (no record of a wrap: '
             "check the entry)"
         )
@@ -813,7 +868,7 @@ def _unwrap_one(
     edits = unwrap_edits(doc.text, node, record)
     if edits is None:
         out.status = 1
-        out.lines.append(
+        out.say(
             f"{where}: not unwrapped: its command or args changed since `mcpwrap wrap`, so "
             f"the original cannot be put back safely; left alone: edit it by hand (the "
             f"original file is in {doc.backup})"
@@ -821,7 +876,7 @@ def _unwrap_one(
         return
     doc.edit(edits)
     del mine[entry.pointer]
-    out.lines.append(f"{where}: {verb}")
+    out.say(f"{where}: {verb}")
 
 
 def _secrets(doc: Document, entry: Entry, options: Options, out: Outcome, state: str) -> bool:
@@ -833,12 +888,12 @@ def _secrets(doc: Document, entry: Entry, options: Options, out: Outcome, state:
     where = f"{doc.path}: {entry.label}"
     listed = ", ".join(names)
     if options.dry_run:
-        out.lines.append(f"{where}: env holds secrets in plain text: {listed}")
+        out.say(f"{where}: env holds secrets in plain text: {listed}")
         return False
     question = f"{where}: move {listed} from its env into the keyring? [y/N] "
     if not (options.move_secrets or (options.ask is not None and options.ask(question))):
         config = f" --config {shlex.quote(options.config)}" if options.config else ""
-        out.lines.append(
+        out.say(
             f"{where}: env holds secrets in plain text: {listed} (values not shown); move "
             f"them into the keyring with `mcpwrap wrap {options.client}{config} --server "
             f"{shlex.quote(entry.name)} --move-secrets`"
@@ -846,8 +901,8 @@ def _secrets(doc: Document, entry: Entry, options: Options, out: Outcome, state:
         return False
     for name in names:
         _move_secret(doc, entry, name, state)
-    out.lines.append(f"{where}: moved {listed} from its env into the keyring")
-    out.lines.append(f"{where}: add to its profile: {profile_line(entry.name, names)}")
+    out.say(f"{where}: moved {listed} from its env into the keyring")
+    out.say(f"{where}: add to its profile: {profile_line(entry.name, names)}")
     return True
 
 

@@ -22,17 +22,59 @@ def find_profile(name: str, *, cwd: str, config_dir: str, builtin_dir: str) -> s
         return path
     if not name or not name.isprintable():
         raise DiscoveryError(f"{name!r} is not a profile name")
-    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
-    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
-    places += [os.path.join(builtin_dir, f"{name}.toml")]
+    places = profile_places(name, cwd=cwd, config_dir=config_dir, builtin_dir=builtin_dir)
+    dirs = [os.path.dirname(place) for place in places]
     for place in places:
         if os.path.isfile(place):
             return place
+    close = close_names(name, _profile_names(dirs))
+    meant = f" (did you mean {' or '.join(close)}?)" if close else ""
     looked = "".join(f"\n  {place}" for place in places)
     raise DiscoveryError(
-        f'no profile named "{name}"; looked in:{looked}\n'
+        f'no profile named "{name}"{meant}; looked in:{looked}\n'
         f"create one with `mcpwrap init {name} -- CMD...`, or give --profile PATH"
     )
+
+
+def _profile_names(dirs: Sequence[str]) -> list[str]:
+    """The names `--profile` finds in these directories, nearest first."""
+    names: dict[str, None] = {}
+    for directory in dirs:
+        try:
+            found = sorted(os.listdir(directory))
+        except OSError:
+            continue
+        names.update((f[:-5], None) for f in found if f.endswith(".toml") and len(f) > 5)
+    return list(names)
+
+
+def close_names(name: str, names: Sequence[str], limit: int = 3) -> list[str]:
+    """Names a person may have meant: one that holds the typed name as a word (an old
+    short name such as "time" for "mcp-server-time"), or the one spelled most like it or
+    like one of its words ("tme")."""
+    import difflib
+
+    typed = name.lower()
+
+    def words(n: str) -> list[str]:
+        return re.split(r"[-_.]", n.lower())
+
+    def likeness(n: str) -> float:
+        return max(difflib.SequenceMatcher(None, typed, w).ratio() for w in [n.lower(), *words(n)])
+
+    holding = [n for n in names if typed in words(n)]
+    best = max(names, key=likeness, default=None)
+    spelled = [best] if best is not None and likeness(best) >= 0.75 else []
+    return list(dict.fromkeys(holding + spelled))[:limit]
+
+
+def profile_places(name: str, *, cwd: str, config_dir: str, builtin_dir: str | None) -> list[str]:
+    """Where `--profile NAME` looks, in order: .mcpwrap/NAME.toml from `cwd` up to the
+    project root, the user's profiles, then (unless builtin_dir is None) the built-in ones."""
+    places = [os.path.join(d, ".mcpwrap", f"{name}.toml") for d in _dirs_to_project(cwd)]
+    places += [os.path.join(config_dir, "profiles", f"{name}.toml")]
+    places += [os.path.join(builtin_dir, f"{name}.toml")] if builtin_dir is not None else []
+    return places
 
 
 def _dirs_to_project(start: str) -> Iterator[str]:

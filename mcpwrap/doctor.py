@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, TextIO
 
+from mcpwrap import paths
 from mcpwrap.profile import Profile
 
 
@@ -36,14 +37,23 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         if all(c.ok for c in checks)
         else Check("jail end to end", False, "not tried: a layer above is missing")
     )
+    _write_checks(checks, out)
+    if profile is not None:
+        _profile_report(profile, out)
+        mine = [_project(profile)]
+        if profile.sandbox.enforce and all(c.ok for c in checks + mine):
+            mine.append(_profile_jail(profile))
+        _write_checks(mine, out)
+        checks += mine
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def _write_checks(checks: list[Check], out: TextIO) -> None:
     for check in checks:
         mark = "ok  " if check.ok else "FAIL"
         out.write(f"  {mark} {check.layer:18} {check.detail}\n")
         if check.fix:
             out.write(f"       {'':18} to fix: {check.fix}\n")
-    if profile is not None:
-        _profile_report(profile, out)
-    return 0 if all(c.ok for c in checks) else 1
 
 
 def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
@@ -147,9 +157,54 @@ def _end_to_end() -> Check:
     )
 
 
+def _project(profile: Profile) -> Check:
+    """The project check `run` makes before anything starts."""
+    from mcpwrap.errors import UsageError
+    from mcpwrap.project import Source, require
+
+    if not profile.uses_project:
+        return Check("project", True, "the profile grants no {project}")
+    try:
+        require(profile.project, Source.CWD, profile=profile.name)
+    except UsageError as exc:
+        first = str(exc).split(". Name the project")[0]
+        return Check(
+            "project", False, first, "--project DIR, or MCPWRAP_PROJECT (see `run --help`)"
+        )
+    return Check("project", True, profile.project)
+
+
+def _profile_jail(profile: Profile) -> Check:
+    """The jail this profile's run builds (its grants, seals, Landlock rules and seccomp
+    mode), started around /bin/true from here: a run's setup failure shows here too."""
+    from mcpwrap import launch, paths
+    from mcpwrap.sandbox import spec
+
+    cwd = profile.server.cwd or profile.project
+    start = time.monotonic()
+    try:
+        jail = spec.build(
+            profile, ["true"], {"PATH": "/usr/bin:/bin"}, cwd, state_dir=paths.state_dir()
+        )
+        child = launch.start_jailed(jail)
+        child.wait_ready()
+        status = child.process.wait(10)
+    except launch.LaunchError as exc:
+        return Check(
+            "profile's jail",
+            False,
+            str(exc),
+            "see the message; `mcpwrap check` lists the profile's findings",
+        )
+    ms = (time.monotonic() - start) * 1000
+    return Check(
+        "profile's jail", status == 0, f"its jail ran /bin/true in {ms:.0f} ms (exit {status})"
+    )
+
+
 def _profile_report(profile: Profile, out: TextIO) -> None:
     sandbox = profile.sandbox
-    out.write(f"\nprofile {profile.name} ({profile.source}):\n")
+    out.write(f"\nprofile {paths.profile_arg(profile.source)} ({profile.source}):\n")
     if not sandbox.enforce:
         out.write("  [sandbox] enforce = false: the server runs WITHOUT the jail\n")
     else:
@@ -164,17 +219,17 @@ def _profile_report(profile: Profile, out: TextIO) -> None:
 def _lock_state(profile: Profile) -> str:
     """Whether the profile has a lock, what it pins, and whether this machine verified it
     (the files themselves are hashed by `run`)."""
-    from mcpwrap import lockstate, paths, pins, store
+    from mcpwrap import lockstate, pins, store
     from mcpwrap.errors import LockError
 
-    path = paths.find_lock(profile.source)
+    path = paths.find_lock(profile.source, paths.served(profile))
     name = paths.profile_arg(profile.source)
     try:
         lock = pins.load(path, name)
     except LockError as exc:
         return f"does not load: {exc}"
     if lock is None:
-        return f"none ({path}); `mcpwrap lock` pins the server's artifacts and tools"
+        return f"none ({path}); `mcpwrap lock --profile {name}` pins its artifacts and tools"
     what = f"{lock.package} {lock.version}, " if lock.package else ""
     record = store.load_synced(store.root(), path)
     here = (

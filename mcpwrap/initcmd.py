@@ -10,9 +10,10 @@ TOML (tomli-w) with comments, passes `mcpwrap check`, and is locked.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, NamedTuple
 
 from mcpwrap import paths
@@ -27,6 +28,7 @@ class InitOptions(NamedTuple):
     command: tuple[str, ...]
     force: bool
     timeout: float = 120.0
+    project: str | None = None  # --project: where .mcpwrap/NAME.toml goes
 
 
 def init(options: InitOptions) -> int:
@@ -37,21 +39,70 @@ def init(options: InitOptions) -> int:
         raise UsageError(f"init: {options.name!r} is not a profile name ({_NAME_OK})")
     if not options.command:
         raise UsageError(f"init: give the server command: mcpwrap init {options.name} -- CMD ...")
-    project = project_of(os.path.join(os.getcwd(), "x"))
+    from mcpwrap import project as projects
+
+    start, source = projects.resolve(options.project, os.environ)
+    if source is projects.Source.CWD:
+        project = project_of(os.path.join(start, "x"))
+        source = projects.Source.PROFILE if project != start else source
+    else:
+        project = start
+    # The profile written grants {project}: refuse one no server may have before writing.
+    projects.require(project, source, profile=options.name)
     path = os.path.join(project, ".mcpwrap", f"{options.name}.toml")
     if os.path.exists(path) and not options.force:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    _write(path, render(options.name, options.command, []))  # the jail the tools are read in
-    lock(LockOptions(profile=path, command=(), approve=False, yes=True, timeout=options.timeout))
-    from mcpwrap import pins
+    lock_file = paths.lock_path(path)
+    with _undone_on_failure(path, lock_file):
+        _write(path, render(options.name, options.command, []))  # the jail tools are read in
+        lock(
+            LockOptions(
+                profile=path,
+                command=(),
+                approve=False,
+                yes=True,
+                timeout=options.timeout,
+                project=project,
+            )
+        )
+        from mcpwrap import pins
 
-    locked = pins.load(paths.lock_path(path))
-    assert locked is not None
-    tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
-    _write(path, render(options.name, options.command, tools))
+        locked = pins.load(lock_file)
+        assert locked is not None
+        tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
+        _write(path, render(options.name, options.command, tools))
     print(f"{path}: {len(tools)} tools, each with a guessed class; review them, then commit it")
     return 0
+
+
+@contextlib.contextmanager
+def _undone_on_failure(*files: str) -> Iterator[None]:
+    """Put `files` (and their directory) back as they were if the body fails: a stub
+    profile left behind by a server that would not start would block the retry."""
+    directory = os.path.dirname(files[0])
+    made = not os.path.isdir(directory)
+    before = {f: _content(f) for f in files}
+    try:
+        yield
+    except BaseException:
+        for file, data in before.items():
+            with contextlib.suppress(OSError):
+                if data is None:
+                    os.unlink(file)
+                else:
+                    _write(file, data)
+        if made:
+            with contextlib.suppress(OSError):  # only if empty: never what someone else put
+                os.rmdir(directory)
+        raise
+
+
+def _content(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
 def render(name: str, command: Sequence[str], tools: list[dict[str, Any]]) -> str:
@@ -60,7 +111,6 @@ def render(name: str, command: Sequence[str], tools: list[dict[str, Any]]) -> st
 
     head = {
         "version": 1,
-        "name": name,
         "server": {"command": list(command)},
         "sandbox": {"network": "none", "read": ["{project}"]},
         "policy": {"default": "deny"},
@@ -95,7 +145,7 @@ def _tool_block(tool: dict[str, Any]) -> str:
     return "\n".join(comments) + "\n" + body
 
 
-def _write(path: str, text: str) -> None:
+def _write(path: str, text: str | bytes) -> None:
     from mcpwrap import atomicfile
 
     atomicfile.write(path, text)

@@ -18,6 +18,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from mcpwrap import paths
 from mcpwrap.errors import MCPWrapError, UsageError
 from mcpwrap.framing import widen_pipe
 from mcpwrap.profile import Profile
@@ -43,7 +44,7 @@ def server_argv(profile: Profile, given: Sequence[str]) -> list[str]:
     if not argv:
         raise UsageError(
             "no server command: give it after `--` "
-            f"(mcpwrap run --profile {profile.name} -- CMD ...) "
+            f"(mcpwrap run --profile {paths.profile_arg(profile.source)} -- CMD ...) "
             f"or as [server] command in {profile.source}"
         )
     return argv
@@ -128,14 +129,21 @@ def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
 
 
 class Jailed(Child):
-    """A server started through the jail trampoline; `wait_ready` reports its set-up."""
+    """A server started through the jail trampoline; `wait_ready` reports its set-up and,
+    when a directory is sealed, starts the seal broker (`broker`)."""
 
     def __init__(
-        self, process: subprocess.Popen[bytes], status_fd: int, egress: Any = None
+        self,
+        process: subprocess.Popen[bytes],
+        status_fd: int,
+        egress: Any = None,
+        seal: tuple[Any, list[str]] | None = None,
     ) -> None:
         super().__init__(process)
         self._status_fd = status_fd
         self._egress = egress  # our end of the socket the jail sends its listeners on
+        self._seal = seal  # (our end of the broker's socket, the protected paths)
+        self.broker: Any = None  # sandbox.broker.Broker, once the jail is ready
 
     def egress_listeners(self) -> list[tuple[str, Any, tuple[str, int] | None]]:
         """The listeners the jail bound in its network namespace: (kind, socket, target).
@@ -173,9 +181,38 @@ class Jailed(Child):
             chunks.append(chunk)
         os.close(self._status_fd)
         if not chunks:
+            self._start_broker()
             return
+        if self._seal is not None:
+            self._seal[0].close()
         self.process.wait()
         raise SandboxError(marshal.loads(b"".join(chunks)))  # noqa: S302 - the trampoline's
+
+    def _start_broker(self) -> None:
+        """The listener the jail sent before it exec'd the server, and the directories it
+        put Landlock rules on: serve the server's creating calls from now on."""
+        if self._seal is None:
+            return
+        channel, protect = self._seal
+        try:
+            msg, fds = _receive_fds(channel)
+        finally:
+            channel.close()
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            self.stop(eof_grace=0, term_grace=1.0)
+            raise SandboxError({"message": "seal broker: the jail sent no listener"})
+        from mcpwrap.sandbox import broker, unotify
+
+        ruled = marshal.loads(msg)  # noqa: S302 - from our own trampoline
+        self.broker = broker.Broker(unotify.Listener(fds[0]), broker.seals(ruled, protect))
+        self.broker.start()
+
+    def stop(self, *, eof_grace: float, term_grace: float) -> None:
+        super().stop(eof_grace=eof_grace, term_grace=term_grace)
+        if self.broker is not None:
+            self.broker.close()
 
 
 class SandboxError(LaunchError):
@@ -221,6 +258,21 @@ def _trampoline_path() -> list[str]:
     return [here, *extra]
 
 
+def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
+    """One message and the fds that came with it (SCM_RIGHTS, made close-on-exec), with
+    _socket alone."""
+    import _socket
+    import array
+
+    fds = array.array("i")
+    space = _socket.CMSG_SPACE(4 * fds.itemsize)
+    msg, ancillary, _, _ = channel.recvmsg(1 << 20, space, _socket.MSG_CMSG_CLOEXEC)
+    for level, kind, data in ancillary:
+        if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_RIGHTS):
+            fds.frombytes(data[: len(data) - len(data) % fds.itemsize])
+    return msg, list(fds)
+
+
 def start_jailed(spec: dict[str, Any]) -> Jailed:
     """Start the trampoline: a fresh interpreter applies the layers, then execs the server."""
     spec_r, spec_w = os.pipe()
@@ -231,6 +283,13 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
 
         egress, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         spec["egress"]["fd"] = jail_end.fileno()
+    seal = seal_end = None
+    if spec.get("sealed"):
+        import _socket
+
+        ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        spec["broker"] = {"fd": seal_end.fileno()}
+        seal = (ours, list(spec["protect"]))
     argv = [
         sys.executable,
         "-I",
@@ -251,23 +310,25 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
             env={},
             bufsize=0,
             close_fds=True,
-            pass_fds=(status_w, spec_r) + ((jail_end.fileno(),) if jail_end else ()),
+            pass_fds=(status_w, spec_r, *(e.fileno() for e in (jail_end, seal_end) if e)),
             start_new_session=True,
         )
     except OSError as exc:
-        if egress is not None:
-            egress.close()
+        for end in (egress, seal[0] if seal else None):
+            if end is not None:
+                end.close()
         raise LaunchError(
             f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
         ) from exc
     finally:
         os.close(status_w)
         os.close(spec_r)
-        if jail_end is not None:
-            jail_end.close()
+        for end in (jail_end, seal_end):
+            if end is not None:
+                end.close()
     with os.fdopen(spec_w, "wb") as f:  # small: fits the pipe before the child reads it
         f.write(marshal.dumps(spec))  # marshal: the trampoline need not import json
-    child = Jailed(process, status_r, egress)
+    child = Jailed(process, status_r, egress, seal)
     for fd in child.fds():
         widen_pipe(fd)
     return child

@@ -32,6 +32,7 @@ from mcpwrap.synccmd import (
     locked_command,
     machine_changes,
     remember,
+    server_cwd,
 )
 
 
@@ -41,14 +42,15 @@ class LockOptions(NamedTuple):
     approve: bool  # keep the locked command and install; pin what is there now
     yes: bool
     timeout: float = 120.0
+    project: str | None = None  # --project: the directory {project} names
 
 
 def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
-    profile = load(options.profile, options.command)
+    profile = load(options.profile, options.command, options.project)
     name = options.profile or paths.profile_arg(profile.source)
     if options.approve:
         return _approve(options, profile, name, ask)
-    path = paths.lock_path(profile.source)
+    path = paths.lock_path(profile.source, paths.served(profile))
     old = _old_lock(path, name)
     given = _command(options, profile, old)
     from mcpwrap import fetch
@@ -58,7 +60,7 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
         resolved.prefix, resolved.skip, resolved.directory, collect(list(resolved.run), profile)
     )
     home = os.path.expanduser("~")
-    cwd = profile.server.cwd or os.getcwd()
+    cwd = server_cwd(profile)
     command = portable.normalize_command(given, cwd=cwd, project=profile.project, home=home)
     what = _Resolved(resolved.launcher, resolved.package, resolved.version, resolved.install)
     new = _pin(
@@ -69,7 +71,7 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
 
 
 def _approve(options: LockOptions, profile: Profile, name: str, ask: Callable[[str], str]) -> int:
-    path = paths.find_lock(profile.source)
+    path = paths.find_lock(profile.source, paths.served(profile))
     old = pins.load(path, name)
     if old is None:
         shown = list(options.command or profile.server.command or ("CMD", "..."))
@@ -136,7 +138,7 @@ def _pin(
 
     env = launch.child_env(profile, os.environ)
     env.update(lockstate.jail_env(profile))
-    defs = capture(profile, run, env, profile.server.cwd or os.getcwd(), timeout)
+    defs = capture(profile, run, env, server_cwd(profile), timeout)
     return pins.build(
         path=path,
         command=command,

@@ -5,7 +5,8 @@
 2. isolated: the jail is on, the network is not the host's, and `check` has no error.
 3. least privilege: tools not named are refused, and every write tool has argument
    constraints.
-4. pinned and authenticated: a lock pins the server, and write calls need a token.
+4. pinned and authenticated: a lock pins the server, and write calls need a token (a
+   profile with no write tools has no write calls to guard).
 
 A level counts only when every step of it and of the levels below is met. Pure: the
 caller says whether a lock loads and whether there was an error finding.
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from mcpwrap import paths
 from mcpwrap.profile import Access, Network, Profile, ToolClass
 
 NAMES = {1: "wrapped", 2: "isolated", 3: "least privilege", 4: "pinned and authenticated"}
@@ -53,13 +55,26 @@ def steps(profile: Profile, *, locked: bool, errors: bool) -> list[Step]:
             not unconstrained,
             f"write tools without argument constraints: {', '.join(unconstrained)}",
         ),
-        Step(4, locked, "no lock: run `mcpwrap lock` and commit the lock"),
         Step(
             4,
-            profile.auth.needs_token(ToolClass.WRITE),
+            locked,
+            f"no lock: run `mcpwrap lock --profile {paths.profile_arg(profile.source)}` "
+            "and commit the lock",
+        ),
+        Step(
+            4,
+            not has_writes(profile) or profile.auth.needs_token(ToolClass.WRITE),
             'write calls need no token: set [auth] required = "write" (or true)',
         ),
     ]
+
+
+def has_writes(profile: Profile) -> bool:
+    """Whether a call may change something: a write tool, or any tool under default allow
+    (unnamed tools count as write)."""
+    return profile.policy.default is Access.ALLOW or any(
+        t.cls is ToolClass.WRITE for t in profile.tools.values()
+    )
 
 
 def assess(profile: Profile, *, locked: bool, errors: bool) -> Level:

@@ -5,8 +5,12 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from mcpwrap.errors import DiscoveryError
+
+if TYPE_CHECKING:
+    from mcpwrap.profile import Profile
 
 # startswith, not ==: keeps type checkers from calling the other platforms' code dead.
 _LINUX = sys.platform.startswith("linux")
@@ -53,38 +57,87 @@ def artifact_cache() -> str:
     return os.path.join(state_dir(), "cache", "artifacts.json")
 
 
-def lock_path(source: str, cwd: str | None = None) -> str:
+def lock_path(source: str, project: str | None = None) -> str:
     """Where `mcpwrap lock` writes a profile's lock: beside the profile, named after its
-    file (NAME.toml, NAME.lock). A built-in profile's: in the git repository the command
-    runs in (REPO/.mcpwrap/NAME.lock, to be committed), else with the user's profiles."""
+    file (NAME.toml, NAME.lock), to commit with it. A built-in profile's, named as
+    --profile names it: in the git repository of the project it serves
+    (REPO/.mcpwrap/NAME.lock, to commit), else with the user's profiles
+    (~/.config/mcpwrap/profiles/NAME.lock). `project` is the project the profile serves
+    (`served`): None for one that grants no {project}, which a client may start from
+    anywhere (Claude Desktop: from /), where only the user's lock is found."""
     if not source.startswith("<builtin:"):
         return os.path.splitext(source)[0] + ".lock"
     name = profile_arg(source) + ".lock"
     from mcpwrap.discovery import repository
 
-    repo = repository(cwd or os.getcwd())
+    repo = repository(project) if project else None
     if repo is not None:
         return os.path.join(repo, ".mcpwrap", name)
     return os.path.join(config_dir(), "profiles", name)
 
 
-def find_lock(source: str, cwd: str | None = None) -> str:
+def find_lock(source: str, project: str | None = None) -> str:
     """The lock a profile runs with: where `lock_path` puts it; for a built-in profile
-    used in a repository that has none, the user's (REPO/.mcpwrap first, then
-    ~/.config/mcpwrap/profiles). A path that does not exist means: no lock."""
-    path = lock_path(source, cwd)
+    whose repository has none, the user's. A path that does not exist means: no lock."""
+    path = lock_path(source, project)
     if source.startswith("<builtin:") and not os.path.exists(path):
         user = os.path.join(config_dir(), "profiles", profile_arg(source) + ".lock")
         return user if os.path.exists(user) else path
     return path
 
 
-def find(name: str) -> str:
+def served(profile: Profile) -> str | None:
+    """The project a profile's server is given ({project}), or None."""
+    return profile.project if profile.uses_project else None
+
+
+def find(name: str, cwd: str | None = None) -> str:
     from mcpwrap.discovery import find_profile
 
     return find_profile(
-        name, cwd=os.getcwd(), config_dir=config_dir(), builtin_dir=builtin_profiles_dir()
+        name,
+        cwd=cwd or os.getcwd(),
+        config_dir=config_dir(),
+        builtin_dir=builtin_profiles_dir(),
     )
+
+
+def load(
+    name: str | None,
+    command: Sequence[str] = (),
+    *,
+    project: str | None = None,
+    tenant: str | None = None,
+    guard: bool = True,
+) -> Profile:
+    """The profile for `--profile NAME|PATH` (or the server command's name), with its
+    project: `project` (--project), else MCPWRAP_PROJECT, else the repository holding a
+    project profile, else the working directory. With `guard`, a profile that gives the
+    server its project stops here when that project is one no server may have."""
+    from mcpwrap import project as projects
+    from mcpwrap.discovery import is_directly_in
+    from mcpwrap.profile import load_profile
+
+    start, source = projects.resolve(project, os.environ)
+    given = name or profile_name_for(command)
+    by_path = "/" in given or given.endswith(".toml")  # a path is the user's, from here
+    file = find(given, cwd=None if by_path else start)
+    shared = any(
+        is_directly_in(file, d)
+        for d in (builtin_profiles_dir(), os.path.join(config_dir(), "profiles"))
+    )
+    if source is projects.Source.CWD and not shared:
+        source = projects.Source.PROFILE  # {project} is the repository holding the file
+    profile = load_profile(
+        file,
+        state_dir=state_dir(),
+        tenant=tenant,
+        builtin_dir=builtin_profiles_dir(),
+        project=None if source is projects.Source.PROFILE else start,
+    )
+    if guard and profile.uses_project:
+        projects.require(profile.project, source, profile=given)
+    return profile
 
 
 def profile_name_for(command: Sequence[str]) -> str:

@@ -185,6 +185,9 @@ class Profile(NamedTuple):
     tools: Mapping[str, ToolSpec]
     audit: AuditSpec
     auth: AuthSpec = AuthSpec()
+    # {project}, or a relative path resolved against it, occurs somewhere: the server is
+    # given the project, so it must be one (mcpwrap.project says what may not be).
+    uses_project: bool = False
 
     def tool(self, name: str) -> ToolSpec | None:
         """The spec governing `name`; None when it is hidden and refused."""
@@ -212,18 +215,22 @@ def load_profile(
     state_dir: str,
     tenant: str | None = None,
     builtin_dir: str | None = None,
+    project: str | None = None,
 ) -> Profile:
     """Read and validate the profile at `path`.
 
-    {project} is the nearest parent of the file holding `.git`, else the file's directory;
-    for a file directly in `builtin_dir` (a built-in profile) it is the current directory.
+    {project} is `project` when given; else the nearest parent of the file holding `.git`,
+    else the file's directory; for a file directly in `builtin_dir` (a built-in profile) it
+    is the current directory.
     """
     file = os.fspath(path)
     text = _read_text(file)
     here = os.path.abspath(cwd if cwd is not None else os.getcwd())
     builtin = builtin_dir is not None and is_directly_in(file, builtin_dir)
+    if project is None:
+        project = here if builtin else project_of(file)
     places = Placeholders(
-        project=here if builtin else project_of(file),
+        project=os.path.abspath(project),
         home=os.path.expanduser("~"),
         cwd=here,
         state=os.path.abspath(state_dir),
@@ -239,7 +246,7 @@ def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
     ctx = _Ctx(text, source, places)
     version = _version(ctx, doc)
     top = _Table.of(ctx, (), doc, _TOP_KEYS)
-    return Profile(
+    profile = Profile(
         version=version,
         name=top.get("name", _profile_name, _default_name(source)),
         source=source,
@@ -252,6 +259,7 @@ def parse_profile(text: str, *, source: str, places: Placeholders) -> Profile:
         audit=_audit(_Table.of(ctx, ("audit",), doc.get("audit"), _AUDIT_KEYS)),
         auth=_auth(_Table.of(ctx, ("auth",), doc.get("auth"), _AUTH_KEYS)),
     )
+    return profile._replace(uses_project=ctx.used_project)
 
 
 def _read_text(file: str) -> str:
@@ -340,6 +348,7 @@ class _Ctx:
         self.text = text
         self.source = source
         self.places = places
+        self.used_project = False
 
     @functools.cached_property
     def _lines(self) -> dict[_Path, int]:
@@ -549,6 +558,7 @@ def _placeholder(ctx: _Ctx, path: _Path, match: re.Match[str]) -> str:
         known = ", ".join(f"{{{n}}}" for n in _PLACEHOLDER_NAMES)
         ctx.fail(path, f"unknown placeholder {token}; known placeholders: {known}")
     value: str | None = getattr(ctx.places, name)
+    ctx.used_project |= name == "project"
     if value is None:
         ctx.fail(
             path,
@@ -563,6 +573,7 @@ def _fs_path(ctx: _Ctx, path: _Path, value: object) -> str:
     text = _expanded(ctx, path, value)
     if not text:
         _expect(ctx, path, "a path", value)
+    ctx.used_project |= not os.path.isabs(text)
     return os.path.normpath(os.path.join(ctx.places.project, text))
 
 

@@ -29,7 +29,8 @@ def arguments_field(mode: ArgumentsMode, arguments: object) -> dict[str, Any]:
         return {"args": arguments}
     try:
         return {"args_digest": digest(arguments if arguments is not None else {})}
-    except ValueError:  # NaN or Infinity cannot be canonical JSON
+    except (ValueError, UnicodeEncodeError):
+        # Infinity, an int too long to print, a lone surrogate: no canonical JSON.
         return {"args_digest": None}
 
 

@@ -15,8 +15,8 @@ from __future__ import annotations
 import contextlib
 import heapq
 import itertools
-import json
 import os
+import queue
 import sys
 import threading
 import time
@@ -24,11 +24,11 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, NamedTuple, TextIO
 
-from mcpwrap import auth, policy
+from mcpwrap import auth, jsontext, policy
 from mcpwrap.audit import AuditWriter, encode_fields
 from mcpwrap.constraints import Resolver
 from mcpwrap.errors import MCPWrapError
-from mcpwrap.framing import LineReader, Oversize, peek_id, write_line
+from mcpwrap.framing import PEEK_BYTES, LineReader, Oversize, peek_id, write_line
 from mcpwrap.policy import Refusal, Verdict
 from mcpwrap.proctree import ProcessTree
 from mcpwrap.profile import Profile, ToolSpec
@@ -48,6 +48,9 @@ Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different r
 _REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
 _LISTING_ID = "mcpwrap-pins-"  # ids of mcpwrap's own tools/list requests to the server
 _LISTING_PAGES = 1000  # a server that pages forever does not hold calls forever
+_MAX_WAIT = 3600.0  # the deadline thread wakes at least this often (threading caps waits)
+_TALLY_WINDOW = 1.0  # seconds: drops of one kind beyond _TALLY_EACH in it are counted
+_TALLY_EACH = 10
 
 
 def _key(msg_id: object) -> Key:
@@ -110,6 +113,52 @@ class _Listing:
         self.timer: threading.Timer | None = None
 
 
+class _Tally:
+    """Drops of one kind (event, rule, method) past _TALLY_EACH in a window are counted,
+    not written one by one: 100k stray progress notifications make a few records and one
+    count per window, and the count is written when its window ends (or at close)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        # kind -> [window start, seen in it, the last record of that kind]
+        self._kinds: dict[tuple[object, ...], list[Any]] = {}
+
+    def note(self, kind: tuple[object, ...], now: float, record: dict[str, Any]) -> list[Any]:
+        """The records to write for this drop: itself while under the cap, and the count
+        of the window before, if one was being counted."""
+        with self._lock:
+            entry = self._kinds.get(kind)
+            out = []
+            if entry is None or now - entry[0] >= _TALLY_WINDOW:
+                if entry is not None:
+                    out += self._summary(entry)
+                entry = self._kinds[kind] = [now, 0, record]
+            entry[1] += 1
+            entry[2] = record
+            if entry[1] <= _TALLY_EACH:
+                out.append(record)
+            return out
+
+    def pending(self) -> bool:
+        return any(e[1] > _TALLY_EACH for e in self._kinds.values())
+
+    def flush(self, now: float, write: Callable[[dict[str, Any]], None]) -> None:
+        """Write the count of every window that has ended by `now`."""
+        with self._lock:
+            ended = [k for k, e in self._kinds.items() if now - e[0] >= _TALLY_WINDOW]
+            out = [r for k in ended for r in self._summary(self._kinds.pop(k))]
+        for record in out:
+            write(record)
+
+    @staticmethod
+    def _summary(entry: list[Any]) -> list[dict[str, Any]]:
+        more = entry[1] - _TALLY_EACH
+        if more <= 0:
+            return []
+        reason = f"{more} more like this within {_TALLY_WINDOW:g} s, counted, not written each"
+        return [{**entry[2], "count": more, "reason": reason}]
+
+
 class RelayOptions(NamedTuple):
     max_message: int
     cwd: str
@@ -161,6 +210,8 @@ class Relay:
         self._deadline_wake = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._server_stdin_open = True
+        self._server_queue: queue.SimpleQueue[bytes] | None = None  # see _server_later
+        self._tally = _Tally()
         self.audit_broken: str | None = None
         self._gate = gate or Gate(None, profile.policy.descriptions)
         self._listing: _Listing | None = None
@@ -176,35 +227,75 @@ class Relay:
 
     def pump_client(self) -> None:
         """Client to server, until the client closes its end."""
-        self._pump(self._client_in, self._client_line, self._client_oversize)
+        self._pump(self._client_in, self._client_line, self._client_oversize, "client")
 
     def pump_server(self) -> None:
         """Server to client, until the server closes its stdout."""
-        self._pump(self._server_out, self._server_line, self._server_oversize)
+        self._pump(self._server_out, self._server_line, self._server_oversize, "server")
 
     def _pump(
-        self, fd: int, on_line: Callable[[bytes], None], on_oversize: Callable[[Oversize], None]
+        self,
+        fd: int,
+        on_line: Callable[[bytes], None],
+        on_oversize: Callable[[Oversize], None],
+        side: str,
     ) -> None:
         reader = LineReader(fd, self._opt.max_message)
         while (item := reader.read()) is not None:
-            if isinstance(item, Oversize):
-                on_oversize(item)
-            else:
-                on_line(item)
+            try:
+                if isinstance(item, Oversize):
+                    on_oversize(item)
+                else:
+                    on_line(item)
+            except Exception as exc:  # one message must never stop a direction
+                self._unhandled(side, item, exc)
+
+    def _unhandled(self, side: str, item: bytes | Oversize, exc: BaseException) -> None:
+        """A message that broke its handler: recorded; a client request that was not
+        forwarded is answered, so that every request gets its one reply."""
+        head = item.head if isinstance(item, Oversize) else item[:PEEK_BYTES]
+        reason = f"mcpwrap could not handle this {side} message: {type(exc).__name__}: {exc}"
+        reason = clean_text_short(reason)
+        try:
+            self._warn(reason)
+            self._record(
+                "protocol", decision="drop", rule="protocol.internal", reason=reason, side=side
+            )
+            msg_id = peek_id(head)
+            if side != "client" or not _valid_id(msg_id):
+                return
+            with self._lock:
+                forwarded = _key(msg_id) in self._pending
+            if not forwarded:
+                self._remember_local(msg_id)
+                self._to_client(_encode(_error(msg_id, policy.INTERNAL_ERROR, reason)))
+        except Exception as again:  # the report itself failed: say so, keep pumping
+            self._warn(f"{reason}; and reporting it failed: {again!r}")
 
     def pump_deadlines(self) -> None:
-        """Expire calls whose deadline passed, until close()."""
+        """Expire requests whose deadline passed, until close(). It never writes to the
+        server (a server that stopped reading would hold it): cancels go through
+        _server_notes. It also writes the tallies of flooded drops once a second."""
         while True:
             with self._lock:
                 if self._closed.is_set():
                     return
                 expired = self._take_expired(self._opt.clock())
                 if not expired:
-                    timeout = self._deadlines[0][0] - self._opt.clock() if self._deadlines else None
-                    self._deadline_wake.wait(timeout)
-                    continue
+                    self._deadline_wake.wait(self._next_wake())
             for pending in expired:
-                self._send_timeout(pending)
+                try:
+                    self._send_timeout(pending)
+                except Exception as exc:  # one failed timeout must not end every deadline
+                    self._warn(f"could not time out request {pending.msg_id!r}: {exc!r}")
+            self._tally.flush(self._opt.clock(), self._write)
+
+    def _next_wake(self) -> float:
+        """Seconds until the next deadline or tally flush; the caller holds the lock."""
+        wake = _MAX_WAIT if not self._tally.pending() else _TALLY_WINDOW
+        if self._deadlines:
+            wake = min(wake, max(0.0, self._deadlines[0][0] - self._opt.clock()))
+        return wake
 
     def _take_expired(self, now: float) -> list[Pending]:
         """Unregister every call past its deadline; the caller holds the lock."""
@@ -223,6 +314,7 @@ class Relay:
         with self._lock:
             self._closed.set()
             self._deadline_wake.notify_all()
+        self._tally.flush(float("inf"), self._write)
 
     # --- client to server ----------------------------------------------------------------
 
@@ -230,8 +322,14 @@ class Relay:
         try:
             msg = _decode(line)
         except ValueError as exc:
+            # The id, where it can be read before the fault: the client can match the reply.
+            msg_id = peek_id(line[:PEEK_BYTES])
             self._protocol_refusal(
-                None, policy.PARSE_ERROR, f"Parse error: {exc}", "protocol.json", len(line)
+                msg_id if _valid_id(msg_id) else None,
+                policy.PARSE_ERROR,
+                f"Parse error: {exc}",
+                "protocol.json",
+                len(line),
             )
             return
         if not isinstance(msg, dict):
@@ -274,7 +372,10 @@ class Relay:
             self._refuse_request(msg["id"], method, verdict, len(line))
             return
         line = self._edit_client_capabilities(msg, method, params) or line
-        self._forward(Pending(msg["id"], method, self._opt.clock(), len(line)), params, line)
+        pending = Pending(msg["id"], method, self._opt.clock(), len(line))
+        # A server that never answers (initialize included) must not hold the client.
+        pending.deadline = pending.started + self.profile.policy.timeout
+        self._forward(pending, params, line)
 
     def _client_call(self, msg: dict[str, Any], params: object, line: bytes) -> None:
         decided = policy.decide_call(
@@ -384,11 +485,10 @@ class Relay:
         self._pending[key] = pending
         if pending.progress is not None:
             self._progress.add(_key(pending.progress))
-        if pending.tool is None:
-            return
-        self._in_flight[pending.tool.name] = self._in_flight.get(pending.tool.name, 0) + 1
-        self._calls_in_flight += 1
-        if self._tree is not None:
+        if pending.tool is not None:
+            self._in_flight[pending.tool.name] = self._in_flight.get(pending.tool.name, 0) + 1
+            self._calls_in_flight += 1
+        if pending.tool is not None and self._tree is not None:
             # Members were refreshed when the last call ended; a process the server starts
             # during this call is found at its end, and its CPU time still counts in full.
             if self._calls_in_flight == 1:
@@ -543,7 +643,7 @@ class Relay:
                 if answered
                 else "reply to an unknown request id"
             )
-            self._record(
+            self._record_drop(
                 "protocol",
                 decision="drop",
                 rule="protocol.unknown_id",
@@ -551,7 +651,13 @@ class Relay:
                 bytes_out=len(line),
             )
             return
-        out = self._shape_response(pending, msg, line) or line
+        try:
+            out = self._shape_response(pending, msg, line) or line
+        except Exception as exc:  # the call left the table: it still gets a record and a reply
+            reason = clean_text_short(f"mcpwrap could not relay the server's reply: {exc!r}")
+            self._warn(reason)
+            msg = _error(msg["id"], policy.INTERNAL_ERROR, reason)
+            out = _encode(msg)
         if pending.tool is not None:
             self._finish_call(pending, msg, len(out))
         self._to_client(out)
@@ -885,20 +991,31 @@ class Relay:
         self._to_client(line)
 
     def _drop_notification(self, method: str, verdict: Verdict) -> None:
-        self._record(
+        self._record_drop(
             "notification", decision="drop", method=method, rule=verdict.rule, reason=verdict.reason
         )
 
+    def _record_drop(self, event: str, **fields: Any) -> bool:
+        """A dropped message's record, counted rather than written when they flood; True
+        if this one was written."""
+        record = {"event": event, **self._common(), **fields}
+        kind = (event, fields.get("rule"), fields.get("method"))
+        out = self._tally.note(kind, self._opt.clock(), record)
+        for each in out:
+            self._write(each)
+        return bool(out) and out[-1] is record
+
     def _server_garbage(self, line: bytes, what: str) -> None:
-        shown = self._redact(clean_line(line[:200]))
-        self._warn(f"dropped a server message that is {what}: {shown!r}")
-        self._record(
+        written = self._record_drop(
             "protocol",
             decision="drop",
             rule="protocol.server_output",
             reason=what,
             bytes_out=len(line),
         )
+        if written:  # a flood is counted in the log, not repeated on the terminal
+            shown = self._redact(clean_line(line[:200]))
+            self._warn(f"dropped a server message that is {what}: {shown!r}")
 
     def _server_oversize(self, item: Oversize) -> None:
         what = f"a {item.size}-byte message over the {self._opt.max_message}-byte limit"
@@ -1001,20 +1118,50 @@ class Relay:
             table.popitem(last=False)
 
     def _send_timeout(self, pending: Pending) -> None:
-        assert pending.tool is not None
-        seconds = policy.call_timeout(self.profile, pending.tool)
-        verdict = policy.refuse_result(
-            f"tools.{pending.tool.name}.timeout",
-            f"tool {pending.tool.name!r} timed out after {seconds:g} s",
-        )
+        """The record and the client's answer at once; the server's cancel is queued, as
+        the server may have stopped reading."""
+        if pending.tool is not None:
+            seconds = policy.call_timeout(self.profile, pending.tool)
+            verdict = policy.refuse_result(
+                f"tools.{pending.tool.name}.timeout",
+                f"tool {pending.tool.name!r} timed out after {seconds:g} s",
+            )
+            self._record_call(pending, outcome="timeout", bytes_out=0, rule=verdict.rule)
+            answer = _tool_error(pending.msg_id, verdict, pending.modern)
+        else:
+            seconds = self.profile.policy.timeout
+            reason = f"the server did not answer {pending.method} within {seconds:g} s"
+            self._record(
+                "request",
+                decision="allow",
+                rule="policy.timeout",
+                method=pending.method,
+                request_id=pending.msg_id,
+                outcome="timeout",
+                reason=reason,
+            )
+            answer = _error(pending.msg_id, policy.INTERNAL_ERROR, reason)
+            verdict = policy.refuse("policy.timeout", reason)
+        self._to_client(_encode(answer))
         cancel = {
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
             "params": {"requestId": pending.msg_id, "reason": verdict.reason},
         }
-        self._to_server(_encode(cancel))
-        self._record_call(pending, outcome="timeout", bytes_out=0, rule=verdict.rule)
-        self._to_client(_encode(_tool_error(pending.msg_id, verdict, pending.modern)))
+        self._server_later(_encode(cancel))
+
+    def _server_later(self, line: bytes) -> None:
+        """Write to the server from a thread of its own: whoever queues never blocks."""
+        with self._lock:
+            if self._server_queue is None:
+                self._server_queue = queue.SimpleQueue()
+                threading.Thread(target=self._pump_server_queue, daemon=True).start()
+            self._server_queue.put(line)
+
+    def _pump_server_queue(self) -> None:
+        assert self._server_queue is not None
+        while not self._closed.is_set():
+            self._to_server(self._server_queue.get())
 
     def fail_pending(self, reason: str) -> None:
         """Answer every request still in flight: the server is gone."""
@@ -1157,13 +1304,8 @@ class Relay:
             pass
 
 
-_DECODER = json.JSONDecoder()
-
-
-def _decode(line: bytes) -> Any:
-    """One message. MCP is UTF-8: decoding here skips json.loads' encoding detection, a
-    Python-level step on every message; bad UTF-8 is a ValueError like bad JSON."""
-    return _DECODER.decode(line.decode("utf-8"))
+_decode = jsontext.decode
+_encode = jsontext.encode
 
 
 # Results whose text reaches the model, and how each is cleaned.
@@ -1198,10 +1340,6 @@ def clean_text_short(value: object) -> str:
 def _progress_token(params: object) -> object:
     meta = params.get("_meta") if isinstance(params, dict) else None
     return meta.get("progressToken") if isinstance(meta, dict) else None
-
-
-def _encode(msg: object) -> bytes:
-    return json.dumps(msg, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
 def _error(msg_id: object, code: int, message: str) -> dict[str, Any]:

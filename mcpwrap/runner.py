@@ -15,7 +15,7 @@ from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import LockError
 from mcpwrap.framing import DEFAULT_MAX_MESSAGE
-from mcpwrap.profile import Network, Profile, load_profile
+from mcpwrap.profile import Network, Profile
 
 
 class RunOptions(NamedTuple):
@@ -23,6 +23,7 @@ class RunOptions(NamedTuple):
     command: tuple[str, ...]
     max_message: int = DEFAULT_MAX_MESSAGE
     token_name: str | None = None  # the token under this name in the keyring
+    project: str | None = None  # --project: the directory {project} names
 
 
 def run(options: RunOptions) -> int:
@@ -31,7 +32,7 @@ def run(options: RunOptions) -> int:
     if token is not None:
         _check_tenant(profile, token)
     argv = launch.server_argv(profile, options.command)
-    cwd = profile.server.cwd or os.getcwd()
+    cwd = profile.server.cwd or profile.project
     env = launch.child_env(profile, os.environ)
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
@@ -66,7 +67,7 @@ def run(options: RunOptions) -> int:
     sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
     from mcpwrap.toolgate import Gate
 
-    gate = Gate(lock, profile.policy.descriptions)
+    gate = Gate(lock, profile.policy.descriptions, approve=_approve(options, profile))
     redact: Callable[[str], str] = str  # nothing to mask without secrets
     if profile.server.secrets:
         from mcpwrap.secretstore import Redactor
@@ -81,7 +82,7 @@ def run(options: RunOptions) -> int:
         gate=gate,
         redact=redact,
     )
-    egress = _start_egress(profile, child, session) if isinstance(child, launch.Jailed) else None
+    egress = _serve_jail(profile, child, session) if isinstance(child, launch.Jailed) else None
     if token is not None:
         from mcpwrap.auth import TokenState
 
@@ -92,6 +93,15 @@ def run(options: RunOptions) -> int:
     finally:
         if egress is not None:
             egress.close()
+
+
+def _serve_jail(profile: Profile, child: launch.Jailed, session: Any) -> Any:
+    """mcpwrap's side of the jail: the seal broker's refusals join the audit log, and the
+    egress proxy (returned) serves the listeners the jail bound."""
+    if child.broker is not None:
+        relay = session.relay
+        child.broker.attach(lambda record: relay.record_event("seal", **record))
+    return _start_egress(profile, child, session)
 
 
 def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
@@ -162,7 +172,7 @@ def _verified_lock(
     """The profile's lock and the command to run, once this machine's copy of what it
     pins is verified; None when there is no lock. A mismatch stops the run before
     anything of the server starts, with one piece of advice (lockstate.py)."""
-    path = paths.find_lock(profile.source)
+    path = paths.find_lock(profile.source, paths.served(profile))
     if not os.path.exists(path):
         return None
     from mcpwrap import lockstate, pins, portable, store
@@ -227,6 +237,11 @@ def _check_artifacts(
         )
 
 
+def _approve(options: RunOptions, profile: Profile) -> str:
+    """The command that accepts a change to this run's server, as the user would type it."""
+    return f"mcpwrap approve --profile {options.profile or paths.profile_arg(profile.source)}"
+
+
 def _refuse_start(
     profile: Profile, audit: AuditWriter, rule: str, reason: str, **extra: str
 ) -> None:
@@ -275,7 +290,12 @@ def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
     from mcpwrap.sandbox import landlock
 
     network = "own network namespace" if profile.sandbox.network.value == "none" else "host network"
-    seal = f" (sealed, nothing new created: {', '.join(sealed)})" if sealed else ""
+    seal = (
+        f" (sealed: {', '.join(sealed)}; new names there made by mcpwrap's broker, "
+        "protected ones refused)"
+        if sealed
+        else ""
+    )
     return (
         f"jail: user, mount, pid, ipc, uts namespaces; {network}; new root; rlimits; "
         f"no capabilities; no_new_privs; {landlock.describe_abi()}{seal}; "
@@ -286,18 +306,17 @@ def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
 def _sealed_note(sealed: dict[str, list[str]]) -> str:
     missing = [p for paths in sealed.values() for p in paths]
     return (
-        f"mcpwrap: nothing new can be created directly in {', '.join(sealed)} (existing "
-        f"files there stay writable): the write grant covers {', '.join(missing)}, which "
-        "do not exist yet and which no server may create. Create them yourself to lift "
-        "this, or grant write on subdirectories only\n"
+        f"mcpwrap: {', '.join(missing)} do not exist yet and no server may create them, so "
+        f"{', '.join(sealed)} {'is' if len(sealed) == 1 else 'are'} sealed: the server "
+        "itself creates nothing there, mcpwrap creates its new files and directories for "
+        "it and refuses those names (each refusal is recorded). Create those paths "
+        "yourself to lift the seal, or grant write on subdirectories only\n"
     )
 
 
-def _load(options: RunOptions, tenant: str | None = None) -> Profile:
-    name = options.profile or paths.profile_name_for(options.command)
-    path = paths.find(name)
-    return load_profile(
-        path, state_dir=paths.state_dir(), tenant=tenant, builtin_dir=paths.builtin_profiles_dir()
+def _load(options: RunOptions, tenant: str | None = None, guard: bool = True) -> Profile:
+    return paths.load(
+        options.profile, options.command, project=options.project, tenant=tenant, guard=guard
     )
 
 
@@ -345,7 +364,7 @@ def _refused_at_start(
     try:
         if profile is None:
             assert options is not None
-            profile = _load(options)
+            profile = _load(options, guard=False)
         with AuditWriter(profile.audit.path, session=os.urandom(16).hex()) as audit:
             audit.write(
                 {

@@ -181,8 +181,10 @@ class Session:
         return thread
 
     def _pump_client(self) -> None:
-        self.relay.pump_client()
-        self._stop()  # the client closed its end: the server gets EOF and then signals
+        try:
+            self.relay.pump_client()
+        finally:
+            self._stop()  # the client closed its end: the server gets EOF and then signals
 
     def _pump_stderr(self) -> None:
         reader = LineReader(self.server_err, STDERR_LINE)

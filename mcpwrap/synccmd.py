@@ -20,12 +20,13 @@ from typing import NamedTuple
 from mcpwrap import artifacts, launch, lockstate, paths, pins, portable, store
 from mcpwrap.artifacts import Artifacts
 from mcpwrap.errors import LockError
-from mcpwrap.profile import Profile, load_profile
+from mcpwrap.profile import Profile
 
 
 class SyncOptions(NamedTuple):
     profile: str | None
     command: tuple[str, ...]
+    project: str | None = None  # --project: the directory {project} names
 
 
 class Here(NamedTuple):
@@ -38,9 +39,9 @@ class Here(NamedTuple):
 
 
 def sync(options: SyncOptions) -> int:
-    profile = load(options.profile, options.command)
+    profile = load(options.profile, options.command, options.project)
     name = options.profile or paths.profile_arg(profile.source)
-    path = paths.find_lock(profile.source)
+    path = paths.find_lock(profile.source, paths.served(profile))
     lock = pins.load(path, name)
     argv = locked_command(profile, lock, options.command, path, name)
     assert lock is not None
@@ -85,11 +86,8 @@ def sync(options: SyncOptions) -> int:
     return 0
 
 
-def load(profile: str | None, command: tuple[str, ...]) -> Profile:
-    name = profile or paths.profile_name_for(command)
-    return load_profile(
-        paths.find(name), state_dir=paths.state_dir(), builtin_dir=paths.builtin_profiles_dir()
-    )
+def load(profile: str | None, command: tuple[str, ...], project: str | None) -> Profile:
+    return paths.load(profile, command, project=project)
 
 
 def locked_command(
@@ -119,7 +117,8 @@ def locked_command(
 
 
 def server_cwd(profile: Profile) -> str:
-    return profile.server.cwd or os.getcwd()
+    """Where the server starts, as `run` starts it (path arguments count from here)."""
+    return profile.server.cwd or profile.project
 
 
 def here_for(lock: pins.Lock, argv: list[str], profile: Profile, path: str, name: str) -> Here:

@@ -17,14 +17,14 @@ from mcpwrap.errors import UsageError
 _EXAMPLES = """\
 examples:
   mcpwrap token issue --tenant acme --tool read_file --tool 'list_*' --expires 30d --name acme-ro
-                         a read-only token for 30 days, kept in the keyring as acme-ro
+      # a read-only token for 30 days, kept in the keyring as acme-ro
   mcpwrap token issue --tenant ci --tool 'git_*' --class read --class write \\
       --rate 60/min --concurrency 2 --expires 12h > ci.token
-                         the token text on stdout (only): hand it to the client
-  mcpwrap token list                     every token: id, name, scope, times, state
-  mcpwrap token show acme-ro             one token's fields (by name or id)
-  mcpwrap token rotate acme-ro           a successor with the same scope, stored as acme-ro
-  mcpwrap token revoke acme-ro           running wrappers refuse it within seconds
+      # the token text on stdout (only): hand it to the client
+  mcpwrap token list                 # every token: id, name, scope, times, state
+  mcpwrap token show acme-ro         # one token's fields (by name or id)
+  mcpwrap token rotate acme-ro       # a successor with the same scope, stored as acme-ro
+  mcpwrap token revoke acme-ro       # running wrappers refuse it within seconds
 
 Tokens are permission containers, not identity markers: a tenant, the tools (names or
 globs), the classes read/write (never admin), optional limits, and an expiry. The

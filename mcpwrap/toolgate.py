@@ -59,9 +59,12 @@ class Review(NamedTuple):
 
 
 class Gate:
-    def __init__(self, lock: Lock | None, descriptions: Descriptions) -> None:
+    def __init__(
+        self, lock: Lock | None, descriptions: Descriptions, approve: str = "mcpwrap approve"
+    ) -> None:
         self.lock = lock
         self.descriptions = descriptions
+        self.approve = approve  # the command that accepts a change, as the user would type it
         self._status: dict[str, CallCheck] = {}
         self._alerted: set[tuple[str, str | None, str]] = set()
         self._complete = False  # a full listing was seen since the start or the last change
@@ -137,7 +140,7 @@ class Gate:
         else:
             rule = "pins.tool_changed"
             reason = f"the definition of tool {name!r} differs from the lock"
-        reason += f"; it is hidden and refused until `mcpwrap approve` ({self.lock.path})"
+        reason += f"; it is hidden and refused until `{self.approve}` ({self.lock.path})"
         old = self.lock.tools.get(name)
         fields = {
             "sha256": now.sha256,
@@ -197,7 +200,7 @@ class Gate:
             if locked is None or pins.digest(text) != locked.sha256:
                 reason = (
                     "the server's instructions differ from the lock; they are withheld from "
-                    f"the client until `mcpwrap approve` ({self.lock.path})"
+                    f"the client until `{self.approve}` ({self.lock.path})"
                 )
                 now = pins.pin_text(text)
                 fields = {"sha256": now.sha256, "diff": pins.diff(locked, now, "instructions")}

@@ -3,9 +3,9 @@
     python3 tests/pgcluster.py start DIR    initdb in DIR, start it, print DIR/cluster.json
     python3 tests/pgcluster.py stop DIR     stop it (the files stay until DIR is removed)
 
-`.ci/run` starts one and exports MCPWRAP_TEST_PG=DIR; without that variable the tests
-start their own (tests/test_postgres.py) and stop it at the end. Stdlib only: `.ci/run`
-runs this with Debian's python3 before the test venv exists.
+tests/test_postgres.py starts its own and stops it at the end; with MCPWRAP_TEST_PG=DIR
+it uses one started this way beforehand instead. Stdlib only, so that it also runs with
+Debian's python3 outside the test venv.
 
 The cluster listens on 127.0.0.1 only, at a free port, and on a unix socket in DIR. TCP
 needs TLS (a self-signed certificate for IP 127.0.0.1, CA:TRUE so that clients can verify

@@ -103,10 +103,18 @@ def test_unknown_types_are_written_as_text(log: Path) -> None:
     assert (rec["path"], rec["when"]) == ("/x/y", "2026-01-02 00:00:00+00:00")
 
 
-def test_nan_is_refused_and_nothing_written(log: Path) -> None:
-    with AuditWriter(str(log), session="s") as writer, pytest.raises(ValueError):
-        writer.write({"duration_ms": float("nan")})
-    assert log.read_bytes() == b""
+def test_a_value_json_cannot_hold_is_written_named_never_lost(log: Path) -> None:
+    """A peer's 1e400 (read as infinity) or a 5,000-digit integer in `[audit] arguments =
+    "full"` once made the encoder raise, and the call went unrecorded."""
+    args = {"a": float("inf"), "b": [float("nan")], "c": 10**5000, "d": "\ud800"}
+    with AuditWriter(str(log), session="s") as writer:
+        writer.write({"event": "call", "args": args})
+    rec = json.loads(log.read_bytes())
+    assert rec["args"]["a"] == "[number JSON cannot hold: inf]"
+    assert rec["args"]["b"] == ["[number JSON cannot hold: nan]"]
+    assert rec["args"]["c"].startswith("[integer of about 5000 digits")
+    assert rec["args"]["d"] == "\ud800"
+    assert verify(str(log)).ok
 
 
 @pytest.mark.parametrize("key", RESERVED)

@@ -60,6 +60,20 @@ def test_findings(sandbox: str, existing: set[str], expected: list[tuple[str, st
     assert all(f.message and f.fix for f in found)
 
 
+@pytest.mark.parametrize(
+    ("top", "expected"),
+    [("", []), ('name = "p"\n', []), ('name = "other"\n', [(NOTE, "name")])],
+)
+def test_a_name_other_than_the_file_stem_is_noted(
+    top: str, expected: list[tuple[str, str]]
+) -> None:
+    places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
+    profile = parse_profile(f"version = 1\n{top}", source="/w/p.toml", places=places)
+    found = findings(profile, home=HOME, exists=lambda _: True)
+    assert [(f.severity, f.rule) for f in found] == expected
+    assert all("--profile takes p" in f.message for f in found)
+
+
 def test_a_project_root_with_every_protected_path_is_not_sealed() -> None:
     from mcpwrap.sandbox.spec import PROTECTED_IN_PROJECT
 
@@ -231,5 +245,33 @@ def test_level_4_needs_a_lock_and_tokens_for_writes(tmp_path: Path, required: st
     profile.write_text('version = 1\n[tools.r]\nclass = "read"\n[auth]\nrequired = "read"\n')
     assert "level 4 of 4" in _check(str(profile), cwd=tmp_path).stdout
     profile.write_text('version = 1\n[tools.r]\nclass = "read"\n')
+    assert "level 4 of 4" in _check(str(profile), cwd=tmp_path).stdout  # no write calls
+    profile.write_text('version = 1\n[tools.w]\nclass = "write"\nargs.p = { max_length = 5 }\n')
     out = _check(str(profile), cwd=tmp_path).stdout
     assert "level 3 of 4" in out and 'required = "write"' in out, out
+
+
+WRITE = '[tools.w]\nclass = "write"\nargs.p = { max_length = 5 }\n'
+MATURITY = [
+    # (profile body, locked, level, the missing steps' first words)
+    ('[tools.r]\nclass = "read"\n', True, 4, []),  # nothing to guard with a token
+    ("", True, 4, []),
+    ('[tools.a]\nclass = "admin"\n', True, 4, []),  # never callable through run
+    ('[tools.r]\nclass = "read"\n', False, 3, ["no lock: run `mcpwrap lock --profile p`"]),
+    (WRITE, True, 3, ["write calls need no token"]),
+    (WRITE + '[auth]\nrequired = "write"\n', True, 4, []),
+    (WRITE + '[auth]\nrequired = "read"\n', True, 4, []),
+    ('[policy]\ndefault = "allow"\n', True, 2, ["[policy] default", "write calls need no"]),
+]
+
+
+@pytest.mark.parametrize(("body", "locked", "level", "missing"), MATURITY)
+def test_maturity_steps(body: str, locked: bool, level: int, missing: list[str]) -> None:
+    from mcpwrap.maturity import assess
+
+    places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
+    profile = parse_profile("version = 1\n" + body, source="/w/p.toml", places=places)
+    got = assess(profile, locked=locked, errors=False)
+    assert got.value == level
+    assert len(got.missing) == len(missing)
+    assert all(s.missing.startswith(m) for s, m in zip(got.missing, missing, strict=True))

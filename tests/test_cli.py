@@ -35,7 +35,7 @@ def test_every_subcommand_has_help_with_an_example(command: list[str]) -> None:
 
 def test_demo_runs_offline_and_shows_decisions_and_the_audit_log() -> None:
     out = mcpwrap("demo", timeout=120)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 0, out.stdout + out.stderr
     text = out.stdout
     assert (
         "upload_ssh_keys" not in text.split("tools/list as the client sees it")[1].split("\n\n")[0]
@@ -45,11 +45,20 @@ def test_demo_runs_offline_and_shows_decisions_and_the_audit_log() -> None:
         "REFUSED  read through a symlink",
         "(rule: tools.write_note.rate)",
         "Unknown tool: upload_ssh_keys",
-        "timed out after 1 s",
+        # the call list and the audit log tell one story about the deadline
+        "STOPPED  a call still running at its 1 s deadline",
+        "allowed, then stopped: tool 'slow' timed out after 1 s",
+        "ALLOW  slow  (tools.slow.timeout)  timeout",
+        # the jail stops what an allowed tool's own code tries on the side
+        "ALLOW  count_words  (tools.count_words)  ok",
+        "its code also tried to list ",
+        "/.ssh: stopped by the jail (",
+        "its code also tried to connect to 192.0.2.1:443: stopped by the jail (",
         "hash chain intact",
-        "6 calls allowed, 8 refused",
+        "15 calls: 8 allowed by the profile (1 of them stopped at its deadline), 7 refused",
     ):
-        assert expected in text
+        assert expected in text, expected
+    assert "NOT STOPPED" not in text and "WARNING" not in text
 
 
 @pytest.mark.parametrize(

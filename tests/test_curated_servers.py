@@ -126,9 +126,8 @@ def widened(name: str, where: Path, replace: dict[str, str]) -> Path:
 
 def lift_seal(project: Path) -> None:
     """Create the paths no server may create, as the profiles' comments tell users to.
-    With them all there the jail keeps them read-only and need not seal the project root,
-    so files directly in it can be edited (the filesystem server writes a temporary file
-    beside its target, which a sealed root refuses)."""
+    With them all there the jail keeps them read-only and need not seal the project root
+    (a sealed root works too: see the git repository tests below)."""
     for directory in (".mcpwrap", ".vscode", ".cursor", ".claude", ".git/hooks"):
         (project / directory).mkdir(parents=True, exist_ok=True)
     for file in (".mcp.json", ".envrc", ".git/config"):
@@ -239,6 +238,86 @@ def test_filesystem_jail_holds_when_the_profile_allows_too_much(
     assert canary.read_text() == CANARY
 
 
+def test_filesystem_edits_the_root_of_a_git_repository(
+    layout: tuple[Path, Path], node_exe: str, fs_script: str
+) -> None:
+    """An ordinary repository: .git exists, .mcp.json, .vscode/ and the like do not, so the
+    root is sealed. The server writes a temporary file beside its target and renames it
+    over; mcpwrap's broker makes those new names, so every write tool works at the root."""
+    project, _ = layout
+    make_repo(project, "first commit")
+    (project / "README").chmod(0o640)
+    with Wrapped(Path("server-filesystem"), [node_exe, fs_script, "."], cwd=project) as w:
+        w.initialize()
+        ok(w.call("write_file", {"path": "README", "content": "# demo\nrewritten\n"}))
+        edit = {"path": "README", "edits": [{"oldText": "rewritten", "newText": "edited"}]}
+        ok(w.call("edit_file", edit))
+        ok(w.call("write_file", {"path": "NOTES.md", "content": "notes\n"}))
+        ok(w.call("create_directory", {"path": "docs"}))
+        ok(w.call("write_file", {"path": "docs/guide.md", "content": "guide\n"}))
+        ok(w.call("move_file", {"source": "NOTES.md", "destination": "docs/NOTES.md"}))
+        ok(w.call("move_file", {"source": "docs", "destination": "manual"}))
+        ok(w.call("move_file", {"source": "manual/NOTES.md", "destination": "TODO.md"}))
+        stderr = w.stderr_now()
+    assert (project / "README").read_text() == "# demo\nedited\n"
+    assert (project / "README").stat().st_mode & 0o777 == 0o640, "the server keeps the mode"
+    assert (project / "manual" / "guide.md").read_text() == "guide\n"
+    assert (project / "TODO.md").read_text() == "notes\n"
+    assert sorted(p.name for p in project.iterdir()) == [".git", "README", "TODO.md", "manual"]
+    assert f"so {project} is sealed" in stderr, stderr
+    calls = [r for r in audit() if r.get("event") == "call"]
+    assert [r["outcome"] for r in calls] == ["ok"] * 8, calls
+    assert not [r for r in audit() if r.get("event") == "seal"]
+
+
+def test_filesystem_cannot_make_a_protected_name_at_the_root(
+    layout: tuple[Path, Path], node_exe: str, fs_script: str
+) -> None:
+    """The policy lets these calls through (every path is inside the project); the jail
+    refuses each and the audit log says so. Control: the same calls with names that are
+    not protected succeed, in the same session."""
+    project, _ = layout
+    make_repo(project, "first commit")
+    (project / "draft.md").write_text("draft\n")
+    (project / "dir").mkdir()
+    attempts: list[tuple[str, dict[str, str]]] = [
+        ("move_file", {"source": "draft.md", "destination": ".mcp.json"}),
+        ("write_file", {"path": ".mcp.json", "content": "{}"}),
+        ("write_file", {"path": ".envrc", "content": "export X=1\n"}),
+        ("write_file", {"path": ".vscode", "content": "{}"}),
+        ("create_directory", {"path": ".cursor/rules"}),
+        ("create_directory", {"path": ".mcpwrap"}),
+        ("move_file", {"source": "dir", "destination": ".claude"}),
+    ]
+    existing: list[tuple[str, dict[str, str]]] = [  # read-only mounts: refused by the kernel
+        ("write_file", {"path": ".git/hooks/pre-commit", "content": "#!/bin/sh\n"}),
+        ("write_file", {"path": ".git/config", "content": "[core]\n"}),
+        ("move_file", {"source": ".git", "destination": "git-moved"}),
+    ]
+    config = (project / ".git" / "config").read_text()
+    with Wrapped(Path("server-filesystem"), [node_exe, fs_script, "."], cwd=project) as w:
+        w.initialize()
+        for tool, arguments in attempts + existing:
+            reply = w.call(tool, arguments)
+            reached_server(reply)
+            assert reply["result"].get("isError"), (tool, arguments, reply)
+        for tool, arguments in attempts:  # the control: the same without the dot
+            ok(w.call(tool, {k: v.lstrip(".") for k, v in arguments.items()}))
+    names = {".mcp.json", ".envrc", ".vscode", ".cursor", ".claude", ".mcpwrap", "git-moved"}
+    assert not names & {p.name for p in project.iterdir()}
+    assert not (project / ".git" / "hooks" / "pre-commit").exists()
+    assert (project / ".git" / "config").read_text() == config
+    assert (project / "mcp.json").read_text() == "{}" and not (project / "draft.md").exists()
+    assert (project / "claude").is_dir() and not (project / "dir").exists()
+    for made in ("envrc", "vscode", "cursor/rules", "mcpwrap"):
+        assert (project / made).exists(), made
+    refusals = [r for r in audit() if r.get("event") == "seal"]
+    assert {(r["decision"], r["rule"]) for r in refusals} == {("refuse", "sandbox.seal")}
+    refused = {Path(r["path"]).name for r in refusals}
+    assert {".mcp.json", ".envrc", ".vscode", ".cursor", ".claude", ".mcpwrap"} <= refused
+    assert any(r["call"] == "rename" and r.get("source") for r in refusals), refusals
+
+
 # --- mcp-server-git ----------------------------------------------------------------------
 
 
@@ -293,6 +372,29 @@ def test_git_tools_work_on_the_project_repository(layout: tuple[Path, Path]) -> 
         assert "+new file" in ok(w.call("git_diff", {**repo, "target": "HEAD~1"}))
     assert git(project, "log", "--format=%s").split("\n")[:2] == ["second commit", "first commit"]
     assert git(project, "branch", "--show-current").strip() == "feature"
+
+
+def test_git_checkout_adds_and_removes_files_at_a_sealed_root(layout: tuple[Path, Path]) -> None:
+    """The repository's root is sealed (no .mcp.json, .vscode/ ...): a checkout that adds a
+    root file gets it made by mcpwrap's broker, and one that removes it removes it."""
+    project, _ = layout
+    make_repo(project, "first commit")
+    git(project, "checkout", "-q", "-b", "feature")
+    (project / "added.txt").write_text("on feature\n")
+    git(project, "add", "added.txt")
+    git(project, "commit", "-q", "-m", "add a root file")
+    git(project, "checkout", "-q", "main")
+    assert not (project / "added.txt").exists()
+    server = [str(py_peer("mcp-server-git")), "--repository", "."]
+    repo = {"repo_path": str(project)}
+    with Wrapped(Path("mcp-server-git"), server, cwd=project) as w:
+        w.initialize()
+        assert "feature" in ok(w.call("git_checkout", {**repo, "branch_name": "feature"}))
+        assert (project / "added.txt").read_text() == "on feature\n"
+        assert "main" in ok(w.call("git_checkout", {**repo, "branch_name": "main"}))
+        assert not (project / "added.txt").exists()
+        assert f"so {project} is sealed" in w.stderr_now()
+    assert git(project, "status", "--porcelain") == ""
 
 
 def test_git_repo_path_outside_and_option_values_are_refused_before_the_server(

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.discovery import find_profile, profile_name_for_command
+from mcpwrap.discovery import close_names, find_profile, profile_name_for_command
 from mcpwrap.errors import DiscoveryError
 
 # --- discovery -----------------------------------------------------------------------------
@@ -99,6 +99,56 @@ def test_find_profile_stops_at_the_project_root_and_says_how_to_create_one(
     assert [line.strip() for line in message.splitlines()[1:-1]] == [str(p) for p in looked]
     assert "`mcpwrap init above -- CMD...`" in message
     assert str(tree["outer"] / ".mcpwrap") not in message
+
+
+BUILTIN = [
+    "mcp-server-fetch",
+    "mcp-server-git",
+    "mcp-server-sqlite",
+    "mcp-server-time",
+    "postgres",
+    "server-everything",
+    "server-filesystem",
+]
+
+
+@pytest.mark.parametrize(
+    ("typed", "meant"),
+    [
+        ("filesystem", ["server-filesystem"]),  # the old short names, as words of the new
+        ("time", ["mcp-server-time"]),
+        ("Time", ["mcp-server-time"]),
+        ("everything", ["server-everything"]),
+        ("tme", ["mcp-server-time"]),  # spelled like a word
+        ("sever-filesystem", ["server-filesystem"]),  # spelled like a whole name
+        ("postgress", ["postgres"]),
+        ("fs", []),  # nothing close: no guess
+        ("get", []),
+        ("server", ["mcp-server-fetch", "mcp-server-git", "mcp-server-sqlite"]),  # at most 3
+    ],
+)
+def test_close_names(typed: str, meant: list[str]) -> None:
+    assert close_names(typed, BUILTIN) == meant
+
+
+def test_a_misspelled_name_gets_a_suggestion_from_every_place_searched(
+    tree: dict[str, Path],
+) -> None:
+    def missing(name: str) -> str:
+        with pytest.raises(DiscoveryError) as info:
+            find_profile(
+                name,
+                cwd=str(tree["cwd"]),
+                config_dir=str(tree["config"]),
+                builtin_dir=str(tree["builtin"]),
+            )
+        return str(info.value).splitlines()[0]
+
+    assert missing("tim") == 'no profile named "tim" (did you mean time?); looked in:'
+    assert missing("naer") == 'no profile named "naer" (did you mean near?); looked in:'
+    assert missing("bii") == 'no profile named "bii" (did you mean bi?); looked in:'
+    assert missing("zzz") == 'no profile named "zzz"; looked in:'
+    assert "above" not in missing("abvoe")  # beyond the project root: not found, not offered
 
 
 def test_find_profile_without_git_searches_up_to_the_root(tmp_path: Path) -> None:

@@ -95,6 +95,29 @@ def test_a_server_that_cannot_start_in_the_jail_is_reported(tmp_path: Path) -> N
     assert "the server exited" in done.stderr and "cannot open /home/me/.config/x" in done.stderr
 
 
+def test_a_failed_init_leaves_nothing_behind_and_the_retry_works(
+    tmp_path: Path, time_server_cmd: list[str]
+) -> None:
+    project = _project(tmp_path)
+    crash = ["/bin/sh", "-c", "echo 'no config' >&2; exit 3"]
+    assert _init(project, "time", crash).returncode == 2
+    assert not (project / ".mcpwrap").exists()  # no stub profile, no lock, no directory
+    retry = _init(project, "time", time_server_cmd)  # the fixed command, no --force needed
+    assert retry.returncode == 0, retry.stdout + retry.stderr
+    assert (project / ".mcpwrap" / "time.lock").is_file()
+
+
+def test_a_failed_init_with_force_keeps_the_profile_and_lock_it_would_replace(
+    tmp_path: Path, time_server_cmd: list[str]
+) -> None:
+    project = _project(tmp_path)
+    assert _init(project, "time", time_server_cmd).returncode == 0
+    files = {p.name: p.read_bytes() for p in (project / ".mcpwrap").iterdir()}
+    crash = ["/bin/sh", "-c", "exit 3"]
+    assert _init(project, "time", crash, "--force").returncode == 2
+    assert {p.name: p.read_bytes() for p in (project / ".mcpwrap").iterdir()} == files
+
+
 CLASSES = [
     ({"name": "read_file"}, ToolClass.READ),
     ({"name": "getFileInfo"}, ToolClass.READ),

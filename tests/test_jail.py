@@ -56,6 +56,65 @@ def test_doctor_on_this_machine(tmp_path: Path) -> None:
         assert f"ok   {layer}" in out.stdout
 
 
+@pytest.mark.parametrize("cwd", ["/", "home", "project"])
+def test_a_grant_of_a_directory_holding_a_system_link_starts_from_anywhere(
+    tmp_path: Path, cwd: str
+) -> None:
+    """/etc/os-release is a link the jail recreates; a grant of /etc brings it in too.
+    Started from / this broke with FileExistsError and the advice to drop the sandbox."""
+    body = '[sandbox]\nread = ["/etc", "{project}"]\nwrite = ["{project}/out"]\n'
+    profile = write_profile(tmp_path, body + '[policy]\ndefault = "allow"\n')
+    where = {"/": Path("/"), "home": Path.home(), "project": tmp_path}[cwd]
+    with Wrapped(profile, RAW_SERVER, cwd=where, extra=["--project", str(tmp_path)]) as w:
+        w.initialize()
+        assert w.call("echo", {"text": "x"})["result"]["isError"] is False
+
+
+def test_a_grant_of_the_whole_host_is_refused_by_run_and_by_doctor(tmp_path: Path) -> None:
+    profile = write_profile(tmp_path, '[sandbox]\nread = ["/"]\n[policy]\ndefault = "allow"\n')
+    run = subprocess.run(
+        [*MCPWRAP, "run", "--profile", str(profile), "--", *RAW_SERVER],
+        cwd="/",
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert run.returncode == launch.LaunchError.exit_code, run.stderr
+    assert "grants /, the whole filesystem" in run.stderr
+    assert not (tmp_path / "out" / "server.log").exists(), "the server must never have started"
+    doctor = subprocess.run(
+        [*MCPWRAP, "doctor", "--profile", str(profile)],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert doctor.returncode == 1
+    assert "FAIL profile's jail" in doctor.stdout and "grants /" in doctor.stdout
+
+
+def test_doctor_finds_the_project_run_would_refuse(var_tmp_path: Path) -> None:
+    out = subprocess.run(
+        [*MCPWRAP, "doctor", "--profile", "server-filesystem"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1
+    assert "FAIL project" in out.stdout and "root of the filesystem" in out.stdout
+    ok = subprocess.run(
+        [*MCPWRAP, "doctor", "--profile", "server-filesystem", "--project", str(var_tmp_path)],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert ok.returncode == 0, ok.stdout
+    assert "ok   profile's jail" in ok.stdout
+
+
 def test_enforce_false_runs_unsandboxed_and_says_so(tmp_path: Path) -> None:
     profile = write_profile(tmp_path, '[sandbox]\nenforce = false\n[policy]\ndefault = "allow"\n')
     with Wrapped(profile, RAW_SERVER) as w:
@@ -83,10 +142,10 @@ def test_a_sealed_directory_is_reported_on_stderr_and_in_the_record(var_tmp_path
         w.initialize()
         w.close()
         stderr = w.proc.stderr.read().decode()  # type: ignore[union-attr]
-    assert f"nothing new can be created directly in {var_tmp_path}" in stderr
-    assert f"{var_tmp_path}/.mcp.json" in stderr and "Create them yourself" in stderr
+    assert f"so {var_tmp_path} is sealed: the server itself creates nothing there" in stderr
+    assert f"{var_tmp_path}/.mcp.json" in stderr and "Create those paths yourself" in stderr
     record = audit_records(var_tmp_path / "audit.jsonl")[0]["sandbox"]
-    assert f"sealed, nothing new created: {var_tmp_path}" in record
+    assert f"sealed: {var_tmp_path}; new names there made by mcpwrap's broker" in record
 
 
 def test_a_seal_the_jail_cannot_hold_stops_the_run(tmp_path: Path) -> None:

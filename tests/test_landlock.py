@@ -124,7 +124,9 @@ def test_report_and_describe(tree: Path) -> None:
     outcome = in_child(lambda: restrict(read=[str(tree / "ro")], write=[], execute=[]))
     assert outcome[0] == "ok"
     report: Report = outcome[1]
-    assert report == Report(7, 0xFFFF, True, ("abstract_unix_socket", "signal"), 1, ())
+    st = (tree / "ro").stat()
+    ruled = ((str(tree / "ro"), st.st_dev, st.st_ino, 0b1100),)  # read_file | read_dir
+    assert report == Report(7, 0xFFFF, True, ("abstract_unix_socket", "signal"), 1, (), ruled)
     text = "\n".join(report.describe())
     assert "ABI 7" in text
     assert "abstract_unix_socket" in text

@@ -66,9 +66,11 @@ def _mcpwrap(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _tools(project: Path, profile: str, command: list[str]) -> list[str]:
-    """Start the server under `mcpwrap run`; the tools it lists, or the refusal."""
-    with Wrapped(Path(profile), command, cwd=project, env=_env(project)) as w:
+def _tools(where: Path, profile: str, command: list[str]) -> list[str]:
+    """Start the server under `mcpwrap run` from `where` (the project or a directory in
+    it); the tools it lists, or the refusal."""
+    project = where if (where / ".git").exists() else where.parent
+    with Wrapped(Path(profile), command, cwd=where, env=_env(project)) as w:
         try:
             w.initialize()
         except EOFError as exc:  # its message carries mcpwrap's stderr
@@ -166,14 +168,17 @@ def test_npx_dot_and_the_project_path_are_the_same_lock(project: Path) -> None:
         approve = _mcpwrap(project, "approve", "--profile", "fs", "--yes", "--", *command)
         assert approve.returncode == 0 and "up to date" in approve.stdout, approve.stderr
         assert _mcpwrap(project, "sync", "--profile", "fs", "--", *command).returncode == 0
-    # From a subdirectory `.` is another directory: another command, said so by all three.
-    sub = project / "docs"
-    with Wrapped(Path("fs"), dot, cwd=sub, env=_env(project)) as w:
-        assert w.proc.wait(60) == 2
-        message = w.stderr_now()
-    assert f"to lock this command instead: `mcpwrap lock --profile fs -- {shlex.join(dot)}`" in (
+    # From a subdirectory too: the server starts in the project, where `.` points.
+    assert "list_directory" in _tools(project / "docs", "fs", dot)
+    # Another directory is another command, said so by run, sync and approve alike.
+    docs = [*dot[:-1], "./docs"]
+    message = _refusal(project, "fs", docs)
+    assert f"to lock this command instead: `mcpwrap lock --profile fs -- {shlex.join(docs)}`" in (
         message
     )
+    for verb in ("sync", "approve"):
+        said = _mcpwrap(project, verb, "--profile", "fs", "--", *docs)
+        assert said.returncode == 2 and ADVICE.findall(said.stderr) == ADVICE.findall(message)
 
 
 def test_a_changed_script_in_the_project_or_outside_it_is_approved(
@@ -205,35 +210,36 @@ def test_a_changed_script_in_the_project_or_outside_it_is_approved(
         assert _tools(project, "drift", command) == ["echo"]
 
 
-def test_a_builtin_profile_locked_in_a_repository_keeps_its_lock_there(
-    project: Path, tmp_path: Path
+def test_a_builtin_profile_that_serves_the_project_keeps_its_lock_in_it(
+    project: Path, tmp_path: Path, var_tmp_path: Path
 ) -> None:
-    """The curated mcp-server-time profile (its `name` is "time"): locked in the project,
-    the lock is the project's `.mcpwrap/mcp-server-time.lock`, to commit; `run` finds it
-    there before the user's own."""
-    done = _mcpwrap(project, "lock", "--profile", "mcp-server-time", "--", *TIME_CMD)
+    """The curated server-filesystem profile grants the server its project: its lock is
+    the project's `.mcpwrap/server-filesystem.lock`, to commit, found from wherever the
+    project is named. mcp-server-time serves no project (a client may start it from /):
+    its lock is the user's, even when locked in a repository."""
+    repo = project
+    project = var_tmp_path / "proj"  # it writes there: not under /tmp (see conftest)
+    shutil.copytree(repo, project, symlinks=True)
+    fs = ["npx", "-y", f"{FILESYSTEM}@{FILESYSTEM_VERSION}", "."]
+    done = _mcpwrap(project, "lock", "--profile", "server-filesystem", "--", *fs)
     assert done.returncode == 0, done.stderr
-    assert (project / ".mcpwrap" / "mcp-server-time.lock").is_file()
+    assert (project / ".mcpwrap" / "server-filesystem.lock").is_file()
     user = Path(os.environ["XDG_CONFIG_HOME"]) / "mcpwrap" / "profiles"
     assert not user.exists()
-    assert _tools(project, "mcp-server-time", TIME_CMD) == ["convert_time", "get_current_time"]
-    # Outside a repository the same lock goes with the user's profiles; inside, the
-    # project's still comes first (it pins the version the project committed).
-    elsewhere = tmp_path / "elsewhere"
-    elsewhere.mkdir()
-    other = [*TIME_CMD[:-1], "Europe/Paris"]
-    done = subprocess.run(
-        [*MCPWRAP, "lock", "--profile", "mcp-server-time", "--", *other],
-        cwd=elsewhere,
-        env=_env(project),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    named = ["--project", str(project)]
+    with Wrapped(Path("server-filesystem"), fs, extra=named, cwd=tmp_path, env=_env(project)) as w:
+        w.initialize()
+        listed = w.recv_id(w.request("tools/list"))["result"]["tools"]
+        assert "list_directory" in {t["name"] for t in listed}
+
+    done = _mcpwrap(project, "lock", "--profile", "mcp-server-time", "--", *TIME_CMD)
     assert done.returncode == 0, done.stderr
     assert (user / "mcp-server-time.lock").is_file()
-    message = _refusal(project, "mcp-server-time", other)
-    assert f"{project}/.mcpwrap/mcp-server-time.lock: the lock is for the command" in message
+    assert not (project / ".mcpwrap" / "mcp-server-time.lock").exists()
+    with Wrapped(Path("mcp-server-time"), TIME_CMD, cwd=Path("/"), env=_env(project)) as w:
+        w.initialize()
+        listed = w.recv_id(w.request("tools/list"))["result"]["tools"]
+        assert sorted(t["name"] for t in listed) == ["convert_time", "get_current_time"]
 
 
 def test_a_version_1_lock_says_how_to_write_it_again(project: Path) -> None:

@@ -29,11 +29,11 @@ def test_builtin_profiles_dir_exists() -> None:
 def test_a_lock_is_named_after_the_profile_file_and_sits_beside_it(tmp_path: Path) -> None:
     """Not after the profile's `name` (a curated profile's can differ from its file's)."""
     profile = tmp_path / ".mcpwrap" / "fs.toml"
-    assert paths.lock_path(str(profile), cwd="/") == str(tmp_path / ".mcpwrap" / "fs.lock")
-    assert paths.find_lock(str(profile), cwd="/") == str(tmp_path / ".mcpwrap" / "fs.lock")
+    assert paths.lock_path(str(profile)) == str(tmp_path / ".mcpwrap" / "fs.lock")
+    assert paths.find_lock(str(profile), "/elsewhere") == str(tmp_path / ".mcpwrap" / "fs.lock")
 
 
-def test_a_builtin_profiles_lock_goes_to_the_repository_else_the_users_profiles(
+def test_a_builtin_profiles_lock_goes_to_the_repository_it_serves_else_the_users(
     tmp_path: Path,
 ) -> None:
     repo = tmp_path / "repo"
@@ -41,17 +41,19 @@ def test_a_builtin_profiles_lock_goes_to_the_repository_else_the_users_profiles(
     (repo / "src" / "deep").mkdir(parents=True)
     outside = tmp_path / "elsewhere"
     outside.mkdir()
-    user = Path(paths.config_dir()) / "profiles" / "mcp-server-time.lock"
-    source = "<builtin:mcp-server-time>"
-    in_repo = repo / ".mcpwrap" / "mcp-server-time.lock"
-    assert paths.lock_path(source, cwd=str(repo / "src" / "deep")) == str(in_repo)
-    assert paths.lock_path(source, cwd=str(outside)) == str(user)
+    user = Path(paths.config_dir()) / "profiles" / "server-filesystem.lock"
+    source = "<builtin:server-filesystem>"
+    in_repo = repo / ".mcpwrap" / "server-filesystem.lock"
+    assert paths.lock_path(source, str(repo / "src" / "deep")) == str(in_repo)
+    assert paths.lock_path(source, str(outside)) == str(user)  # a project, not a repository
+    assert paths.lock_path(source, None) == str(user)  # a profile that serves no project
     # run: the repository's lock first, then the user's; none: where lock would write it.
-    assert paths.find_lock(source, cwd=str(repo)) == str(in_repo)
+    assert paths.find_lock(source, str(repo)) == str(in_repo)
     user.parent.mkdir(parents=True)
     user.write_text("")
-    assert paths.find_lock(source, cwd=str(repo)) == str(user)
+    assert paths.find_lock(source, str(repo)) == str(user)
     in_repo.parent.mkdir()
     in_repo.write_text("")
-    assert paths.find_lock(source, cwd=str(repo / "src")) == str(in_repo)
-    assert paths.find_lock(source, cwd=str(outside)) == str(user)
+    assert paths.find_lock(source, str(repo / "src")) == str(in_repo)
+    assert paths.find_lock(source, str(outside)) == str(user)
+    assert paths.find_lock(source, None) == str(user)

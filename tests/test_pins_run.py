@@ -172,6 +172,7 @@ def test_a_tool_changed_between_runs_is_hidden_refused_and_reported(tmp_path: Pa
         assert any("echo" in m and "differs from the lock" in m for m in _warnings(w))
         w.close()
         assert "differs from the lock" in w.stderr_now()
+    assert f"until `mcpwrap approve --profile {s.profile}`" in _text(refused)  # as run was given
     assert _calls(s.log, "echo") == []  # the refused call never reached the server
     alert = next(r for r in s.records("pins") if r["rule"] == "pins.tool_changed")
     assert alert["tool"] == "echo" and alert["decision"] == "block"

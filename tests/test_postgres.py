@@ -1,7 +1,7 @@
 """The Postgres case end to end: profiles/postgres.toml over a real PostgreSQL server.
 
-The database is Debian's PostgreSQL (tests/pgcluster.py: `.ci/run` starts it and exports
-MCPWRAP_TEST_PG; without that, this module starts its own and stops it), reached over
+The database is Debian's PostgreSQL (tests/pgcluster.py: this module starts its own and
+stops it, or uses the one MCPWRAP_TEST_PG names), reached over
 TLS (verify-full) with a SCRAM password that the profile takes from a real Secret Service
 (gnome-keyring on a private bus). The MCP server is mcp-postgres-server from PyPI, in its
 own venv (.cache/peers), in the jail, with one egress: a tcp: forward to the database.

@@ -216,6 +216,7 @@ def expected_full(project: str, state: str) -> Profile:
         },
         audit=AuditSpec(path=f"{state}/audit.jsonl", arguments=ArgumentsMode.DIGEST),
         auth=AuthSpec(required=ToolClass.READ, tenants=("acme", "globex")),
+        uses_project=True,
     )
 
 

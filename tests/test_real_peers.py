@@ -358,7 +358,7 @@ async def test_curated_time_profile_is_found_by_name_and_holds(
         odd = await client.call_tool("get_current_time", {"timezone": "../../etc/passwd"})
         assert odd.is_error
     log = tmp_path / "state" / "mcpwrap" / "audit.jsonl"
-    assert {r["server"] for r in audit_records(log)} == {"time"}
+    assert {r["server"] for r in audit_records(log)} == {"mcp-server-time"}  # what --profile takes
 
 
 @pytest.mark.anyio

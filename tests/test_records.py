@@ -116,7 +116,9 @@ def test_digest_mode_never_holds_the_values() -> None:
     ids=["digest", "none"],
 )
 @pytest.mark.parametrize(
-    "arguments", [{"x": math.nan}, {"x": [math.inf]}, math.nan], ids=["nan", "inf", "bare-nan"]
+    "arguments",
+    [{"x": math.nan}, {"x": [math.inf]}, math.nan, {"x": 10**5000}, {"x": "\ud800"}],
+    ids=["nan", "inf", "bare-nan", "huge-int", "lone-surrogate"],
 )
 def test_arguments_field_non_finite(
     mode: ArgumentsMode, expected: dict[str, Any], arguments: object

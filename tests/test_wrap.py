@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mcpwrap import clientconfig, paths, wrapcmd
-from mcpwrap.clientconfig import ConfigError, Object, parse, plain
+from mcpwrap.clientconfig import ConfigError, Object, Wrapping, parse, plain
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "clients"
 # The project path inside the ~/.claude.json fixture; tests put a real directory there.
@@ -123,18 +123,52 @@ def _copy(case: Case, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Config
     return Config(case, path, path.read_bytes())
 
 
-def mcpwrap(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
-    """Run `mcpwrap wrap|unwrap ARGV` in process, through the real argument parser."""
+def parse_args(*argv: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="mcpwrap")
     sub = parser.add_subparsers(dest="command", required=True)
     wrapcmd.add_wrap_parsers(sub)
-    status = wrapcmd.main_wrap(parser.parse_args(argv))
+    return parser.parse_args(argv)
+
+
+def mcpwrap(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
+    """Run `mcpwrap wrap|unwrap ARGV` in process, through the real argument parser."""
+    status = wrapcmd.main_wrap(parse_args(*argv))
     captured = capsys.readouterr()
     return status, captured.out + captured.err
 
 
+# What these tests wrap with: the editing layer takes the command and the words before the
+# original command as given. Which profile, which project and which mcpwrap are decided by
+# mcpwrap.wrapplan, with real profiles, locks and servers: tests/test_wrap_start.py.
+MCPWRAP_EXE = "/opt/mcpwrap/bin/mcpwrap"
+
+
+def by_name(path: str, entry: clientconfig.Entry, values: dict[str, object]) -> Wrapping:
+    return Wrapping(MCPWRAP_EXE, ("run", "--profile", entry.name, "--"), entry.name)
+
+
 def wrap(capsys: pytest.CaptureFixture[str], config: Config, *extra: str) -> tuple[int, str]:
-    return mcpwrap(capsys, "wrap", config.case.client, "--config", str(config.path), *extra)
+    return wrap_at(capsys, config.case.client, config.path, *extra)
+
+
+def wrap_at(
+    capsys: pytest.CaptureFixture[str], client: str, path: Path, *extra: str
+) -> tuple[int, str]:
+    """`mcpwrap wrap CLIENT --config FILE EXTRA` through the real parser and editing
+    layer, each entry wrapped by `by_name`."""
+    args = parse_args("wrap", client, "--config", str(path), *extra)
+    options = clientconfig.Options(
+        client=args.client,
+        config=args.config,
+        server=args.server,
+        dry_run=args.dry_run,
+        move_secrets=args.move_secrets,
+        prepare=by_name,
+    )
+    outcome = clientconfig.wrap(options, paths.state_dir())
+    print("\n".join(outcome.lines))
+    captured = capsys.readouterr()
+    return outcome.status, captured.out + captured.err
 
 
 def unwrap(capsys: pytest.CaptureFixture[str], config: Config, *extra: str) -> tuple[int, str]:
@@ -287,7 +321,7 @@ def test_a_wrapped_entry_runs_mcpwrap_then_the_original(
     loads = [json.loads] if config.case.plain_json else []
     for pointer in config.pointers(config.case.stdio):
         name = name_of(pointer)
-        expected = ["mcpwrap", "run", "--profile", name, "--", *argv_at(before, pointer)]
+        expected = [MCPWRAP_EXE, "run", "--profile", name, "--", *argv_at(before, pointer)]
         assert argv_at(after, pointer) == expected
         for load in loads:  # the file is still plain JSON
             entry = load(after)
@@ -333,7 +367,7 @@ def test_server_changes_that_entry_only(
     old, new = node_at(before, pointer), node_at(after, pointer)
     assert before[: old.start] == after[: new.start]
     assert before[old.end :] == after[new.end :]
-    assert argv_at(after, pointer)[:5] == ["mcpwrap", "run", "--profile", name, "--"]
+    assert argv_at(after, pointer)[:5] == [MCPWRAP_EXE, "run", "--profile", name, "--"]
     label = f"server {name}" + (f" (project {Path.cwd()})" if "/projects/" in pointer else "")
     assert [line for line in out.splitlines() if ": server " in line and "secrets" not in line] == [
         f"{config.path}: {label}: wrapped (profile {name})"
@@ -351,21 +385,6 @@ def test_server_that_is_not_there_names_the_ones_that_are(
     ):
         wrap(capsys, config, "--server", "gitlab")
     assert config.path.read_bytes() == config.original
-
-
-def test_profile_option_names_the_profile(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    config = _copy(CASES[4], tmp_path, monkeypatch)
-    _, out = wrap(capsys, config, "--server", "python-tools", "--profile", "./.mcpwrap/py.toml")
-    assert argv_at(config.text(), "/servers/python-tools")[:5] == [
-        "mcpwrap",
-        "run",
-        "--profile",
-        "./.mcpwrap/py.toml",
-        "--",
-    ]
-    assert "wrapped (profile ./.mcpwrap/py.toml)" in out
 
 
 def test_invalid_jsonc_is_refused_with_line_and_column(
@@ -425,7 +444,7 @@ def test_unwrap_says_when_an_entry_is_no_longer_wrapped(
     config = _copy(CASES[1], tmp_path, monkeypatch)
     wrap(capsys, config, "--server", "db")
     entry = source_at(config.text(), "/mcpServers/db")
-    by_hand = config.text().replace(entry, entry.replace('"mcpwrap"', '"node"', 1))
+    by_hand = config.text().replace(entry, entry.replace(json.dumps(MCPWRAP_EXE), '"node"', 1))
     config.path.write_text(by_hand, encoding="utf-8")
     status, out = unwrap(capsys, config)
     assert status == 0
@@ -461,6 +480,27 @@ def test_unwrap_without_a_record_splits_at_the_double_dash(
     assert source_at(text, "/mcpServers/fs/command") == command
     assert source_at(text, "/mcpServers/fs/args") == args
     json.loads(text)
+
+
+def test_unwrap_reads_records_from_before_the_absolute_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Records written when wrap wrote a bare "mcpwrap" have no "wrapped_command"."""
+    config = _copy(CASES[1], tmp_path, monkeypatch)
+
+    def bare(path: str, entry: clientconfig.Entry, values: dict[str, object]) -> Wrapping:
+        return Wrapping("mcpwrap", ("run", "--profile", entry.name, "--"), entry.name)
+
+    options = clientconfig.Options("claude-code", config=str(config.path), prepare=bare)
+    clientconfig.wrap(options, paths.state_dir())
+    records_file = Path(paths.state_dir(), "wrapped.json")
+    records = json.loads(records_file.read_text())
+    for record in next(iter(records["files"].values())).values():
+        del record["wrapped_command"]
+    records_file.write_text(json.dumps(records))
+    status, out = unwrap(capsys, config)
+    assert status == 0, out
+    assert config.path.read_bytes() == config.original
 
 
 def test_unwrap_without_a_record_or_a_double_dash_is_refused(
@@ -505,7 +545,7 @@ def test_mode_and_symlink_are_kept(
     config.path.chmod(0o640)
     link = tmp_path / "link.json"
     link.symlink_to(config.path)
-    status, _ = mcpwrap(capsys, "wrap", "cursor", "--config", str(link))
+    status, _ = wrap_at(capsys, "cursor", link)
     assert status == 0
     assert link.is_symlink()
     assert stat.S_IMODE(config.path.stat().st_mode) == 0o640
@@ -684,7 +724,7 @@ def test_a_no_at_the_question_moves_nothing(
         questions.append(question)
         return False
 
-    options = clientconfig.Options("cursor", config=str(config.path), ask=answer)
+    options = clientconfig.Options("cursor", config=str(config.path), ask=answer, prepare=by_name)
     outcome = clientconfig.wrap(options, paths.state_dir())
     assert questions == [
         f"{config.path}: server postgres: move PGPASSWORD from its env into the keyring? [y/N] "

@@ -7,7 +7,8 @@ agree on (shared/notes/sandbox.md), then execs the server:
   outer: stays outside the new pid namespace, forwards signals, exits as the server did
   inner (pid 1): hostname, loopback -> new root of binds, private /tmp, /proc, /dev ->
   pivot_root -> setsid, umask -> rlimits -> capabilities dropped -> no_new_privs ->
-  Landlock -> fds above 2 closed -> seccomp -> execve
+  Landlock -> fds above 2 closed -> seccomp -> (with a sealed directory) the notifying
+  filter, its listener handed to mcpwrap -> execve
 
 A failing step writes one JSON object (step, call, errno, path, message) to the
 close-on-exec status pipe and exits 126; a successful execve closes the pipe, so the
@@ -28,7 +29,7 @@ from typing import Any
 
 # Imported here, before anything: after pivot_root mcpwrap's own files may not be in the
 # new root at all, and after Landlock no import could read them anyway.
-from mcpwrap.sandbox import kernel, landlock
+from mcpwrap.sandbox import kernel, landlock, unotify
 from mcpwrap.sandbox.kernel import SetupError
 
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -216,6 +217,7 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
         _loopback_up()
     if spec.get("egress") is not None:
         spec["tcp_connect"] = _egress_listeners(spec)
+    channel = _broker_channel(spec)  # before the new root hides the _socket module
     root = _build_root(spec)
     _enter_root(root)
     os.setsid()
@@ -223,16 +225,65 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
     _limits(spec["rlimits"])
     kernel.drop_all_capabilities()
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
-    _landlock(spec)
+    ruled = _landlock(spec)
     _enter_cwd(spec["cwd"], spec["env"]["HOME"])
-    os.closerange(3, status_fd)
-    os.closerange(status_fd + 1, 65536)
+    _close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
     if prepared is not None:
         _load_seccomp(prepared)
+    if channel is not None:
+        _hand_over_listener(channel, ruled)
     try:
         os.execve(spec["exe"], spec["argv"], spec["env"])  # noqa: S606 - the server itself
     except OSError as exc:
         raise SetupError("exec", "execve", exc.errno or 0, spec["exe"]) from exc
+
+
+def _close_fds_but(*keep: int) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 65536)
+
+
+def _broker_channel(spec: dict[str, Any]) -> Any:
+    """The socket mcpwrap's seal broker receives its listener on, when a directory is
+    sealed. _socket, not socket: the wrapper module costs the jail ~10 ms to import."""
+    broker = spec.get("broker")
+    if broker is None:
+        return None
+    import _socket
+
+    return _socket.socket(fileno=broker["fd"])
+
+
+def _hand_over_listener(channel: Any, ruled: tuple[tuple[str, int, int, int], ...]) -> None:
+    """The last filter: it stops the server's creating calls until mcpwrap answers them.
+    Its listener goes to mcpwrap with the inodes Landlock put rules on, then leaves the
+    jail (a listener kept here could let the server answer its own calls)."""
+    import _socket
+
+    try:
+        listener = unotify.install(unotify.program())
+    except OSError as exc:
+        raise SetupError(
+            "seal broker",
+            "seccomp(SECCOMP_FILTER_FLAG_NEW_LISTENER)",
+            exc.errno or 0,
+            hint="the kernel lacks seccomp user notification (Linux 5.14+ is needed to "
+            "create files in a sealed directory); create the protected paths yourself so "
+            "that nothing needs sealing, or grant write on subdirectories only",
+        ) from exc
+    rights = struct.pack("i", listener)
+    try:
+        channel.sendmsg(
+            [marshal.dumps(list(ruled))], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)]
+        )
+    except OSError as exc:
+        raise SetupError("seal broker", "sendmsg(SCM_RIGHTS)", exc.errno or 0) from exc
+    finally:
+        channel.close()
+        os.close(listener)
 
 
 def _load_seccomp(prepared: Any) -> None:
@@ -395,6 +446,8 @@ def _private_tmp(root: str, spec: dict[str, Any]) -> None:
 def _bind(root: str, source: str, mode: str, source_root: str = "") -> None:
     target = root + source
     if mode == "link":  # /bin -> usr/bin on merged-/usr systems: the same link inside
+        if os.path.lexists(target):
+            return  # a grant of its directory already brought the host's own link in
         os.makedirs(os.path.dirname(target), exist_ok=True)
         os.symlink(os.readlink(source), target)
         return
@@ -478,14 +531,15 @@ def _limits(rlimits: dict[str, int]) -> None:
             ) from exc
 
 
-def _landlock(spec: dict[str, Any]) -> None:
+def _landlock(spec: dict[str, Any]) -> tuple[tuple[str, int, int, int], ...]:
+    """Apply the grants; return the directories given a rule (for the seal broker)."""
     grants = spec.get("landlock")
     if grants is None:
-        return
+        return ()
 
     try:
         # network = "none": TCP refused as a second wall behind the empty namespace.
-        landlock.restrict(
+        report = landlock.restrict(
             read=grants["read"],
             write=grants["write"],
             execute=grants["execute"],
@@ -495,6 +549,7 @@ def _landlock(spec: dict[str, Any]) -> None:
         )
     except landlock.LandlockError as exc:
         raise SetupError("landlock", exc.call, exc.errno, exc.path, exc.hint) from exc
+    return report.directories
 
 
 if __name__ == "__main__":

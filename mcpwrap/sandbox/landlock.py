@@ -63,7 +63,8 @@ _FS_RIGHTS: tuple[tuple[str, int], ...] = (
 _EXECUTE, _WRITE_FILE, _READ_FILE, _READ_DIR = 1 << 0, 1 << 1, 1 << 2, 1 << 3
 _TRUNCATE, _IOCTL_DEV = 1 << 14, 1 << 15
 # make_char .. make_sym: what a sealed directory withholds (nothing new can appear there).
-_MAKE = sum(1 << i for i, (name, _) in enumerate(_FS_RIGHTS) if name.startswith("make_"))
+MAKE = sum(1 << i for i, (name, _) in enumerate(_FS_RIGHTS) if name.startswith("make_"))
+WRITE_FILE = _WRITE_FILE
 # The kernel refuses (EINVAL) a rule on a non-directory that carries directory rights.
 _FILE_ONLY = _EXECUTE | _WRITE_FILE | _READ_FILE | _TRUNCATE | _IOCTL_DEV
 
@@ -131,6 +132,8 @@ class Report(NamedTuple):
     scoped: tuple[str, ...]
     rules: int
     skipped: tuple[str, ...] = ()  # grant paths that do not exist
+    # (path, st_dev, st_ino, rights) of every directory rule: the seal broker's map
+    directories: tuple[tuple[str, int, int, int], ...] = ()
 
     def describe(self) -> list[str]:
         applied = min(self.abi, _KNOWN_ABI)
@@ -222,7 +225,9 @@ def restrict(
     net = net if tcp else 0
     fd = _create_ruleset(abi, fs, net, scoped)
     try:
-        added, skipped = _add_path_rules(fd, _path_grants(read, write, execute, seal, fs))
+        added, skipped, directories = _add_path_rules(
+            fd, _path_grants(read, write, execute, seal, fs)
+        )
         if net:
             added += _add_port_rules(fd, ports)
         _no_new_privs()
@@ -230,7 +235,7 @@ def restrict(
     finally:
         os.close(fd)
     names = tuple(name for name, bit in _SCOPES if scoped & bit)
-    return Report(abi, fs, bool(net), names, added, tuple(skipped))
+    return Report(abi, fs, bool(net), names, added, tuple(skipped), tuple(directories))
 
 
 def _call(name: str, nr: int, *args: object, path: str = "") -> int:
@@ -263,25 +268,31 @@ def _path_grants(
 ) -> list[tuple[str, int]]:
     """(path, rights) in order; rights for the same path accumulate in the kernel."""
     write_rights = fs & ~_EXECUTE
-    kinds = ((read, _READ), (execute, _RUN), (write, write_rights), (seal, write_rights & ~_MAKE))
+    kinds = ((read, _READ), (execute, _RUN), (write, write_rights), (seal, write_rights & ~MAKE))
     return [(path, rights & fs) for paths, rights in kinds for path in paths]
 
 
-def _add_path_rules(ruleset: int, grants: Iterable[tuple[str, int]]) -> tuple[int, list[str]]:
-    added, skipped = 0, []
+def _add_path_rules(
+    ruleset: int, grants: Iterable[tuple[str, int]]
+) -> tuple[int, list[str], list[tuple[str, int, int, int]]]:
+    """(rules added, grants skipped as missing, (path, dev, ino, rights) of directories)."""
+    added, skipped, directories = 0, [], []
     for path, rights in grants:
         fd = _open_grant(path)
         if fd is None:
             skipped.append(path)
             continue
         try:
-            is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+            st = os.fstat(fd)
+            is_dir = stat.S_ISDIR(st.st_mode)
             allowed = rights if is_dir else rights & _FILE_ONLY
             _add_rule(ruleset, _RULE_PATH_BENEATH, _PathBeneathAttr(allowed, fd), path)
             added += 1
+            if is_dir:  # the inode the rule is on, not what the path may name later
+                directories.append((path, st.st_dev, st.st_ino, allowed))
         finally:
             os.close(fd)
-    return added, skipped
+    return added, skipped, directories
 
 
 def _open_grant(path: str) -> int | None:

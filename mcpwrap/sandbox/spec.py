@@ -84,6 +84,7 @@ def build(
     exe = _which(argv[0], env.get("PATH", ""))
     runtime = sorted(set(_runtime_dirs([exe, *_script(exe, argv[1:])], cwd)))
     binds = _system_binds() + [[d, "rx"] for d in runtime if not _covered(d)]
+    _refuse_whole_host(profile)
     binds += [[p, "ro"] for p in profile.sandbox.read if os.path.exists(p)]
     binds += [[p, "rw"] for p in profile.sandbox.write if os.path.exists(p)]
     protect = protected_paths(profile, state_dir)
@@ -108,6 +109,19 @@ def build(
         "host_network": profile.sandbox.network is Network.HOST,
         "egress": _egress(profile),
     }
+
+
+def _refuse_whole_host(profile: Profile) -> None:
+    """A grant of / would put every file of the host back into the new root: no jail."""
+    for kind, grants in (("read", profile.sandbox.read), ("write", profile.sandbox.write)):
+        if "/" in grants:
+            from mcpwrap.launch import LaunchError
+
+            raise LaunchError(
+                f"{profile.source}: [sandbox] {kind} grants /, the whole filesystem of the "
+                "host: the jail would hide nothing. Grant the directories the server needs "
+                "(a {project}-relative path, or an absolute one below /)"
+            )
 
 
 def _egress(profile: Profile) -> dict[str, Any] | None:
@@ -298,7 +312,8 @@ class Guard(NamedTuple):
     created (the project root for a missing `.mcp.json`), each with those paths. No mount
     can cover a name that does not exist without creating it on the host, so Landlock
     withholds the make rights there: existing entries can still be written, truncated and
-    removed, but nothing new appears. Landlock rights inherit downwards, so every directory
+    removed, and new names are made only by mcpwrap's seal broker (sandbox/broker.py),
+    which refuses the protected ones. Landlock rights inherit downwards, so every directory
     from the write grant down to the one that needs it is sealed, and unsealed lists their
     other entries, which keep the full grant.
     """
