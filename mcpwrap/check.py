@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from mcpwrap import netpolicy, paths
@@ -286,6 +286,54 @@ def _level_text(path: str, level: Level) -> str:
     return head + "; missing:" + steps + "\n"
 
 
+_LIMIT_KEYS = {
+    "RLIMIT_DATA": "memory",
+    "RLIMIT_FSIZE": "file_size",
+    "RLIMIT_NPROC": "processes",
+    "RLIMIT_NOFILE": "open_files",
+    "RLIMIT_CPU": "cpu",
+}
+
+
+def limit_findings(profile: Profile, hard: Mapping[str, int]) -> list[Finding]:
+    """[sandbox] limits above this user's hard limits here (`hard`: by RLIMIT_ name, the
+    unlimited ones left out). No process in a new user namespace may raise a hard limit,
+    root or not, so the jail cannot set them and `run` stops."""
+    if not profile.sandbox.enforce:
+        return []
+    from mcpwrap.sandbox.spec import rlimits
+
+    out = []
+    for name, value in rlimits(profile).items():
+        limit = hard.get(name)
+        key = _LIMIT_KEYS.get(name)
+        if limit is None or key is None or value <= limit:
+            continue
+        out.append(
+            Finding(
+                ERROR,
+                f"sandbox.{key}",
+                f"{key} asks for {value} ({name}), above this user's hard limit of {limit} "
+                "here: the jail cannot raise a hard limit, so `mcpwrap run` stops",
+                f"lower it to at most {limit}, or raise the hard limit (ulimit -H, "
+                "/etc/security/limits.conf)",
+            )
+        )
+    return out
+
+
+def hard_limits() -> dict[str, int]:
+    """This process's hard limits by RLIMIT_ name, the unlimited ones left out."""
+    import resource
+
+    found = {}
+    for name in _LIMIT_KEYS:
+        hard = resource.getrlimit(getattr(resource, name))[1]
+        if hard != resource.RLIM_INFINITY:
+            found[name] = hard
+    return found
+
+
 def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     """Findings about the profile's lock: pinned definitions that look poisoned (a lock
     that does not load is passed as its error message; no lock, no findings)."""
@@ -424,6 +472,7 @@ def check_paths(
             results[name] = str(exc)
             continue
         found = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
+        found += limit_findings(profile, hard_limits())
         lock, lock_path = _lock(profile)
         found = sorted(
             found + lock_findings(profile, lock, lock_path), key=lambda f: f.severity != ERROR

@@ -222,10 +222,11 @@ class SandboxError(LaunchError):
 
     def __init__(self, report: dict[str, Any]) -> None:
         self.report = report
+        message = str(report.get("message"))
         hint = report.get("hint") or _HINTS.get(str(report.get("step")), "")
         super().__init__(
-            f"the sandbox could not be applied: {report.get('message')}"
-            + (f" ({hint})" if hint else "")
+            f"the sandbox could not be applied: {message}"
+            + (f" ({hint})" if hint and hint not in message else "")
             + "; see `mcpwrap doctor`. To run this server without the sandbox (unsafe), "
             "set [sandbox] enforce = false in its profile"
         )

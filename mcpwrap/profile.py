@@ -37,6 +37,17 @@ from mcpwrap.units import (
 
 FORMAT_VERSION = 1
 
+# Maximums of the values that reach a wait, a deadline or a kernel limit: each is one
+# `mcpwrap run` can use (threading.TIMEOUT_MAX, ~292 years, is the hard ceiling of every
+# wait; setrlimit takes at most 2**63 - 1), and each is far above any sensible setting.
+MAX_TIMEOUT = 86_400.0  # a call's deadline: MCP clients give up on a call long before a day
+MAX_IDLE = 86_400.0  # an egress connection with no byte either way for a day
+MAX_CPU = 365 * 86_400.0  # a budget of CPU seconds, not a wait
+MAX_SIZE = 1 << 50  # 1024 TiB: more memory or file than any machine has
+MAX_PROCESSES = 1 << 22  # the kernel's PID_MAX_LIMIT; a pids cgroup refuses more
+MAX_OPEN_FILES = 1 << 20  # fs.nr_open's default: RLIMIT_NOFILE cannot go above it
+MAX_EXACT_INT = 1 << 53  # min/max are compared as floats, which hold integers up to here
+
 
 class Access(enum.Enum):
     ALLOW = "allow"
@@ -472,9 +483,22 @@ def _at_least(minimum: int) -> _Convert[int]:
     return convert
 
 
+def _between(minimum: int, maximum: int) -> _Convert[int]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            _expect(ctx, path, f"an integer >= {minimum}", value)
+        if value > maximum:
+            _expect(ctx, path, f"an integer of at most {maximum:,}", value)
+        return value
+
+    return convert
+
+
 def _number(ctx: _Ctx, path: _Path, value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         _expect(ctx, path, "a number", value)
+    if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+        _expect(ctx, path, "an integer from -2**53 to 2**53 (compared exactly)", value)
     if not math.isfinite(value):
         _expect(ctx, path, "a finite number", value)
     return float(value)
@@ -501,13 +525,23 @@ def _array_of(
     return convert_all
 
 
-def _duration(ctx: _Ctx, path: _Path, value: object) -> float:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        _expect(ctx, path, DURATION_FORMS, value)
-    seconds = _parsed(ctx, path, parse_duration, value)
-    if seconds <= 0:
-        _expect(ctx, path, "a duration greater than zero", value)
-    return seconds
+def _duration_up_to(maximum: float, shown: str) -> _Convert[float]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> float:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            _expect(ctx, path, DURATION_FORMS, value)
+        seconds = _parsed(ctx, path, parse_duration, value)
+        if seconds <= 0:
+            _expect(ctx, path, "a duration greater than zero", value)
+        if seconds > maximum:
+            _expect(ctx, path, f"a duration of at most {shown}", value)
+        return seconds
+
+    return convert
+
+
+_timeout = _duration_up_to(MAX_TIMEOUT, '"24h"')
+_idle = _duration_up_to(MAX_IDLE, '"24h"')
+_cpu = _duration_up_to(MAX_CPU, '"365d"')
 
 
 def _size(ctx: _Ctx, path: _Path, value: object) -> int:
@@ -516,16 +550,15 @@ def _size(ctx: _Ctx, path: _Path, value: object) -> int:
     size = _parsed(ctx, path, parse_size, value)
     if size <= 0:
         _expect(ctx, path, "a size greater than zero", value)
+    if size > MAX_SIZE:
+        _expect(ctx, path, 'a size of at most "1024TiB"', value)
     return size
 
 
 def _rate(ctx: _Ctx, path: _Path, value: object) -> Rate:
     if not isinstance(value, str):
         _expect(ctx, path, RATE_FORMS, value)
-    rate = _parsed(ctx, path, parse_rate, value)
-    if rate.count < 1:
-        _expect(ctx, path, "a rate of at least 1 call per period", value)
-    return rate
+    return _parsed(ctx, path, parse_rate, value)
 
 
 def _parsed(ctx: _Ctx, path: _Path, parse: Callable[[D], T], value: D) -> T:
@@ -705,13 +738,13 @@ def _sandbox(t: _Table) -> SandboxSpec:
         read=t.get("read", _fs_paths, ()),
         write=t.get("write", _fs_paths, ()),
         memory=t.get("memory", _size, None),
-        cpu=t.get("cpu", _duration, None),
-        processes=t.get("processes", _at_least(1), None),
-        open_files=t.get("open_files", _at_least(1), None),
+        cpu=t.get("cpu", _cpu, None),
+        processes=t.get("processes", _between(1, MAX_PROCESSES), None),
+        open_files=t.get("open_files", _between(1, MAX_OPEN_FILES), None),
         file_size=t.get("file_size", _size, None),
         syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
         egress_connections=t.get("egress_connections", _at_least(1), base.egress_connections),
-        egress_idle=t.get("egress_idle", _duration, base.egress_idle),
+        egress_idle=t.get("egress_idle", _idle, base.egress_idle),
         egress_bytes=t.get("egress_bytes", _size, base.egress_bytes),
     )
 
@@ -772,7 +805,7 @@ _access = _enum_of(Access)
 def _policy(t: _Table) -> PolicySpec:
     return PolicySpec(
         default=t.get("default", _access, Access.DENY),
-        timeout=t.get("timeout", _duration, 60.0),
+        timeout=t.get("timeout", _timeout, 60.0),
         sampling=t.get("sampling", _access, Access.DENY),
         elicitation=t.get("elicitation", _access, Access.ALLOW),
         roots=t.get("roots", _access, Access.ALLOW),
@@ -812,7 +845,7 @@ def _tool(ctx: _Ctx, path: _Path, value: object) -> ToolSpec:
     return ToolSpec(
         name=name,
         cls=t.need("class", _enum_of(ToolClass), 'add class = "read", "write" or "admin"'),
-        timeout=t.get("timeout", _duration, None),
+        timeout=t.get("timeout", _timeout, None),
         rate=t.get("rate", _rate, None),
         concurrency=t.get("concurrency", _at_least(1), None),
         effects=t.get("effects", _effects, ()),

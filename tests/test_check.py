@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from wrapped import MCPWRAP
+from wrapped import MCPWRAP, RAW_SERVER, write_profile
 
-from mcpwrap.check import ERROR, NOTE, findings
+from mcpwrap.check import ERROR, NOTE, findings, limit_findings
 from mcpwrap.profile import Placeholders, Profile, parse_profile
 
 HOME = "/home/u"
@@ -275,3 +277,71 @@ def test_maturity_steps(body: str, locked: bool, level: int, missing: list[str])
     assert got.value == level
     assert len(got.missing) == len(missing)
     assert all(s.missing.startswith(m) for s, m in zip(got.missing, missing, strict=True))
+
+
+# --- limits the jail cannot set (issue 15: a value check accepts never breaks run) --------
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "hard", "expected"),
+    [
+        ("open_files = 4096", {"RLIMIT_NOFILE": 4096}, []),
+        ("open_files = 4097", {"RLIMIT_NOFILE": 4096}, ["sandbox.open_files"]),
+        ("open_files = 4097", {}, []),  # unlimited here
+        ('memory = "2GiB"', {"RLIMIT_DATA": 1 << 30}, ["sandbox.memory"]),
+        ('file_size = "1GiB"', {"RLIMIT_FSIZE": 1 << 30}, []),
+        ("processes = 100", {"RLIMIT_NPROC": 99}, ["sandbox.processes"]),
+        ('cpu = "61s"', {"RLIMIT_CPU": 60}, ["sandbox.cpu"]),
+        ('cpu = "60.9s"', {"RLIMIT_CPU": 60}, []),  # RLIMIT_CPU counts whole seconds
+        ("enforce = false\nopen_files = 4097", {"RLIMIT_NOFILE": 4096}, []),  # no jail
+    ],
+)
+def test_limits_above_the_hard_limit_are_errors(
+    sandbox: str, hard: dict[str, int], expected: list[str]
+) -> None:
+    found = limit_findings(_profile(sandbox), hard)
+    assert [(f.severity, f.rule) for f in found] == [(ERROR, rule) for rule in expected]
+    assert all(str(hard[k]) in f.fix for f in found for k in hard)
+
+
+def _hard_nofile(limit: int) -> Callable[[], None]:
+    def lower() -> None:  # lowering a hard limit needs no privilege
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, 1024), limit))
+
+    return lower
+
+
+@pytest.mark.parametrize(("open_files", "refused"), [(4096, False), (4097, True)])
+def test_check_names_the_limit_that_stops_the_run(
+    tmp_path: Path, open_files: int, refused: bool
+) -> None:
+    """`check` said nothing and `run` stopped: open_files above the user's hard limit,
+    which the jail cannot raise. Now check says so, and run's message says why; the
+    control (at the hard limit) passes both."""
+    profile = write_profile(tmp_path, "")
+    profile.write_text(profile.read_text() + f"open_files = {open_files}\n")
+    check = subprocess.run(
+        [*MCPWRAP, "check", "--format", "json", str(profile)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        preexec_fn=_hard_nofile(4096),
+    )
+    rules = {f["rule"] for f in json.loads(check.stdout)["profiles"][0]["findings"]}
+    assert ("sandbox.open_files" in rules) is refused
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+    run = subprocess.run(
+        [*MCPWRAP, "run", "--profile", str(profile), "--", *RAW_SERVER],
+        input=ping,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+        preexec_fn=_hard_nofile(4096),
+    )
+    if refused:
+        assert run.returncode == 126
+        assert b"4097 is above this user's hard limit of 4096" in run.stderr
+    else:
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["id"] == 1
