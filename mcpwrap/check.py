@@ -369,6 +369,63 @@ def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     return found
 
 
+def arg_findings(profile: Profile, lock: Any) -> list[Finding]:
+    """Constraints on argument names that the tool's pinned inputSchema does not list: a
+    typo (`pqth` for `path`) constrains nothing and leaves the real argument open. Without
+    a lock, or a pin of the tool that lists properties, the names cannot be checked."""
+    constrained = sorted(name for name, tool in profile.tools.items() if tool.args)
+    if not constrained or isinstance(lock, str):  # a lock that does not load: its own error
+        return []
+    if lock is None:
+        return [_unchecked(constrained, "no lock pins their definitions")]
+    found, unpinned = [], []
+    for name in constrained:
+        known = _properties(lock.tools.get(name))
+        if known is None:
+            unpinned.append(name)
+            continue
+        found += [
+            _unknown_arg(name, arg, known) for arg in profile.tools[name].args if arg not in known
+        ]
+    if unpinned:
+        found.append(_unchecked(unpinned, "the lock pins no schema that lists their properties"))
+    return found
+
+
+def _properties(pin: Any) -> list[str] | None:
+    """The argument names a pinned definition's inputSchema lists; None if it lists none."""
+    if pin is None:
+        return None
+    definition = json.loads(pin.definition)
+    schema = definition.get("inputSchema") if isinstance(definition, dict) else None
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    return list(props) if isinstance(props, dict) else None
+
+
+def _unknown_arg(tool: str, arg: str, known: list[str]) -> Finding:
+    import difflib
+
+    close = difflib.get_close_matches(arg, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return Finding(
+        ERROR,
+        f"tools.{tool}.args.{arg}",
+        f"tool {tool!r} has no argument {arg!r} in its pinned schema (it has: "
+        f"{', '.join(known) or 'none'}): this constraint never applies{hint}",
+        f"constrain the argument by its name in the schema{f' ({close[0]})' if close else ''}",
+    )
+
+
+def _unchecked(tools: list[str], why: str) -> Finding:
+    return Finding(
+        NOTE,
+        f"tools.{tools[0]}.args",
+        f"the argument names constrained for {', '.join(tools)} could not be checked "
+        f"against the tools' schemas: {why}",
+        "lock the server (`mcpwrap lock`) so that a misspelt argument name is an error",
+    )
+
+
 def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
     severity = NOTE if f.rule == "descriptions.length" else ERROR
     return Finding(
@@ -474,9 +531,8 @@ def check_paths(
         found = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
         found += limit_findings(profile, hard_limits())
         lock, lock_path = _lock(profile)
-        found = sorted(
-            found + lock_findings(profile, lock, lock_path), key=lambda f: f.severity != ERROR
-        )
+        found += lock_findings(profile, lock, lock_path) + arg_findings(profile, lock)
+        found = sorted(found, key=lambda f: f.severity != ERROR)
         results[path] = found
         errors = any(f.severity == ERROR for f in found)
         levels[path] = assess(

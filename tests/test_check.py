@@ -345,3 +345,67 @@ def test_check_names_the_limit_that_stops_the_run(
     else:
         assert run.returncode == 0, run.stderr
         assert json.loads(run.stdout)["id"] == 1
+
+
+# --- argument names the pinned schema does not have (issue 15, item 10) --------------------
+
+READ_FILE = {
+    "name": "read_file",
+    "description": "Reads a file.",
+    "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}, "head": {}}},
+}
+NO_PROPERTIES = {"name": "ping", "description": "Pings.", "inputSchema": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ('path = { within = ["{project}"] }', []),
+        ("head = { max = 10 }\npath = { max_length = 9 }", []),
+        (
+            'pqth = { within = ["{project}"] }',
+            [(ERROR, "tools.read_file.args.pqth", "did you mean 'path'?")],
+        ),
+        (
+            "zzz = { max_length = 3 }",
+            [(ERROR, "tools.read_file.args.zzz", "(it has: head, path)")],
+        ),
+    ],
+    ids=["known", "both-known", "typo", "unknown"],
+)
+def test_a_constraint_on_an_argument_the_schema_lacks_is_an_error(
+    tmp_path: Path, args: str, expected: list[tuple[str, str, str]]
+) -> None:
+    """`pqth = { within = [...] }` loaded, passed check, and constrained nothing: the
+    client's `path` went through unchecked."""
+    profile = _locked(tmp_path, [READ_FILE])
+    profile.write_text(
+        f'version = 1\n[tools.read_file]\nclass = "read"\n[tools.read_file.args]\n{args}\n'
+    )
+    out = _check("--format", "json", str(profile), cwd=tmp_path)
+    found = [f for f in json.loads(out.stdout)["profiles"][0]["findings"] if ".args" in f["rule"]]
+    assert [(f["severity"], f["rule"]) for f in found] == [(s, r) for s, r, _ in expected]
+    assert all(says in f["message"] for f, (_, _, says) in zip(found, expected, strict=True))
+    assert out.returncode == (1 if expected else 0), out.stdout
+
+
+@pytest.mark.parametrize(
+    ("locked", "tool", "says"),
+    [
+        (None, "read_file", "no lock pins their definitions"),
+        ([READ_FILE], "write_file", "the lock pins no schema"),
+        ([NO_PROPERTIES], "ping", "the lock pins no schema"),
+    ],
+    ids=["no-lock", "not-pinned", "no-properties"],
+)
+def test_argument_names_that_cannot_be_checked_are_a_note(
+    tmp_path: Path, locked: list[dict[str, object]] | None, tool: str, says: str
+) -> None:
+    profile = _locked(tmp_path, locked) if locked is not None else tmp_path / "srv.toml"
+    profile.write_text(
+        f'version = 1\n[tools.{tool}]\nclass = "read"\nargs.pqth = {{ max_length = 3 }}\n'
+    )
+    out = _check("--format", "json", str(profile), cwd=tmp_path)
+    found = [f for f in json.loads(out.stdout)["profiles"][0]["findings"] if ".args" in f["rule"]]
+    assert [(f["severity"], f["rule"]) for f in found] == [(NOTE, f"tools.{tool}.args")]
+    assert says in found[0]["message"] and tool in found[0]["message"]
