@@ -384,9 +384,15 @@ def _dotted(path: _Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            key = part if _BARE_KEY.fullmatch(part) else _quoted(part)
             out += f".{key}" if out else key
     return out
+
+
+def _quoted(text: str) -> str:
+    """`text` in quotes; escaped where it holds what a terminal would not show as itself
+    (a bidi override would turn the rest of the error message around)."""
+    return json.dumps(text, ensure_ascii=not text.isprintable())
 
 
 def _show(value: object) -> str:
@@ -394,7 +400,7 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+        text = _quoted(value)
         return text if len(text) <= 80 else text[:76] + '..."'
     if isinstance(value, int | float):
         return repr(value)
@@ -466,6 +472,29 @@ def _word(ctx: _Ctx, path: _Path, value: object) -> str:
     if not isinstance(value, str) or not value:
         _expect(ctx, path, "a non-empty string", value)
     return value
+
+
+_TAGS = range(0xE0000, 0xE0080)  # tag characters: an invisible copy of ASCII
+
+
+def _visible(ctx: _Ctx, path: _Path, text: str) -> str:
+    """`text`, refused if it holds a character that shows as nothing (zero-width, bidi
+    controls, tags: Unicode's format characters). In a name, a path, a pattern or a value
+    of a rule, one makes the rule look like it says something it does not: `pa\u200bth`
+    reads as `path` and constrains another argument."""
+    if text.isascii():
+        return text
+    import unicodedata  # only for text that is not ASCII
+
+    for at, char in enumerate(text):
+        if ord(char) in _TAGS or unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "a tag or format character")
+            ctx.fail(
+                path,
+                f"holds the invisible character U+{ord(char):04X} ({name}) at position {at}: "
+                "it makes the rule read as something it is not; remove it",
+            )
+    return text
 
 
 def _boolean(ctx: _Ctx, path: _Path, value: object) -> bool:
@@ -603,7 +632,7 @@ def _placeholder(ctx: _Ctx, path: _Path, match: re.Match[str]) -> str:
 
 def _fs_path(ctx: _Ctx, path: _Path, value: object) -> str:
     """An expanded path, made absolute against {project} and normalised."""
-    text = _expanded(ctx, path, value)
+    text = _expanded(ctx, path, _visible(ctx, path, _string(ctx, path, value)))
     if not text:
         _expect(ctx, path, "a path", value)
     ctx.used_project |= not os.path.isabs(text)
@@ -750,7 +779,7 @@ def _sandbox(t: _Table) -> SandboxSpec:
 
 
 def _egress_entry(ctx: _Ctx, path: _Path, value: object) -> str:
-    text = _expanded(ctx, path, value)
+    text = _expanded(ctx, path, _visible(ctx, path, _string(ctx, path, value)))
     try:
         return _normal_egress(text)
     except ValueError as exc:
@@ -840,7 +869,7 @@ def _tools(t: _Table) -> Mapping[str, ToolSpec]:
 
 
 def _tool(ctx: _Ctx, path: _Path, value: object) -> ToolSpec:
-    name = _word(ctx, path, path[-1])
+    name = _visible(ctx, path, _word(ctx, path, path[-1]))
     t = _Table.of(ctx, path, value, _TOOL_KEYS)
     return ToolSpec(
         name=name,
@@ -859,6 +888,7 @@ def _effect(ctx: _Ctx, path: _Path, value: object) -> str:
     text = _word(ctx, path, value)
     if not text.startswith("network:"):
         return text
+    _visible(ctx, path, text)
     try:
         return "network:" + _normal_egress(text.removeprefix("network:"))
     except ValueError as exc:
@@ -870,7 +900,9 @@ _effects = _array_of(_effect, "an array of non-empty strings")
 
 def _args(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, Constraint]:
     table = _Table.of(ctx, path, value, None)
-    return MappingProxyType({_word(ctx, p, k): _constraint(ctx, p, v) for p, k, v in table.items()})
+    return MappingProxyType(
+        {_visible(ctx, p, _word(ctx, p, k)): _constraint(ctx, p, v) for p, k, v in table.items()}
+    )
 
 
 def _constraint(ctx: _Ctx, path: _Path, value: object) -> Constraint:
@@ -932,14 +964,14 @@ def _json_scalar(ctx: _Ctx, path: _Path, value: object) -> object:
         _expect(ctx, path, "a finite number", value)
     if not isinstance(value, str | int | float | bool):
         _expect(ctx, path, "a string, number or boolean", value)
-    return value
+    return _visible(ctx, path, value) if isinstance(value, str) else value
 
 
 _choices = _array_of(_json_scalar, "a non-empty array", non_empty=True)
 
 
 def _regex(ctx: _Ctx, path: _Path, value: object) -> re.Pattern[str]:
-    text = _string(ctx, path, value)
+    text = _visible(ctx, path, _string(ctx, path, value))
     try:
         return re.compile(text)
     except re.error as exc:
@@ -947,7 +979,7 @@ def _regex(ctx: _Ctx, path: _Path, value: object) -> re.Pattern[str]:
 
 
 def _host_glob(ctx: _Ctx, path: _Path, value: object) -> str:
-    text = _string(ctx, path, value)
+    text = _visible(ctx, path, _string(ctx, path, value))
     try:
         return _normal_host(text)
     except ValueError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
 import math
 import re
 import threading
@@ -1398,3 +1399,85 @@ def test_property_min_and_max_that_load_compare_exactly(kind: str, value: str) -
     bound = getattr(loaded.tools["t"].args["p"], kind)
     assert math.isfinite(bound)
     assert bound == tomllib.loads(f"v = {value}")["v"]  # exactly the number written
+
+
+# --- invisible characters in rules (issue 15, item 10) ------------------------------------
+
+INVISIBLE = [
+    ("\u200b", "U+200B (ZERO WIDTH SPACE)"),
+    ("\u200d", "U+200D (ZERO WIDTH JOINER)"),
+    ("\u202e", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ("\u2062", "U+2062 (INVISIBLE TIMES)"),
+    ("\ufeff", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("\U000e0041", "U+E0041 (TAG LATIN CAPITAL LETTER A)"),
+    ("\U000e0002", "U+E0002 (a tag or format character)"),  # unassigned, in the tag block
+    ("\u00ad", "U+00AD (SOFT HYPHEN)"),  # another Cf
+]
+# (profile text with X where the character goes, where the error points)
+PLACES_OF_X = [
+    ('[tools."reXad_file"]\nclass = "read"', 'p.toml:2: tools."reXad_file"'),
+    (
+        '[tools.t]\nclass = "read"\n[tools.t.args]\n"paXth" = { max_length = 3 }',
+        'p.toml:5: tools.t.args."paXth"',
+    ),
+    (arg('pattern = "^[a-z]+X$"'), "p.toml:5: tools.t.args.p.pattern"),
+    (arg('one_of = ["read", "wriXte"]'), "p.toml:5: tools.t.args.p.one_of[1]"),
+    (arg('hosts = ["api.exXample.com"]'), "p.toml:5: tools.t.args.p.hosts[0]"),
+    (arg('within = ["{project}/srXc"]'), "p.toml:5: tools.t.args.p.within[0]"),
+    (section("sandbox", 'read = ["/daXta"]'), "p.toml:3: sandbox.read[0]"),
+    (section("sandbox", 'write = ["out", "tmXp"]'), "p.toml:3: sandbox.write[1]"),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["apiX.github.com:443"]'),
+        "p.toml:4: sandbox.egress[0]",
+    ),
+    (tool('effects = ["network:aX.example.com:443"]'), "p.toml:4: tools.t.effects[0]"),
+    (section("server", 'cwd = "/srXv"'), "p.toml:3: server.cwd"),
+    (section("audit", 'path = "/var/log/aXudit.jsonl"'), "p.toml:3: audit.path"),
+]
+
+
+@pytest.mark.parametrize(("char", "shown"), INVISIBLE, ids=[s.split(" ")[0] for _, s in INVISIBLE])
+@pytest.mark.parametrize(("text", "where"), PLACES_OF_X, ids=[w for _, w in PLACES_OF_X])
+def test_an_invisible_character_in_a_rule_is_an_error(
+    text: str, where: str, char: str, shown: str
+) -> None:
+    """`pa\\u200bth` reads as `path` and constrains an argument no client sends; a bidi
+    override makes a pattern or a host read backwards. Each is refused, naming the key and
+    the code point."""
+    message = fails("version = 1\n" + text.replace("X", char) + "\n")
+    # A key that holds the character is shown escaped: the message itself stays legible.
+    assert message.startswith(where.replace("X", json.dumps(char)[1:-1])), message
+    assert f"holds the invisible character {shown} at position" in message
+    assert message.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("text", "get", "value"),
+    [
+        (
+            arg('pattern = "^[a-zé]+$"'),
+            lambda p: p.tools["t"].args["p"].pattern.pattern,
+            "^[a-zé]+$",
+        ),
+        (
+            arg('one_of = ["naïve", "日本"]'),
+            lambda p: p.tools["t"].args["p"].one_of,
+            ("naïve", "日本"),
+        ),
+        (section("sandbox", 'read = ["/données"]'), lambda p: p.sandbox.read, ("/données",)),
+        ('[tools."lire_fichier_é"]\nclass = "read"', lambda p: list(p.tools), ["lire_fichier_é"]),
+        (
+            tool('effects = ["fs:écrit \u200b"]'),
+            lambda p: p.tools["t"].effects,
+            ("fs:écrit \u200b",),
+        ),
+    ],
+    ids=["pattern", "one_of", "path", "tool-name", "effect-text"],
+)
+def test_visible_non_ascii_text_loads(
+    text: str, get: Callable[[Profile], object], value: object
+) -> None:
+    """The control: letters of any script pass; only what shows as nothing is refused (an
+    effect that is not a network endpoint is a label in the audit log, not a rule)."""
+    assert get(parse("version = 1\n" + text + "\n")) == value
