@@ -110,6 +110,19 @@ def test_bad_max_message_is_a_usage_error(tmp_path: Path, size: str) -> None:
     assert out.returncode == 2 and "--max-message" in out.stderr
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e12", "0", "-5", "soon"])
+@pytest.mark.parametrize("command", ["init", "lock"])
+def test_a_timeout_the_wait_cannot_take_is_a_usage_error(
+    tmp_path: Path, command: str, seconds: str
+) -> None:
+    """--timeout nan, inf or 1e12 passed argparse's float and broke the wait for the
+    server's tools with a traceback."""
+    out = mcpwrap(command, "--timeout", seconds, "x", "--", *RAW_SERVER, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "--timeout: expected seconds from 0 to 86400" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_audit_verify_and_tail(tmp_path: Path) -> None:
     path = write_profile(tmp_path, '[policy]\ndefault = "allow"\n')
     with Wrapped(path, RAW_SERVER) as w:
