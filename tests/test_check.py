@@ -311,14 +311,14 @@ def _hard_nofile(limit: int) -> Callable[[], None]:
     return lower
 
 
-@pytest.mark.parametrize(("open_files", "refused"), [(4096, False), (4097, True)])
-def test_check_names_the_limit_that_stops_the_run(
-    tmp_path: Path, open_files: int, refused: bool
-) -> None:
+@pytest.mark.parametrize("refused", [False, True], ids=["at-the-limit", "one-above"])
+def test_check_names_the_limit_that_stops_the_run(tmp_path: Path, refused: bool) -> None:
     """`check` said nothing and `run` stopped: open_files above the user's hard limit,
     which the jail cannot raise. Now check says so, and run's message says why; the
     control (at the hard limit) passes both."""
     profile = write_profile(tmp_path, "")
+    hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # lowered to, never raised
+    open_files = hard + 1 if refused else hard
     profile.write_text(profile.read_text() + f"open_files = {open_files}\n")
     check = subprocess.run(
         [*MCPWRAP, "check", "--format", "json", str(profile)],
@@ -326,7 +326,7 @@ def test_check_names_the_limit_that_stops_the_run(
         text=True,
         cwd=tmp_path,
         timeout=60,
-        preexec_fn=_hard_nofile(4096),
+        preexec_fn=_hard_nofile(hard),
     )
     rules = {f["rule"] for f in json.loads(check.stdout)["profiles"][0]["findings"]}
     assert ("sandbox.open_files" in rules) is refused
@@ -337,11 +337,11 @@ def test_check_names_the_limit_that_stops_the_run(
         capture_output=True,
         cwd=tmp_path,
         timeout=60,
-        preexec_fn=_hard_nofile(4096),
+        preexec_fn=_hard_nofile(hard),
     )
     if refused:
         assert run.returncode == 126
-        assert b"4097 is above this user's hard limit of 4096" in run.stderr
+        assert f"{hard + 1} is above this user's hard limit of {hard}".encode() in run.stderr
     else:
         assert run.returncode == 0, run.stderr
         assert json.loads(run.stdout)["id"] == 1
