@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from mcpwrap import constraints, policy
 from mcpwrap import profile as profile_module
 from mcpwrap.errors import ProfileError
 from mcpwrap.profile import (
@@ -1481,3 +1482,23 @@ def test_visible_non_ascii_text_loads(
     """The control: letters of any script pass; only what shows as nothing is refused (an
     effect that is not a network endpoint is a label in the audit log, not a rule)."""
     assert get(parse("version = 1\n" + text + "\n")) == value
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.integers(min_value=-3, max_value=10**400))
+def test_property_counts_without_a_maximum_work_at_any_size(n: int) -> None:
+    """concurrency, max_length and egress_connections have no maximum: each is only
+    compared with Python integers (or sizes a semaphore), which any integer survives."""
+    text = (
+        f'[tools.t]\nclass = "read"\nconcurrency = {n}\nargs.p = {{ max_length = {n} }}\n'
+        f'[sandbox]\nnetwork = "allowlist"\negress_connections = {n}'
+    )
+    loaded = _loaded_or_refused(text)
+    if loaded is None:
+        assert n < 1
+        return
+    tool = loaded.tools["t"]
+    assert policy.concurrency_verdict(tool, 10**6).allowed is (n > 10**6)
+    reason = constraints.check_value("x" * 5, tool.args["p"], cwd="/", resolve=str)
+    assert (reason is None) is (n >= 5)
+    threading.BoundedSemaphore(loaded.sandbox.egress_connections).acquire()
