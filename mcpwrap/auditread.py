@@ -21,34 +21,17 @@ import unicodedata
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import BinaryIO, TextIO
 
-from mcpwrap.audit import GENESIS, VERSION, line_hash, lines_backwards
+from mcpwrap import auditchain
+from mcpwrap.audit import VERSION, line_hash, lines_backwards
+from mcpwrap.auditchain import Kind, Problem, Run
 from mcpwrap.errors import AuditError
 from mcpwrap.sanitize import clean_text
 
+__all__ = ["Kind", "Problem", "VerifyReport", "format_record", "iter_records", "tail", "verify"]
+
 _POLL_SECONDS = 0.2
-_RECENT = 4096  # seq -> line kept for the records just read, to name a duplicate's twin
-
-
-class Kind(StrEnum):
-    """What verify() found wrong with a line."""
-
-    CHANGED = "changed"
-    REMOVED = "removed"
-    REORDERED = "reordered"
-    TORN = "torn"
-    MALFORMED = "malformed"
-    DUPLICATE = "duplicate"
-
-
-@dataclass(frozen=True)
-class Problem:
-    line: int  # 1-based line of the file where it shows
-    seq: int | None  # the record concerned, when it has one
-    kind: Kind
-    message: str
 
 
 @dataclass(frozen=True)
@@ -154,139 +137,79 @@ def verify(path: str) -> VerifyReport:
 
     Kinds: "changed" (a record's bytes no longer hash to the next record's prev while
     their seqs are consecutive, or its seq contradicts an intact link), "removed" (seqs
-    missing), "reordered" (a seq that goes backwards), "duplicate" (a seq seen before),
-    "torn" (a record cut short by a writer that died mid-write; later writers chain from
-    it as it is), "malformed" (any other line that is not a record).
+    missing), "reordered" (a record that is not where the chain puts it: the fewest such
+    records that explain the order), "duplicate" (a seq seen before), "torn" (a record
+    cut short by a writer that died mid-write; later writers chain from it as it is),
+    "malformed" (any other line that is not a record). auditchain.py says how.
 
     A broken link between consecutive records is blamed on the earlier one, whose bytes
     no longer give the later one's prev; so an edited prev field blames the record before
     it as well. Limits (see the module docstring): a changed last record, records cut
     from the end, and a rewrite of everything from some record on are not detectable
     from the file alone; keep report.last_seq and report.last_hash elsewhere for that.
+
+    One pass reads an intact file; a damaged one is read a second time to find the lines
+    that the broken links point at.
     """
-    checker = _Checker()
+    scan = _Scan()
     for line in _read_lines(path):
-        checker.feed(line)
-    return checker.report(path)
+        scan.feed(line)
+    owners: dict[str, int] = {}
+    if not auditchain.intact(scan.runs):
+        owners = _owners(path, auditchain.wanted(scan.runs), scan.lines)
+    chain, last_seq = auditchain.diagnose(scan.runs, owners)
+    problems = tuple(sorted(scan.problems + chain, key=lambda p: p.line))
+    return VerifyReport(path, scan.records, problems, scan.last_hash, last_seq)
 
 
-class _Checker:
-    """One pass over the lines; memory stays small (gaps, late seqs, recent seqs)."""
+class _Scan:
+    """The first pass: runs of chained records, lines that are not records, the end."""
 
     def __init__(self) -> None:
+        self.runs: list[Run] = []
         self.problems: list[Problem] = []
         self.records = 0
-        self.seq = 0  # the seq the chain says the last record has
-        self.prev_hash = GENESIS  # hash of the line before the current one
-        self.prev: tuple[int, int | None, bool] | None = None  # (line, seq, flagged)
-        self.gaps: list[tuple[int, int, int]] = []  # (first, last missing seq, line after)
-        self.late: set[int] = set()  # seqs that turned up after a gap was seen
-        self.recent: dict[int, int] = {}  # seq -> line
+        self.lines = 0
+        self.last_hash: str | None = None  # of the last line: the next record's prev
+        self._in_run = False  # the line before was a record of runs[-1]
 
     def feed(self, line: _Line) -> None:
         rec = _parse(line.raw)
         if isinstance(rec, dict):
             self.records += 1
-            seq = rec["seq"]
-            prev = rec["prev"]
+            seq, prev = rec["seq"], rec["prev"]
             assert isinstance(seq, int) and isinstance(prev, str)  # checked by _parse
-            flagged = self._record(line.number, seq, linked=prev == self.prev_hash)
-            self.prev = (line.number, seq, flagged)
+            run = self.runs[-1] if self._in_run else None
+            if run is not None and prev == self.last_hash and seq == run.seq + run.count:
+                run.count += 1
+            else:
+                self.runs.append(Run(line.number, seq, 1, prev))
+            self._in_run = True
         else:
-            self._bad_line(line, rec)
-            self.prev = (line.number, None, True)
-        self.prev_hash = line_hash(line.raw)
-
-    def report(self, path: str) -> VerifyReport:
-        for first, last, after in self.gaps:
-            for lo, hi in _ranges_without(first, last, self.late):
-                self._add(after, lo, Kind.REMOVED, _missing(lo, hi, after))
-        problems = tuple(sorted(self.problems, key=lambda p: p.line))
-        last_hash = None if self.prev is None else self.prev_hash
-        last_seq = self.seq if self.records else None
-        return VerifyReport(path, self.records, problems, last_hash, last_seq)
-
-    def _add(self, line: int, seq: int | None, kind: Kind, message: str) -> None:
-        self.problems.append(Problem(line, seq, kind, message))
-
-    def _bad_line(self, line: _Line, why: str) -> None:
-        if not line.terminated or _cut_short(line.raw):
-            end = "a later writer ended the line" if line.terminated else "it has no newline"
-            message = f"line {line.number} is a record cut short by a writer that died ({end})"
-            self._add(line.number, None, Kind.TORN, message)
-        else:
-            self._add(line.number, None, Kind.MALFORMED, f"line {line.number} is {why}")
-
-    def _record(self, number: int, seq: int, *, linked: bool) -> bool:
-        """Check one record against the chain; return whether the record itself is bad."""
-        expected = self.seq + 1
-        if linked and seq != expected:
-            # The link proves what came before, so the seq field itself was edited.
-            message = f"record seq {expected} (line {number}) was changed: it now says seq {seq}"
-            self._add(number, expected, Kind.CHANGED, message)
-            self._remember(expected, number)
-            return True
-        flagged = False
-        if seq == expected:
-            flagged = not linked and self._broken_link(number, seq)
-        elif seq > expected:
-            self.gaps.append((expected, seq - 1, number))
-        else:
-            self._backwards(number, seq)
-            return True
-        self._remember(seq, number)
-        return flagged
-
-    def _broken_link(self, number: int, seq: int) -> bool:
-        """Report the record that a broken link between consecutive seqs points at;
-        return whether that is this record (only the first line has no one to blame)."""
-        if self.prev is None:
-            message = f"record seq {seq} (line {number}) does not start the chain: prev is not 0*64"
-            self._add(number, seq, Kind.CHANGED, message)
-            return True
-        line, prev_seq, flagged = self.prev
-        if prev_seq is not None and not flagged:  # else that line is reported already
-            message = f"record seq {prev_seq} (line {line}) was changed after it was written"
-            self._add(line, prev_seq, Kind.CHANGED, message)
-        return False
-
-    def _backwards(self, number: int, seq: int) -> None:
-        if seq not in self.late and any(lo <= seq <= hi for lo, hi, _ in self.gaps):
-            self.late.add(seq)
-            message = (
-                f"record seq {seq} (line {number}) is out of order: "
-                f"it comes after seq {self.seq} (line {self.recent.get(self.seq, '?')})"
-            )
-            self._add(number, seq, Kind.REORDERED, message)
-            return
-        first = self.recent.get(seq)
-        where = f" (first at line {first})" if first is not None else ""
-        message = f"record seq {seq} (line {number}) is a duplicate{where}"
-        self._add(number, seq, Kind.DUPLICATE, message)
-
-    def _remember(self, seq: int, number: int) -> None:
-        self.seq = seq
-        self.recent[seq] = number
-        if len(self.recent) > _RECENT:
-            del self.recent[next(iter(self.recent))]
+            self.problems.append(_bad_line(line, rec))
+            self._in_run = False
+        self.last_hash = line_hash(line.raw)
+        self.lines = line.number
 
 
-def _ranges_without(first: int, last: int, present: set[int]) -> Iterator[tuple[int, int]]:
-    """The runs of first..last that are not in present."""
-    start = first
-    for seq in sorted(s for s in present if first <= s <= last):
-        if seq > start:
-            yield start, seq - 1
-        start = seq + 1
-    if start <= last:
-        yield start, last
+def _bad_line(line: _Line, why: str) -> Problem:
+    if not line.terminated or _cut_short(line.raw):
+        end = "a later writer ended the line" if line.terminated else "it has no newline"
+        message = f"line {line.number} is a record cut short by a writer that died ({end})"
+        return Problem(line.number, None, Kind.TORN, message)
+    return Problem(line.number, None, Kind.MALFORMED, f"line {line.number} is {why}")
 
 
-def _missing(lo: int, hi: int, after: int) -> str:
-    where = f"between lines {after - 1} and {after}" if after > 1 else "before line 1"
-    if lo == hi:
-        return f"record seq {lo} is missing {where}"
-    return f"records seq {lo} to {hi} are missing {where}"
+def _owners(path: str, wanted: set[str], lines: int) -> dict[str, int]:
+    """The first line (of the first `lines`, those the first pass read) with each hash."""
+    found: dict[str, int] = {}
+    for line in _read_lines(path):
+        if line.number > lines:
+            break
+        digest = line_hash(line.raw)
+        if digest in wanted and digest not in found:
+            found[digest] = line.number
+    return found
 
 
 # ---------------------------------------------------------------------------- format

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 from mcpwrap import netpolicy, paths
@@ -286,6 +286,54 @@ def _level_text(path: str, level: Level) -> str:
     return head + "; missing:" + steps + "\n"
 
 
+_LIMIT_KEYS = {
+    "RLIMIT_DATA": "memory",
+    "RLIMIT_FSIZE": "file_size",
+    "RLIMIT_NPROC": "processes",
+    "RLIMIT_NOFILE": "open_files",
+    "RLIMIT_CPU": "cpu",
+}
+
+
+def limit_findings(profile: Profile, hard: Mapping[str, int]) -> list[Finding]:
+    """[sandbox] limits above this user's hard limits here (`hard`: by RLIMIT_ name, the
+    unlimited ones left out). No process in a new user namespace may raise a hard limit,
+    root or not, so the jail cannot set them and `run` stops."""
+    if not profile.sandbox.enforce:
+        return []
+    from mcpwrap.sandbox.spec import rlimits
+
+    out = []
+    for name, value in rlimits(profile).items():
+        limit = hard.get(name)
+        key = _LIMIT_KEYS.get(name)
+        if limit is None or key is None or value <= limit:
+            continue
+        out.append(
+            Finding(
+                ERROR,
+                f"sandbox.{key}",
+                f"{key} asks for {value} ({name}), above this user's hard limit of {limit} "
+                "here: the jail cannot raise a hard limit, so `mcpwrap run` stops",
+                f"lower it to at most {limit}, or raise the hard limit (ulimit -H, "
+                "/etc/security/limits.conf)",
+            )
+        )
+    return out
+
+
+def hard_limits() -> dict[str, int]:
+    """This process's hard limits by RLIMIT_ name, the unlimited ones left out."""
+    import resource
+
+    found = {}
+    for name in _LIMIT_KEYS:
+        hard = resource.getrlimit(getattr(resource, name))[1]
+        if hard != resource.RLIM_INFINITY:
+            found[name] = hard
+    return found
+
+
 def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
     """Findings about the profile's lock: pinned definitions that look poisoned (a lock
     that does not load is passed as its error message; no lock, no findings)."""
@@ -319,6 +367,63 @@ def lock_findings(profile: Profile, lock: Any, lock_path: str) -> list[Finding]:
             )
         ]
     return found
+
+
+def arg_findings(profile: Profile, lock: Any) -> list[Finding]:
+    """Constraints on argument names that the tool's pinned inputSchema does not list: a
+    typo (`pqth` for `path`) constrains nothing and leaves the real argument open. Without
+    a lock, or a pin of the tool that lists properties, the names cannot be checked."""
+    constrained = sorted(name for name, tool in profile.tools.items() if tool.args)
+    if not constrained or isinstance(lock, str):  # a lock that does not load: its own error
+        return []
+    if lock is None:
+        return [_unchecked(constrained, "no lock pins their definitions")]
+    found, unpinned = [], []
+    for name in constrained:
+        known = _properties(lock.tools.get(name))
+        if known is None:
+            unpinned.append(name)
+            continue
+        found += [
+            _unknown_arg(name, arg, known) for arg in profile.tools[name].args if arg not in known
+        ]
+    if unpinned:
+        found.append(_unchecked(unpinned, "the lock pins no schema that lists their properties"))
+    return found
+
+
+def _properties(pin: Any) -> list[str] | None:
+    """The argument names a pinned definition's inputSchema lists; None if it lists none."""
+    if pin is None:
+        return None
+    definition = json.loads(pin.definition)
+    schema = definition.get("inputSchema") if isinstance(definition, dict) else None
+    props = schema.get("properties") if isinstance(schema, dict) else None
+    return list(props) if isinstance(props, dict) else None
+
+
+def _unknown_arg(tool: str, arg: str, known: list[str]) -> Finding:
+    import difflib
+
+    close = difflib.get_close_matches(arg, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return Finding(
+        ERROR,
+        f"tools.{tool}.args.{arg}",
+        f"tool {tool!r} has no argument {arg!r} in its pinned schema (it has: "
+        f"{', '.join(known) or 'none'}): this constraint never applies{hint}",
+        f"constrain the argument by its name in the schema{f' ({close[0]})' if close else ''}",
+    )
+
+
+def _unchecked(tools: list[str], why: str) -> Finding:
+    return Finding(
+        NOTE,
+        f"tools.{tools[0]}.args",
+        f"the argument names constrained for {', '.join(tools)} could not be checked "
+        f"against the tools' schemas: {why}",
+        "lock the server (`mcpwrap lock`) so that a misspelt argument name is an error",
+    )
 
 
 def _poison_finding(f: Any, where: str, lock_path: str) -> Finding:
@@ -424,10 +529,10 @@ def check_paths(
             results[name] = str(exc)
             continue
         found = findings(profile, home=os.path.expanduser("~"), exists=os.path.exists)
+        found += limit_findings(profile, hard_limits())
         lock, lock_path = _lock(profile)
-        found = sorted(
-            found + lock_findings(profile, lock, lock_path), key=lambda f: f.severity != ERROR
-        )
+        found += lock_findings(profile, lock, lock_path) + arg_findings(profile, lock)
+        found = sorted(found, key=lambda f: f.severity != ERROR)
         results[path] = found
         errors = any(f.severity == ERROR for f in found)
         levels[path] = assess(

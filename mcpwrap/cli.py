@@ -252,10 +252,24 @@ def _add_timeout(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--timeout",
         metavar="SECONDS",
-        type=float,
+        type=_seconds,
         default=120.0,
-        help="how long the server may take to list its tools (default 120)",
+        help="how long the server may take to list its tools (default 120, at most 86400)",
     )
+
+
+def _seconds(text: str) -> float:
+    """A wait in seconds that the run can use: "nan", "inf" or 1e12 broke the wait on the
+    server (select takes no more than ~292 years)."""
+    import math
+
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"expected seconds from 0 to 86400, got {text!r}")
+    return seconds
 
 
 def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -4,7 +4,10 @@ MCP's stdio transport is one UTF-8 JSON message per line, split on b"\\n" only (
 U+0085 do occur inside messages, so no str.splitlines). Messages of several MB are normal,
 so the reader works on large os.read() chunks and never decodes bytes it only forwards.
 A line over the cap is not buffered: its first bytes are kept so the caller can still find
-the request id, the rest is counted and dropped.
+the request id, the rest is counted and dropped. A line is held as its pieces until its
+newline, and pieces under SMALL_PIECE bytes (a peer writing a byte at a time) go into one
+growing buffer: a list of a million one-byte objects, and bytes.join's bookkeeping of
+them, would cost tens of times the cap.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import NamedTuple
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 READ_CHUNK = 1 << 20
 PEEK_BYTES = 4096
+SMALL_PIECE = 64 * 1024
 # Big pipe buffers mean fewer syscalls per multi-MB message; 1 MiB is the unprivileged max.
 PIPE_SIZE = 1 << 20
 _F_SETPIPE_SZ = 1031
@@ -43,7 +47,7 @@ class LineReader:
     def __init__(self, fd: int, max_line: int = DEFAULT_MAX_MESSAGE) -> None:
         self._fd = fd
         self._max = max_line
-        self._parts: list[bytes] = []
+        self._parts: list[bytes | bytearray] = []
         self._size = 0
         self._skipping = False
         self._head = b""
@@ -94,22 +98,29 @@ class LineReader:
     def _add(self, piece: bytes) -> None:
         if not piece:
             return
-        if self._skipping:
-            self._size += len(piece)
-            return
-        self._parts.append(piece)
         self._size += len(piece)
+        if self._skipping:
+            return
         if self._size > self._max:
-            self._head = b"".join(self._parts)[:PEEK_BYTES]
+            # Cut the head from the parts as they are: joining them first would hold the
+            # whole line twice, and the piece that crosses the cap is never kept.
+            self._head = _head(self._parts, piece)
             self._parts = []
             self._skipping = True
+        elif len(piece) >= SMALL_PIECE:
+            self._parts.append(piece)
+        elif self._parts and isinstance(self._parts[-1], bytearray):
+            self._parts[-1] += piece
+        else:
+            self._parts.append(bytearray(piece))
 
     def _finish(self) -> None:
         if self._skipping:
             self._ready.append(Oversize(self._size, self._head))
         elif self._parts:  # an empty line between messages carries nothing: skipped
             parts = self._parts
-            self._ready.append(parts[0] if len(parts) == 1 else b"".join(parts))
+            one = parts[0] if len(parts) == 1 else None
+            self._ready.append(one if isinstance(one, bytes) else b"".join(parts))
         self._parts, self._size, self._skipping, self._head = [], 0, False, b""
 
     def drain_ready(self) -> list[bytes | Oversize]:
@@ -117,6 +128,16 @@ class LineReader:
         ready = list(self._ready)
         self._ready.clear()
         return ready
+
+
+def _head(parts: list[bytes | bytearray], last: bytes) -> bytes:
+    """The first PEEK_BYTES bytes of the parts followed by `last`."""
+    head = bytearray()
+    for part in (*parts, last):
+        head += part[: PEEK_BYTES - len(head)]
+        if len(head) >= PEEK_BYTES:
+            break
+    return bytes(head)
 
 
 def _read_retry(fd: int, buf: mmap.mmap) -> int:

@@ -16,12 +16,15 @@ import signal
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mcpwrap import paths
 from mcpwrap.errors import MCPWrapError, UsageError
 from mcpwrap.framing import widen_pipe
 from mcpwrap.profile import Profile
+
+if TYPE_CHECKING:
+    from mcpwrap.reaper import Reaper
 
 _BASE_ENV = ("PATH", "HOME")
 
@@ -64,8 +67,9 @@ def child_env(profile: Profile, environ: Mapping[str, str]) -> dict[str, str]:
 class Child:
     """The started server: its process and our ends of its three pipes."""
 
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], reaper: Reaper | None = None) -> None:
         self.process = process
+        self._reaper = reaper  # unjailed: reaches the daemons that left the group
 
     @property
     def pid(self) -> int:
@@ -82,8 +86,12 @@ class Child:
         return p.stdin.fileno(), p.stdout.fileno(), p.stderr.fileno()
 
     def signal_group(self, sig: int) -> None:
+        """Signal the server's process group, and unjailed every other process of the
+        server's (a daemon in a session of its own); SIGKILL leaves none."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, sig)
+        if self._reaper is not None:
+            self._reaper.signal(sig)
 
     def stop(self, *, eof_grace: float, term_grace: float) -> None:
         """After stdin was closed: wait, then SIGTERM the group, wait, then SIGKILL it."""
@@ -100,11 +108,18 @@ class Child:
 
 
 def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
+    """Start the server outside the jail; on Linux, mcpwrap first becomes the subreaper
+    that its daemons are reparented to (reaper.py)."""
     exe = shutil.which(argv[0], path=env.get("PATH"))
     if exe is None:
         raise LaunchError(
             f"cannot start the server: {argv[0]!r} is not found on PATH ({env.get('PATH', '')})"
         )
+    reaper = None
+    if sys.platform.startswith("linux"):
+        from mcpwrap.reaper import Reaper
+
+        reaper = Reaper()
     try:
         process = subprocess.Popen(
             [exe, *argv[1:]],
@@ -122,7 +137,9 @@ def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
         raise LaunchError(
             f"cannot start the server {argv[0]!r}: {exc.strerror} (cwd {cwd})"
         ) from exc
-    child = Child(process)
+    if reaper is not None:
+        reaper.watch(process)
+    child = Child(process, reaper)
     for fd in child.fds():
         widen_pipe(fd)
     return child
@@ -222,10 +239,11 @@ class SandboxError(LaunchError):
 
     def __init__(self, report: dict[str, Any]) -> None:
         self.report = report
+        message = str(report.get("message"))
         hint = report.get("hint") or _HINTS.get(str(report.get("step")), "")
         super().__init__(
-            f"the sandbox could not be applied: {report.get('message')}"
-            + (f" ({hint})" if hint else "")
+            f"the sandbox could not be applied: {message}"
+            + (f" ({hint})" if hint and hint not in message else "")
             + "; see `mcpwrap doctor`. To run this server without the sandbox (unsafe), "
             "set [sandbox] enforce = false in its profile"
         )

@@ -63,7 +63,7 @@ class ProcessTree:
             if proc is None:
                 continue
             seen.add(pid)
-            todo.extend(_all_children(pid) if full else _read_ints(proc.children))
+            todo.extend(children(pid) if full else _read_ints(proc.children))
         for pid in set(self._procs) - seen:
             self._procs.pop(pid).close()
         return sorted(seen)
@@ -104,7 +104,8 @@ def _read_ints(fd: int) -> list[int]:
         return []
 
 
-def _all_children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
+    """The children of every thread of `pid` (none when it is gone)."""
     out: list[int] = []
     try:
         tids = os.listdir(f"/proc/{pid}/task")

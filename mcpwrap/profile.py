@@ -37,6 +37,17 @@ from mcpwrap.units import (
 
 FORMAT_VERSION = 1
 
+# Maximums of the values that reach a wait, a deadline or a kernel limit: each is one
+# `mcpwrap run` can use (threading.TIMEOUT_MAX, ~292 years, is the hard ceiling of every
+# wait; setrlimit takes at most 2**63 - 1), and each is far above any sensible setting.
+MAX_TIMEOUT = 86_400.0  # a call's deadline: MCP clients give up on a call long before a day
+MAX_IDLE = 86_400.0  # an egress connection with no byte either way for a day
+MAX_CPU = 365 * 86_400.0  # a budget of CPU seconds, not a wait
+MAX_SIZE = 1 << 50  # 1024 TiB: more memory or file than any machine has
+MAX_PROCESSES = 1 << 22  # the kernel's PID_MAX_LIMIT; a pids cgroup refuses more
+MAX_OPEN_FILES = 1 << 20  # fs.nr_open's default: RLIMIT_NOFILE cannot go above it
+MAX_EXACT_INT = 1 << 53  # min/max are compared as floats, which hold integers up to here
+
 
 class Access(enum.Enum):
     ALLOW = "allow"
@@ -373,9 +384,15 @@ def _dotted(path: _Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _BARE_KEY.fullmatch(part) else json.dumps(part, ensure_ascii=False)
+            key = part if _BARE_KEY.fullmatch(part) else _quoted(part)
             out += f".{key}" if out else key
     return out
+
+
+def _quoted(text: str) -> str:
+    """`text` in quotes; escaped where it holds what a terminal would not show as itself
+    (a bidi override would turn the rest of the error message around)."""
+    return json.dumps(text, ensure_ascii=not text.isprintable())
 
 
 def _show(value: object) -> str:
@@ -383,7 +400,7 @@ def _show(value: object) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
-        text = json.dumps(value, ensure_ascii=False)
+        text = _quoted(value)
         return text if len(text) <= 80 else text[:76] + '..."'
     if isinstance(value, int | float):
         return repr(value)
@@ -457,6 +474,29 @@ def _word(ctx: _Ctx, path: _Path, value: object) -> str:
     return value
 
 
+_TAGS = range(0xE0000, 0xE0080)  # tag characters: an invisible copy of ASCII
+
+
+def _visible(ctx: _Ctx, path: _Path, text: str) -> str:
+    """`text`, refused if it holds a character that shows as nothing (zero-width, bidi
+    controls, tags: Unicode's format characters). In a name, a path, a pattern or a value
+    of a rule, one makes the rule look like it says something it does not: `pa\u200bth`
+    reads as `path` and constrains another argument."""
+    if text.isascii():
+        return text
+    import unicodedata  # only for text that is not ASCII
+
+    for at, char in enumerate(text):
+        if ord(char) in _TAGS or unicodedata.category(char) == "Cf":
+            name = unicodedata.name(char, "a tag or format character")
+            ctx.fail(
+                path,
+                f"holds the invisible character U+{ord(char):04X} ({name}) at position {at}: "
+                "it makes the rule read as something it is not; remove it",
+            )
+    return text
+
+
 def _boolean(ctx: _Ctx, path: _Path, value: object) -> bool:
     if not isinstance(value, bool):
         _expect(ctx, path, "true or false", value)
@@ -472,9 +512,22 @@ def _at_least(minimum: int) -> _Convert[int]:
     return convert
 
 
+def _between(minimum: int, maximum: int) -> _Convert[int]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> int:
+        if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+            _expect(ctx, path, f"an integer >= {minimum}", value)
+        if value > maximum:
+            _expect(ctx, path, f"an integer of at most {maximum:,}", value)
+        return value
+
+    return convert
+
+
 def _number(ctx: _Ctx, path: _Path, value: object) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         _expect(ctx, path, "a number", value)
+    if isinstance(value, int) and abs(value) > MAX_EXACT_INT:
+        _expect(ctx, path, "an integer from -2**53 to 2**53 (compared exactly)", value)
     if not math.isfinite(value):
         _expect(ctx, path, "a finite number", value)
     return float(value)
@@ -501,13 +554,23 @@ def _array_of(
     return convert_all
 
 
-def _duration(ctx: _Ctx, path: _Path, value: object) -> float:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        _expect(ctx, path, DURATION_FORMS, value)
-    seconds = _parsed(ctx, path, parse_duration, value)
-    if seconds <= 0:
-        _expect(ctx, path, "a duration greater than zero", value)
-    return seconds
+def _duration_up_to(maximum: float, shown: str) -> _Convert[float]:
+    def convert(ctx: _Ctx, path: _Path, value: object) -> float:
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            _expect(ctx, path, DURATION_FORMS, value)
+        seconds = _parsed(ctx, path, parse_duration, value)
+        if seconds <= 0:
+            _expect(ctx, path, "a duration greater than zero", value)
+        if seconds > maximum:
+            _expect(ctx, path, f"a duration of at most {shown}", value)
+        return seconds
+
+    return convert
+
+
+_timeout = _duration_up_to(MAX_TIMEOUT, '"24h"')
+_idle = _duration_up_to(MAX_IDLE, '"24h"')
+_cpu = _duration_up_to(MAX_CPU, '"365d"')
 
 
 def _size(ctx: _Ctx, path: _Path, value: object) -> int:
@@ -516,16 +579,15 @@ def _size(ctx: _Ctx, path: _Path, value: object) -> int:
     size = _parsed(ctx, path, parse_size, value)
     if size <= 0:
         _expect(ctx, path, "a size greater than zero", value)
+    if size > MAX_SIZE:
+        _expect(ctx, path, 'a size of at most "1024TiB"', value)
     return size
 
 
 def _rate(ctx: _Ctx, path: _Path, value: object) -> Rate:
     if not isinstance(value, str):
         _expect(ctx, path, RATE_FORMS, value)
-    rate = _parsed(ctx, path, parse_rate, value)
-    if rate.count < 1:
-        _expect(ctx, path, "a rate of at least 1 call per period", value)
-    return rate
+    return _parsed(ctx, path, parse_rate, value)
 
 
 def _parsed(ctx: _Ctx, path: _Path, parse: Callable[[D], T], value: D) -> T:
@@ -570,7 +632,7 @@ def _placeholder(ctx: _Ctx, path: _Path, match: re.Match[str]) -> str:
 
 def _fs_path(ctx: _Ctx, path: _Path, value: object) -> str:
     """An expanded path, made absolute against {project} and normalised."""
-    text = _expanded(ctx, path, value)
+    text = _expanded(ctx, path, _visible(ctx, path, _string(ctx, path, value)))
     if not text:
         _expect(ctx, path, "a path", value)
     ctx.used_project |= not os.path.isabs(text)
@@ -705,19 +767,19 @@ def _sandbox(t: _Table) -> SandboxSpec:
         read=t.get("read", _fs_paths, ()),
         write=t.get("write", _fs_paths, ()),
         memory=t.get("memory", _size, None),
-        cpu=t.get("cpu", _duration, None),
-        processes=t.get("processes", _at_least(1), None),
-        open_files=t.get("open_files", _at_least(1), None),
+        cpu=t.get("cpu", _cpu, None),
+        processes=t.get("processes", _between(1, MAX_PROCESSES), None),
+        open_files=t.get("open_files", _between(1, MAX_OPEN_FILES), None),
         file_size=t.get("file_size", _size, None),
         syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
         egress_connections=t.get("egress_connections", _at_least(1), base.egress_connections),
-        egress_idle=t.get("egress_idle", _duration, base.egress_idle),
+        egress_idle=t.get("egress_idle", _idle, base.egress_idle),
         egress_bytes=t.get("egress_bytes", _size, base.egress_bytes),
     )
 
 
 def _egress_entry(ctx: _Ctx, path: _Path, value: object) -> str:
-    text = _expanded(ctx, path, value)
+    text = _expanded(ctx, path, _visible(ctx, path, _string(ctx, path, value)))
     try:
         return _normal_egress(text)
     except ValueError as exc:
@@ -772,7 +834,7 @@ _access = _enum_of(Access)
 def _policy(t: _Table) -> PolicySpec:
     return PolicySpec(
         default=t.get("default", _access, Access.DENY),
-        timeout=t.get("timeout", _duration, 60.0),
+        timeout=t.get("timeout", _timeout, 60.0),
         sampling=t.get("sampling", _access, Access.DENY),
         elicitation=t.get("elicitation", _access, Access.ALLOW),
         roots=t.get("roots", _access, Access.ALLOW),
@@ -807,12 +869,12 @@ def _tools(t: _Table) -> Mapping[str, ToolSpec]:
 
 
 def _tool(ctx: _Ctx, path: _Path, value: object) -> ToolSpec:
-    name = _word(ctx, path, path[-1])
+    name = _visible(ctx, path, _word(ctx, path, path[-1]))
     t = _Table.of(ctx, path, value, _TOOL_KEYS)
     return ToolSpec(
         name=name,
         cls=t.need("class", _enum_of(ToolClass), 'add class = "read", "write" or "admin"'),
-        timeout=t.get("timeout", _duration, None),
+        timeout=t.get("timeout", _timeout, None),
         rate=t.get("rate", _rate, None),
         concurrency=t.get("concurrency", _at_least(1), None),
         effects=t.get("effects", _effects, ()),
@@ -826,6 +888,7 @@ def _effect(ctx: _Ctx, path: _Path, value: object) -> str:
     text = _word(ctx, path, value)
     if not text.startswith("network:"):
         return text
+    _visible(ctx, path, text)
     try:
         return "network:" + _normal_egress(text.removeprefix("network:"))
     except ValueError as exc:
@@ -837,7 +900,9 @@ _effects = _array_of(_effect, "an array of non-empty strings")
 
 def _args(ctx: _Ctx, path: _Path, value: object) -> Mapping[str, Constraint]:
     table = _Table.of(ctx, path, value, None)
-    return MappingProxyType({_word(ctx, p, k): _constraint(ctx, p, v) for p, k, v in table.items()})
+    return MappingProxyType(
+        {_visible(ctx, p, _word(ctx, p, k)): _constraint(ctx, p, v) for p, k, v in table.items()}
+    )
 
 
 def _constraint(ctx: _Ctx, path: _Path, value: object) -> Constraint:
@@ -899,14 +964,14 @@ def _json_scalar(ctx: _Ctx, path: _Path, value: object) -> object:
         _expect(ctx, path, "a finite number", value)
     if not isinstance(value, str | int | float | bool):
         _expect(ctx, path, "a string, number or boolean", value)
-    return value
+    return _visible(ctx, path, value) if isinstance(value, str) else value
 
 
 _choices = _array_of(_json_scalar, "a non-empty array", non_empty=True)
 
 
 def _regex(ctx: _Ctx, path: _Path, value: object) -> re.Pattern[str]:
-    text = _string(ctx, path, value)
+    text = _visible(ctx, path, _string(ctx, path, value))
     try:
         return re.compile(text)
     except re.error as exc:
@@ -914,7 +979,7 @@ def _regex(ctx: _Ctx, path: _Path, value: object) -> re.Pattern[str]:
 
 
 def _host_glob(ctx: _Ctx, path: _Path, value: object) -> str:
-    text = _string(ctx, path, value)
+    text = _visible(ctx, path, _string(ctx, path, value))
     try:
         return _normal_host(text)
     except ValueError as exc:

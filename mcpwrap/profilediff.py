@@ -540,6 +540,7 @@ IGNORED: Mapping[type, Mapping[str, str]] = {
         "source": "where the profile was read from, not what it allows",
         "digest": "changes with every edit, comments included",
         "project": "already expanded into every path compared here",
+        "uses_project": "follows from the paths compared here",
     },
     ToolSpec: {"name": "the key under [tools], compared as such"},
     AuditSpec: {"arguments": "how much of each call is recorded, not what the server may do"},

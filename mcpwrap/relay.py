@@ -452,7 +452,7 @@ class Relay:
         """A token from the shared bucket `key` (the tool's, or the run's token's)."""
         rule = f"tools.{tool.name}.rate" if tool is not None else "token.rate"
         try:
-            wait = self._limiter.take(key, rate, time.time())
+            wait = self._limiter.take(key, rate)
         except MCPWrapError as exc:
             return policy.refuse_result(rule, str(exc))
         if tool is not None:

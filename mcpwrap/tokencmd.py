@@ -107,12 +107,13 @@ def _add_issue(tsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     q.add_argument(
         "--expires",
         metavar="DURATION",
-        help="required: how long it is valid, from when it becomes valid (e.g. 30d, 12h)",
+        help="required: how long it is valid, from when it becomes valid (e.g. 30d, 12h; "
+        "at most 3650d)",
     )
     q.add_argument(
         "--not-before",
         metavar="DURATION",
-        help="valid only from this long from now (e.g. 1h; default: at once)",
+        help="valid only from this long from now (e.g. 1h; default: at once; at most 3650d)",
     )
     q.add_argument(
         "--name",
@@ -137,6 +138,9 @@ def main_token(args: argparse.Namespace) -> int:
     return _rotate(args.ref, state_dir)
 
 
+_MAX_LIFETIME = 3650 * 86400.0
+
+
 def _issue(args: argparse.Namespace, state_dir: str) -> int:
     from mcpwrap import tokens  # not at import: `run` builds this parser too
 
@@ -145,12 +149,16 @@ def _issue(args: argparse.Namespace, state_dir: str) -> int:
     lifetime = _duration("--expires", args.expires)
     if lifetime <= 0:
         raise UsageError(f"--expires: {args.expires} is not a positive duration")
+    if lifetime > _MAX_LIFETIME:
+        # A long-lived token is the failure rotation exists to prevent; past this one is
+        # also past what a timestamp can print.
+        raise UsageError(f"--expires: {args.expires} is over the maximum of 3650d")
     now = time.time()
     not_before = None
     if args.not_before is not None:
         delay = _duration("--not-before", args.not_before)
-        if delay < 0:
-            raise UsageError(f"--not-before: {args.not_before} is in the past")
+        if not 0 <= delay <= _MAX_LIFETIME:
+            raise UsageError(f"--not-before: {args.not_before} is in the past or over 3650d")
         not_before = now + delay
     if args.rate is not None:
         from mcpwrap.units import parse_rate

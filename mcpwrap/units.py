@@ -2,7 +2,8 @@
 
 Pure functions. Each raises ValueError whose message names the bad text and the accepted
 forms; the profile loader puts the file, line and key in front of it. Range checks (zero,
-negative) belong to the caller, which knows what the value is for.
+negative, maximums) belong to the caller, which knows what the value is for; a rate's are
+here, as every rate feeds the same token bucket.
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ import re
 DURATION_FORMS = 'a duration like "500ms", "10s", "5m", "1h", "1d" or a number of seconds'
 SIZE_FORMS = 'a size like "64B", "512KiB", "256MiB", "1GiB", "1GB" or a number of bytes'
 RATE_FORMS = 'a rate like "10/s", "120/min", "1000/hour" or "5/day"'
+# More calls per period than the relay can pass (tens of thousands a second) limit nothing,
+# and a bucket this size still counts single tokens exactly in a float.
+MAX_RATE_COUNT = 1_000_000
 
 _NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)"
 _DURATION = re.compile(rf"\s*({_NUMBER})\s*([a-z]*)\s*", re.ASCII)
@@ -66,7 +70,7 @@ def parse_duration(text: str | int | float) -> float:
     if isinstance(text, bool):
         raise _bad(DURATION_FORMS, text)
     if isinstance(text, int | float):
-        return _finite(float(text), DURATION_FORMS, text)
+        return _finite(_float(text), DURATION_FORMS, text)
     match = _DURATION.fullmatch(text) if isinstance(text, str) else None
     if match is None or match[2] not in _DURATION_UNITS:
         raise _bad(DURATION_FORMS, text)
@@ -91,11 +95,25 @@ def parse_size(text: str | int) -> int:
 
 
 def parse_rate(text: str) -> Rate:
-    """A Rate from "COUNT/UNIT": UNIT s, sec, second, min, minute, h, hour, d or day."""
+    """A Rate from "COUNT/UNIT": UNIT s, sec, second, min, minute, h, hour, d or day;
+    COUNT from 1 to MAX_RATE_COUNT (0 would divide by zero in the bucket)."""
     match = _RATE.fullmatch(text) if isinstance(text, str) else None
     if match is None or match[2] not in _RATE_UNITS:
         raise _bad(RATE_FORMS, text)
-    return Rate(int(match[1]), _RATE_UNITS[match[2]])
+    digits = match[1].lstrip("0") or "0"
+    count = int(digits) if len(digits) <= len(str(MAX_RATE_COUNT)) else MAX_RATE_COUNT + 1
+    if not 1 <= count <= MAX_RATE_COUNT:
+        raise ValueError(
+            f"expected a rate of 1 to {MAX_RATE_COUNT:,} calls per period, got {_show(text)}"
+        )
+    return Rate(count, _RATE_UNITS[match[2]])
+
+
+def _float(value: int | float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # an integer beyond any float, as TOML allows
+        return math.inf
 
 
 def _finite(value: float, forms: str, text: object) -> float:
@@ -109,6 +127,5 @@ def _bad(forms: str, text: object) -> ValueError:
 
 
 def _show(text: object) -> str:
-    if isinstance(text, str):
-        return json.dumps(text, ensure_ascii=False)
-    return repr(text)
+    shown = json.dumps(text, ensure_ascii=False) if isinstance(text, str) else repr(text)
+    return shown if len(shown) <= 80 else shown[:76] + ('..."' if isinstance(text, str) else "...")

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import resource
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from wrapped import MCPWRAP
+from wrapped import MCPWRAP, RAW_SERVER, write_profile
 
-from mcpwrap.check import ERROR, NOTE, findings
+from mcpwrap.check import ERROR, NOTE, findings, limit_findings
 from mcpwrap.profile import Placeholders, Profile, parse_profile
 
 HOME = "/home/u"
@@ -275,3 +277,135 @@ def test_maturity_steps(body: str, locked: bool, level: int, missing: list[str])
     assert got.value == level
     assert len(got.missing) == len(missing)
     assert all(s.missing.startswith(m) for s, m in zip(got.missing, missing, strict=True))
+
+
+# --- limits the jail cannot set (issue 15: a value check accepts never breaks run) --------
+
+
+@pytest.mark.parametrize(
+    ("sandbox", "hard", "expected"),
+    [
+        ("open_files = 4096", {"RLIMIT_NOFILE": 4096}, []),
+        ("open_files = 4097", {"RLIMIT_NOFILE": 4096}, ["sandbox.open_files"]),
+        ("open_files = 4097", {}, []),  # unlimited here
+        ('memory = "2GiB"', {"RLIMIT_DATA": 1 << 30}, ["sandbox.memory"]),
+        ('file_size = "1GiB"', {"RLIMIT_FSIZE": 1 << 30}, []),
+        ("processes = 100", {"RLIMIT_NPROC": 99}, ["sandbox.processes"]),
+        ('cpu = "61s"', {"RLIMIT_CPU": 60}, ["sandbox.cpu"]),
+        ('cpu = "60.9s"', {"RLIMIT_CPU": 60}, []),  # RLIMIT_CPU counts whole seconds
+        ("enforce = false\nopen_files = 4097", {"RLIMIT_NOFILE": 4096}, []),  # no jail
+    ],
+)
+def test_limits_above_the_hard_limit_are_errors(
+    sandbox: str, hard: dict[str, int], expected: list[str]
+) -> None:
+    found = limit_findings(_profile(sandbox), hard)
+    assert [(f.severity, f.rule) for f in found] == [(ERROR, rule) for rule in expected]
+    assert all(str(hard[k]) in f.fix for f in found for k in hard)
+
+
+def _hard_nofile(limit: int) -> Callable[[], None]:
+    def lower() -> None:  # lowering a hard limit needs no privilege
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(limit, 1024), limit))
+
+    return lower
+
+
+@pytest.mark.parametrize("refused", [False, True], ids=["at-the-limit", "one-above"])
+def test_check_names_the_limit_that_stops_the_run(tmp_path: Path, refused: bool) -> None:
+    """`check` said nothing and `run` stopped: open_files above the user's hard limit,
+    which the jail cannot raise. Now check says so, and run's message says why; the
+    control (at the hard limit) passes both."""
+    profile = write_profile(tmp_path, "")
+    hard = min(4096, resource.getrlimit(resource.RLIMIT_NOFILE)[1])  # lowered to, never raised
+    open_files = hard + 1 if refused else hard
+    profile.write_text(profile.read_text() + f"open_files = {open_files}\n")
+    check = subprocess.run(
+        [*MCPWRAP, "check", "--format", "json", str(profile)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+        preexec_fn=_hard_nofile(hard),
+    )
+    rules = {f["rule"] for f in json.loads(check.stdout)["profiles"][0]["findings"]}
+    assert ("sandbox.open_files" in rules) is refused
+    ping = b'{"jsonrpc":"2.0","id":1,"method":"ping"}\n'
+    run = subprocess.run(
+        [*MCPWRAP, "run", "--profile", str(profile), "--", *RAW_SERVER],
+        input=ping,
+        capture_output=True,
+        cwd=tmp_path,
+        timeout=60,
+        preexec_fn=_hard_nofile(hard),
+    )
+    if refused:
+        assert run.returncode == 126
+        assert f"{hard + 1} is above this user's hard limit of {hard}".encode() in run.stderr
+    else:
+        assert run.returncode == 0, run.stderr
+        assert json.loads(run.stdout)["id"] == 1
+
+
+# --- argument names the pinned schema does not have (issue 15, item 10) --------------------
+
+READ_FILE = {
+    "name": "read_file",
+    "description": "Reads a file.",
+    "inputSchema": {"type": "object", "properties": {"path": {"type": "string"}, "head": {}}},
+}
+NO_PROPERTIES = {"name": "ping", "description": "Pings.", "inputSchema": {"type": "object"}}
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ('path = { within = ["{project}"] }', []),
+        ("head = { max = 10 }\npath = { max_length = 9 }", []),
+        (
+            'pqth = { within = ["{project}"] }',
+            [(ERROR, "tools.read_file.args.pqth", "did you mean 'path'?")],
+        ),
+        (
+            "zzz = { max_length = 3 }",
+            [(ERROR, "tools.read_file.args.zzz", "(it has: head, path)")],
+        ),
+    ],
+    ids=["known", "both-known", "typo", "unknown"],
+)
+def test_a_constraint_on_an_argument_the_schema_lacks_is_an_error(
+    tmp_path: Path, args: str, expected: list[tuple[str, str, str]]
+) -> None:
+    """`pqth = { within = [...] }` loaded, passed check, and constrained nothing: the
+    client's `path` went through unchecked."""
+    profile = _locked(tmp_path, [READ_FILE])
+    profile.write_text(
+        f'version = 1\n[tools.read_file]\nclass = "read"\n[tools.read_file.args]\n{args}\n'
+    )
+    out = _check("--format", "json", str(profile), cwd=tmp_path)
+    found = [f for f in json.loads(out.stdout)["profiles"][0]["findings"] if ".args" in f["rule"]]
+    assert [(f["severity"], f["rule"]) for f in found] == [(s, r) for s, r, _ in expected]
+    assert all(says in f["message"] for f, (_, _, says) in zip(found, expected, strict=True))
+    assert out.returncode == (1 if expected else 0), out.stdout
+
+
+@pytest.mark.parametrize(
+    ("locked", "tool", "says"),
+    [
+        (None, "read_file", "no lock pins their definitions"),
+        ([READ_FILE], "write_file", "the lock pins no schema"),
+        ([NO_PROPERTIES], "ping", "the lock pins no schema"),
+    ],
+    ids=["no-lock", "not-pinned", "no-properties"],
+)
+def test_argument_names_that_cannot_be_checked_are_a_note(
+    tmp_path: Path, locked: list[dict[str, object]] | None, tool: str, says: str
+) -> None:
+    profile = _locked(tmp_path, locked) if locked is not None else tmp_path / "srv.toml"
+    profile.write_text(
+        f'version = 1\n[tools.{tool}]\nclass = "read"\nargs.pqth = {{ max_length = 3 }}\n'
+    )
+    out = _check("--format", "json", str(profile), cwd=tmp_path)
+    found = [f for f in json.loads(out.stdout)["profiles"][0]["findings"] if ".args" in f["rule"]]
+    assert [(f["severity"], f["rule"]) for f in found] == [(NOTE, f"tools.{tool}.args")]
+    assert says in found[0]["message"] and tool in found[0]["message"]

@@ -110,6 +110,33 @@ def test_bad_max_message_is_a_usage_error(tmp_path: Path, size: str) -> None:
     assert out.returncode == 2 and "--max-message" in out.stderr
 
 
+@pytest.mark.parametrize("seconds", ["nan", "inf", "1e12", "0", "-5", "soon"])
+@pytest.mark.parametrize("command", ["init", "lock"])
+def test_a_timeout_the_wait_cannot_take_is_a_usage_error(
+    tmp_path: Path, command: str, seconds: str
+) -> None:
+    """--timeout nan, inf or 1e12 passed argparse's float and broke the wait for the
+    server's tools with a traceback."""
+    out = mcpwrap(command, "--timeout", seconds, "x", "--", *RAW_SERVER, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert "--timeout: expected seconds from 0 to 86400" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--expires", "9" * 20 + "d"), ("--not-before", "99999d")]
+)
+def test_a_token_lifetime_past_what_a_timestamp_holds_is_a_usage_error(
+    tmp_path: Path, option: str, value: str
+) -> None:
+    """A huge --expires was stored, then crashed printing its expiry (time.gmtime)."""
+    args = ["--tenant", "t", "--tool", "x", "--expires", "1d", option, value]
+    out = mcpwrap("token", "issue", *args, cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert f"{option}: {value}" in out.stderr and "3650d" in out.stderr
+    assert "Traceback" not in out.stderr
+
+
 def test_audit_verify_and_tail(tmp_path: Path) -> None:
     path = write_profile(tmp_path, '[policy]\ndefault = "allow"\n')
     with Wrapped(path, RAW_SERVER) as w:

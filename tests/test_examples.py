@@ -90,6 +90,13 @@ OUTPUTS = {
         "the README's profile, `default` misspelled on its line 4, given to run"
     ),
     "profile.toml:12: sandbox.memory": 'a profile whose line 12 is memory = "lots", checked',
+    "profile.toml:7: tools.search.timeout": (
+        'a profile whose line 7 is the timeout "1000000d" of tool search, checked'
+    ),
+    'profile.toml:9: tools.read_file.args."pa\\u200bth"': (
+        "a profile whose line 9 constrains an argument named with a zero-width space, checked"
+    ),
+    "audit.jsonl:5: reordered": "a log of 30 records, lines 5 and 10 swapped, verified",
 }
 # The order the help examples run in: each parser's builds on those before it.
 HELP_ORDER = [
@@ -587,9 +594,51 @@ def _profile_error(world: World, sample: str) -> None:
     assert out.returncode == 2 and sample.strip() in out.stdout, out.stdout
 
 
+def _checked(world: World, text: str, sample: str) -> None:
+    (world.project / "profile.toml").write_text(text)
+    out = _mcpwrap(world, "check", "profile.toml")
+    assert out.returncode == 2 and sample.strip() in out.stdout, out.stdout
+
+
+def _timeout_error(world: World, sample: str) -> None:
+    """A profile whose line 7 sets a tool's timeout past the maximum."""
+    text = 'version = 1\n#\n#\n#\n[tools.search]\nclass = "read"\ntimeout = "1000000d"\n'
+    _checked(world, text, sample)
+
+
+def _invisible_error(world: World, sample: str) -> None:
+    """A profile whose line 9 names an argument `pa<U+200B>th`."""
+    text = (
+        'version = 1\n#\n#\n#\n#\n[tools.read_file]\nclass = "read"\n'
+        '[tools.read_file.args]\n"pa\\u200bth" = { max_length = 9 }\n'
+    )
+    _checked(world, text, sample)
+
+
+def _swapped_log(world: World, sample: str) -> None:
+    """30 records, lines 5 and 10 swapped. The last hash depends on the records' times:
+    the sample's is cut short ("3f1c..."), so only what comes before it is compared."""
+    from mcpwrap.audit import AuditWriter
+
+    log = world.project / "audit.jsonl"
+    with AuditWriter(str(log), session="example") as writer:
+        for n in range(30):
+            writer.write({"event": "call", "tool": f"t{n}"})
+    lines = log.read_bytes().splitlines(keepends=True)
+    lines[4], lines[9] = lines[9], lines[4]
+    log.write_bytes(b"".join(lines))
+    out = _mcpwrap(world, "audit", "verify", "--log", "audit.jsonl")
+    got, want = out.stdout.splitlines(), sample.strip().splitlines()
+    assert out.returncode == 1 and got[:2] == want[:2], out.stdout
+    assert len(got) == 3 and got[2].startswith(want[2].split("last hash ")[0] + "last hash ")
+
+
 _REPRODUCE = {
     "mcpwrap: error: /home/me/proj/.mcpwrap/time.toml:4: policy.defualt": _readme_error,
     "profile.toml:12: sandbox.memory": _profile_error,
+    "profile.toml:7: tools.search.timeout": _timeout_error,
+    'profile.toml:9: tools.read_file.args."pa\\u200bth"': _invisible_error,
+    "audit.jsonl:5: reordered": _swapped_log,
 }
 
 

@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
+from mcpwrap import proctree
 from mcpwrap.auditread import verify
 
 PROFILE = """
@@ -104,6 +106,117 @@ def test_a_server_that_ignores_eof_and_sigterm_is_killed_with_its_daemons(tmp_pa
     for pid in leftovers:  # never leave it running, even when the test fails
         os.kill(pid, signal.SIGKILL)
     assert not leftovers, "a daemon outlived the jail's pid namespace"
+
+
+# A server that daemonises a child the classic way, outside any jail: fork, the child
+# starts a grandchild in a session of its own (setsid) and exits at once, so the grandchild
+# is an orphan in no group of the server's. Its stdio is /dev/null, as a daemon's is.
+DAEMONISING = r"""
+import json, os, subprocess, sys
+
+def daemon(code):
+    pid = os.fork()
+    if pid == 0:
+        subprocess.Popen([sys.executable, "-c", code, sys.argv[1]], start_new_session=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+        os._exit(0)
+    os.waitpid(pid, 0)
+
+daemon("import time; time.sleep(600)")
+for line in sys.stdin:
+    msg = json.loads(line)
+    tool = (msg.get("params") or {}).get("name")
+    if tool == "exit":
+        sys.exit(3)
+    if tool == "brief":  # a daemon that ends on its own
+        daemon("pass")
+    if "id" in msg:
+        print(json.dumps({"jsonrpc": "2.0", "id": msg["id"], "result": {}}), flush=True)
+"""
+
+
+def _is_daemon(pid: int) -> bool:
+    try:
+        return b"time.sleep(600)" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
+
+
+def _gone(marker: str, timeout: float = 5.0) -> list[int]:
+    """The processes still holding `marker` after `timeout`, killed so none outlives the test."""
+    deadline = time.monotonic() + timeout
+    while processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    leftovers = processes_with(marker)
+    for pid in leftovers:
+        os.kill(pid, signal.SIGKILL)
+    return leftovers
+
+
+def _unjailed(tmp_path: Path, marker: str) -> Wrapped:
+    script = tmp_path / "daemonising.py"
+    script.write_text(DAEMONISING)
+    profile = write_profile(tmp_path, PROFILE + "[sandbox]\nenforce = false\n")
+    return Wrapped(profile, [sys.executable, str(script), marker])
+
+
+@pytest.mark.parametrize("stop", ["client-closes-stdin", "sigterm", "server-exits"])
+def test_unjailed_a_daemonised_grandchild_does_not_outlive_mcpwrap(
+    tmp_path: Path, stop: str
+) -> None:
+    """Issue 15, item 10: with [sandbox] enforce = false there is no pid namespace, and a
+    daemon that left the server's session outlived mcpwrap. mcpwrap is now the subreaper
+    its orphans are reparented to, and kills them with the server. The server's own exit
+    status still comes through (mcpwrap reaps only what it adopted)."""
+    marker = f"mcpwrap-test-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        with _unjailed(tmp_path, marker) as w:
+            w.request("ping", {}, msg_id=1)
+            assert w.recv()["id"] == 1
+            daemons = [p for p in processes_with(marker) if _is_daemon(p)]
+            assert len(daemons) == 1, "the daemon must be running before the stop"
+            assert os.getsid(daemons[0]) == daemons[0]  # in a session of its own
+            assert os.getpgid(daemons[0]) != os.getpgid(server_pid(w))
+            if stop == "sigterm":
+                w.proc.send_signal(signal.SIGTERM)
+                assert w.proc.wait(20) == 128 + signal.SIGTERM
+            elif stop == "server-exits":
+                w.request("tools/call", {"name": "exit", "arguments": {}}, msg_id=2)
+                assert w.proc.wait(20) == 3
+            else:
+                assert w.close(timeout=20) == 0
+    finally:
+        leftovers = _gone(marker)
+    assert not leftovers, "a daemon outlived mcpwrap"
+
+
+def _zombies(pid: int) -> list[int]:
+    found = []
+    for child in proctree.children(pid):
+        stat = Path(f"/proc/{child}/stat").read_bytes()
+        if stat[stat.rfind(b")") + 2 :].startswith(b"Z"):
+            found.append(child)
+    return found
+
+
+def test_unjailed_daemons_that_end_are_reaped_during_the_run(tmp_path: Path) -> None:
+    """Orphans adopted by mcpwrap that exit are its children: unreaped, a long session
+    would collect one zombie per daemon the server started."""
+    marker = f"mcpwrap-test-daemon-{os.getpid()}-{time.monotonic_ns()}"
+    try:
+        with _unjailed(tmp_path, marker) as w:
+            for i in range(5):
+                assert "result" in w.call("brief", msg_id=10 + i)
+            deadline = time.monotonic() + 5
+            while _zombies(w.proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert _zombies(w.proc.pid) == []
+            assert len([p for p in processes_with(marker) if _is_daemon(p)]) == 1
+            assert w.close(timeout=20) == 0
+    finally:
+        leftovers = _gone(marker)
+    assert not leftovers
 
 
 def test_sigterm_stops_the_server_and_exits_143(tmp_path: Path) -> None:

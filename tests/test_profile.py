@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import json
+import math
 import re
+import threading
+import time
 import tomllib
 from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from mcpwrap import constraints, policy
 from mcpwrap import profile as profile_module
 from mcpwrap.errors import ProfileError
 from mcpwrap.profile import (
@@ -33,6 +40,8 @@ from mcpwrap.profile import (
     load_profile,
     parse_profile,
 )
+from mcpwrap.ratelimit import take
+from mcpwrap.sandbox import spec
 from mcpwrap.units import Rate
 
 PLACES = Placeholders(project="/proj", home="/home/u", cwd="/work", state="/state")
@@ -437,7 +446,61 @@ BAD = [
     (tool("concurrency = 2.0"), "p.toml:4: tools.t.concurrency: expected an integer >= 1, got 2.0"),
     (
         tool('rate = "0/min"'),
-        'p.toml:4: tools.t.rate: expected a rate of at least 1 call per period, got "0/min"',
+        'p.toml:4: tools.t.rate: expected a rate of 1 to 1,000,000 calls per period, got "0/min"',
+    ),
+    # Issue 15, item 7: values that load must be values the run can use.
+    (
+        tool('timeout = "1000000d"'),
+        'p.toml:4: tools.t.timeout: expected a duration of at most "24h", got "1000000d"',
+    ),
+    (
+        tool("timeout = 86401"),
+        'p.toml:4: tools.t.timeout: expected a duration of at most "24h", got 86401',
+    ),
+    (
+        tool(f"timeout = {10**400}"),
+        'p.toml:4: tools.t.timeout: expected a duration like "500ms", "10s"',
+    ),
+    (
+        section("policy", 'timeout = "25h"'),
+        'p.toml:3: policy.timeout: expected a duration of at most "24h", got "25h"',
+    ),
+    (
+        section("sandbox", 'network = "allowlist"\negress_idle = "2d"'),
+        'p.toml:4: sandbox.egress_idle: expected a duration of at most "24h", got "2d"',
+    ),
+    (
+        section("sandbox", 'cpu = "366d"'),
+        'p.toml:3: sandbox.cpu: expected a duration of at most "365d", got "366d"',
+    ),
+    (
+        section("sandbox", 'memory = "1025TiB"'),
+        'p.toml:3: sandbox.memory: expected a size of at most "1024TiB", got "1025TiB"',
+    ),
+    (
+        section("sandbox", f"file_size = {2**64}"),
+        f'p.toml:3: sandbox.file_size: expected a size of at most "1024TiB", got {2**64}',
+    ),
+    (
+        section("sandbox", "processes = 4194305"),
+        "p.toml:3: sandbox.processes: expected an integer of at most 4,194,304, got 4194305",
+    ),
+    (
+        section("sandbox", "open_files = 1048577"),
+        "p.toml:3: sandbox.open_files: expected an integer of at most 1,048,576, got 1048577",
+    ),
+    (
+        tool('rate = "1000001/s"'),
+        'p.toml:4: tools.t.rate: expected a rate of 1 to 1,000,000 calls per period, got "1000',
+    ),
+    (
+        arg(f"max = {10**400}"),
+        "p.toml:5: tools.t.args.p.max: expected an integer from -2**53 to 2**53 (compared "
+        "exactly), got 1000",
+    ),
+    (
+        arg(f"min = {-(2**53) - 1}"),
+        "p.toml:5: tools.t.args.p.min: expected an integer from -2**53 to 2**53",
     ),
     (tool('rate = "fast"'), 'p.toml:4: tools.t.rate: expected a rate like "10/s", "120/min"'),
     (tool("rate = 5"), 'p.toml:4: tools.t.rate: expected a rate like "10/s"'),
@@ -1208,3 +1271,234 @@ def test_auth_required_is_the_lowest_class_that_needs_a_token(
     auth = parse(f"version = 1\n[auth]\nrequired = {written}\n").auth
     needs = [auth.needs_token(c) for c in (ToolClass.READ, ToolClass.WRITE, ToolClass.ADMIN)]
     assert needs == [read, write, admin]
+
+
+# --- every value that loads is one the run can use (issue 15, item 7) ----------------------
+
+# setrlimit's argument is a C long long: 2**63 raises OverflowError (measured on Linux x86-64).
+_RLIMIT_MAX = 2**63 - 1
+_DURATION_KEYS = {
+    "tools.t.timeout": ('[tools.t]\nclass = "read"\ntimeout = {}', lambda p: p.tools["t"].timeout),
+    "policy.timeout": ("[policy]\ntimeout = {}", lambda p: p.policy.timeout),
+    "sandbox.egress_idle": (
+        '[sandbox]\nnetwork = "allowlist"\negress_idle = {}',
+        lambda p: p.sandbox.egress_idle,
+    ),
+    "sandbox.cpu": ("[sandbox]\ncpu = {}", lambda p: p.sandbox.cpu),
+}
+_NUMBER_TEXT = st.one_of(
+    st.integers(min_value=-(10**6), max_value=10**420).map(str),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+    st.from_regex(r"[0-9]{1,30}\.[0-9]{0,12}", fullmatch=True),
+)
+
+
+def _toml_float(value: float) -> str:
+    return "nan" if math.isnan(value) else repr(value)  # repr gives "inf" and "-inf" as TOML
+
+
+_UNITS = st.sampled_from(["", "ms", "s", "sec", "m", "min", "h", "d", " s", " d", "x"])
+_DURATION_TOML = st.one_of(
+    st.tuples(_NUMBER_TEXT, _UNITS).map(lambda t: f'"{t[0]}{t[1]}"'),
+    st.integers(min_value=-5, max_value=10**420).map(str),
+    st.floats().map(_toml_float),
+)
+
+
+def _loaded_or_refused(text: str) -> Profile | None:
+    try:
+        return parse("version = 1\n" + text + "\n")
+    except ProfileError:
+        return None
+
+
+@settings(max_examples=400, deadline=None, database=None)
+@given(st.sampled_from(sorted(_DURATION_KEYS)), _DURATION_TOML)
+def test_property_a_duration_that_loads_can_be_waited_for(key: str, value: str) -> None:
+    """`timeout = "1000000d"` loaded, and at run time the deadline thread died with
+    OverflowError (a 1 s tool then ran 6 s). Every wait, Timer and deadline of the run
+    ends in a lock acquire with that timeout, which checks it before blocking: on a free
+    lock it returns at once when the value is usable and raises OverflowError when not."""
+    template, get = _DURATION_KEYS[key]
+    loaded = _loaded_or_refused(template.format(value))
+    if loaded is None:
+        return
+    seconds = get(loaded)
+    assert seconds is not None and 0 < seconds <= threading.TIMEOUT_MAX
+    lock = threading.Lock()
+    assert lock.acquire(True, seconds)
+    lock.release()
+    deadline = time.monotonic() + seconds
+    assert deadline - time.monotonic() <= threading.TIMEOUT_MAX  # the relay's deadline wait
+    if key == "sandbox.cpu":
+        assert 1 <= spec.rlimits(loaded)["RLIMIT_CPU"] <= _RLIMIT_MAX
+
+
+_LIMIT_KEYS = {
+    "memory": "RLIMIT_DATA",
+    "file_size": "RLIMIT_FSIZE",
+    "processes": "RLIMIT_NPROC",
+    "open_files": "RLIMIT_NOFILE",
+}
+_SIZE_TOML = st.one_of(
+    st.integers(min_value=-5, max_value=10**30).map(str),
+    st.tuples(
+        st.integers(min_value=0, max_value=10**12),
+        st.sampled_from(["B", "kB", "KiB", "MB", "MiB", "GB", "GiB", "TB", "TiB"]),
+    ).map(lambda t: f'"{t[0]}{t[1]}"'),
+)
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(st.sampled_from(sorted(_LIMIT_KEYS)), _SIZE_TOML)
+def test_property_a_limit_that_loads_fits_setrlimit(key: str, value: str) -> None:
+    """A size or count past 2**63 - 1 loaded and then raised OverflowError in the jail,
+    which caught only OSError and ValueError."""
+    loaded = _loaded_or_refused(f"[sandbox]\n{key} = {value}")
+    if loaded is None:
+        return
+    assert 1 <= spec.rlimits(loaded)[_LIMIT_KEYS[key]] <= _RLIMIT_MAX
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.one_of(
+        st.integers(min_value=-5, max_value=10**40).map(str),
+        st.from_regex(r"[0-9]{1,12}", fullmatch=True),
+    ),
+    st.sampled_from(["s", "min", "hour", "day"]),
+)
+def test_property_a_rate_that_loads_can_be_taken(count: str, unit: str) -> None:
+    """A count past 1e308 overflowed the bucket's float arithmetic, and one past 2**53 is
+    a bucket that a take no longer empties by exactly one token (int == float compares
+    exactly here)."""
+    loaded = _loaded_or_refused(f'[tools.t]\nclass = "read"\nrate = "{count}/{unit}"')
+    if loaded is None:
+        return
+    rate = loaded.tools["t"].rate
+    assert rate is not None
+    left, wait = take(float(rate.count), 0.0, 0.0, rate)
+    assert left == rate.count - 1
+    assert wait == 0.0
+    assert take(0.0, 0.0, 0.0, rate)[1] == rate.per_seconds / rate.count
+
+
+@settings(max_examples=300, deadline=None, database=None)
+@given(
+    st.sampled_from(["min", "max"]),
+    st.one_of(
+        st.integers(min_value=-(10**400), max_value=10**400).map(str),
+        st.floats().map(_toml_float),
+    ),
+)
+def test_property_min_and_max_that_load_compare_exactly(kind: str, value: str) -> None:
+    """An integer past 1e308 raised OverflowError while loading (math.isfinite), and one
+    past 2**53 was rounded: `max = 9007199254740993` became 9007199254740992."""
+    loaded = _loaded_or_refused(arg(f"{kind} = {value}"))
+    if loaded is None:
+        return
+    bound = getattr(loaded.tools["t"].args["p"], kind)
+    assert math.isfinite(bound)
+    assert bound == tomllib.loads(f"v = {value}")["v"]  # exactly the number written
+
+
+# --- invisible characters in rules (issue 15, item 10) ------------------------------------
+
+INVISIBLE = [
+    ("\u200b", "U+200B (ZERO WIDTH SPACE)"),
+    ("\u200d", "U+200D (ZERO WIDTH JOINER)"),
+    ("\u202e", "U+202E (RIGHT-TO-LEFT OVERRIDE)"),
+    ("\u2066", "U+2066 (LEFT-TO-RIGHT ISOLATE)"),
+    ("\u2062", "U+2062 (INVISIBLE TIMES)"),
+    ("\ufeff", "U+FEFF (ZERO WIDTH NO-BREAK SPACE)"),
+    ("\U000e0041", "U+E0041 (TAG LATIN CAPITAL LETTER A)"),
+    ("\U000e0002", "U+E0002 (a tag or format character)"),  # unassigned, in the tag block
+    ("\u00ad", "U+00AD (SOFT HYPHEN)"),  # another Cf
+]
+# (profile text with X where the character goes, where the error points)
+PLACES_OF_X = [
+    ('[tools."reXad_file"]\nclass = "read"', 'p.toml:2: tools."reXad_file"'),
+    (
+        '[tools.t]\nclass = "read"\n[tools.t.args]\n"paXth" = { max_length = 3 }',
+        'p.toml:5: tools.t.args."paXth"',
+    ),
+    (arg('pattern = "^[a-z]+X$"'), "p.toml:5: tools.t.args.p.pattern"),
+    (arg('one_of = ["read", "wriXte"]'), "p.toml:5: tools.t.args.p.one_of[1]"),
+    (arg('hosts = ["api.exXample.com"]'), "p.toml:5: tools.t.args.p.hosts[0]"),
+    (arg('within = ["{project}/srXc"]'), "p.toml:5: tools.t.args.p.within[0]"),
+    (section("sandbox", 'read = ["/daXta"]'), "p.toml:3: sandbox.read[0]"),
+    (section("sandbox", 'write = ["out", "tmXp"]'), "p.toml:3: sandbox.write[1]"),
+    (
+        section("sandbox", 'network = "allowlist"\negress = ["apiX.github.com:443"]'),
+        "p.toml:4: sandbox.egress[0]",
+    ),
+    (tool('effects = ["network:aX.example.com:443"]'), "p.toml:4: tools.t.effects[0]"),
+    (section("server", 'cwd = "/srXv"'), "p.toml:3: server.cwd"),
+    (section("audit", 'path = "/var/log/aXudit.jsonl"'), "p.toml:3: audit.path"),
+]
+
+
+@pytest.mark.parametrize(("char", "shown"), INVISIBLE, ids=[s.split(" ")[0] for _, s in INVISIBLE])
+@pytest.mark.parametrize(("text", "where"), PLACES_OF_X, ids=[w for _, w in PLACES_OF_X])
+def test_an_invisible_character_in_a_rule_is_an_error(
+    text: str, where: str, char: str, shown: str
+) -> None:
+    """`pa\\u200bth` reads as `path` and constrains an argument no client sends; a bidi
+    override makes a pattern or a host read backwards. Each is refused, naming the key and
+    the code point."""
+    message = fails("version = 1\n" + text.replace("X", char) + "\n")
+    # A key that holds the character is shown escaped: the message itself stays legible.
+    assert message.startswith(where.replace("X", json.dumps(char)[1:-1])), message
+    assert f"holds the invisible character {shown} at position" in message
+    assert message.isprintable()
+
+
+@pytest.mark.parametrize(
+    ("text", "get", "value"),
+    [
+        (
+            arg('pattern = "^[a-zé]+$"'),
+            lambda p: p.tools["t"].args["p"].pattern.pattern,
+            "^[a-zé]+$",
+        ),
+        (
+            arg('one_of = ["naïve", "日本"]'),
+            lambda p: p.tools["t"].args["p"].one_of,
+            ("naïve", "日本"),
+        ),
+        (section("sandbox", 'read = ["/données"]'), lambda p: p.sandbox.read, ("/données",)),
+        ('[tools."lire_fichier_é"]\nclass = "read"', lambda p: list(p.tools), ["lire_fichier_é"]),
+        (
+            tool('effects = ["fs:écrit \u200b"]'),
+            lambda p: p.tools["t"].effects,
+            ("fs:écrit \u200b",),
+        ),
+    ],
+    ids=["pattern", "one_of", "path", "tool-name", "effect-text"],
+)
+def test_visible_non_ascii_text_loads(
+    text: str, get: Callable[[Profile], object], value: object
+) -> None:
+    """The control: letters of any script pass; only what shows as nothing is refused (an
+    effect that is not a network endpoint is a label in the audit log, not a rule)."""
+    assert get(parse("version = 1\n" + text + "\n")) == value
+
+
+@settings(max_examples=200, deadline=None, database=None)
+@given(st.integers(min_value=-3, max_value=10**400))
+def test_property_counts_without_a_maximum_work_at_any_size(n: int) -> None:
+    """concurrency, max_length and egress_connections have no maximum: each is only
+    compared with Python integers (or sizes a semaphore), which any integer survives."""
+    text = (
+        f'[tools.t]\nclass = "read"\nconcurrency = {n}\nargs.p = {{ max_length = {n} }}\n'
+        f'[sandbox]\nnetwork = "allowlist"\negress_connections = {n}'
+    )
+    loaded = _loaded_or_refused(text)
+    if loaded is None:
+        assert n < 1
+        return
+    tool = loaded.tools["t"]
+    assert policy.concurrency_verdict(tool, 10**6).allowed is (n > 10**6)
+    reason = constraints.check_value("x" * 5, tool.args["p"], cwd="/", resolve=str)
+    assert (reason is None) is (n >= 5)
+    threading.BoundedSemaphore(loaded.sandbox.egress_connections).acquire()

@@ -94,7 +94,8 @@ def test_parse_size_refuses(text: object) -> None:
         ("5/day", Rate(5, 86400.0)),
         ("5/d", Rate(5, 86400.0)),
         (" 3 / min ", Rate(3, 60.0)),
-        ("0/min", Rate(0, 60.0)),  # count >= 1 is the caller's check
+        ("1000000/s", Rate(1_000_000, 1.0)),
+        ("0007/min", Rate(7, 60.0)),
     ],
 )
 def test_parse_rate(text: str, rate: Rate) -> None:
@@ -106,6 +107,21 @@ def test_parse_rate_refuses(text: str) -> None:
     with pytest.raises(ValueError, match=r'expected a rate like "10/s".*, got ') as info:
         parse_rate(text)
     assert f'"{text}"' in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["0/min", "000/s", "1000001/s", "9" * 5000 + "/s"])
+def test_parse_rate_refuses_counts_no_bucket_can_hold(text: str) -> None:
+    """0 divides by zero in the bucket (a token's --rate reached the relay that way); a
+    count beyond any float (or past int()'s 4,300 digits) overflowed there."""
+    with pytest.raises(ValueError, match=r"expected a rate of 1 to 1,000,000 calls per period"):
+        parse_rate(text)
+
+
+def test_a_huge_integer_duration_is_refused_not_an_overflow() -> None:
+    """TOML integers have no size limit; float() of one past 1e308 raised OverflowError,
+    which is not the ValueError the profile loader turns into a message."""
+    with pytest.raises(ValueError, match=r"expected a duration like"):
+        parse_duration(10**400)
 
 
 def test_rate_is_frozen() -> None:

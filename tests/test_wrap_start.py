@@ -36,17 +36,6 @@ MCPWRAP_BIN = str(Path(sys.executable).parent / "mcpwrap")
 _XDG = ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME")
 
 
-def lift_seal(project: Path) -> None:
-    """Create the paths no server may create, so the jail need not seal the project root
-    and write_file can write a file directly in it (the filesystem server writes a
-    temporary file beside its target). A copy of tests/test_curated_servers.py's: another
-    change is making writes at a sealed root work; until it lands, the seal is lifted."""
-    for directory in (".mcpwrap", ".vscode", ".cursor", ".claude", ".git/hooks"):
-        (project / directory).mkdir(parents=True, exist_ok=True)
-    for file in (".mcp.json", ".envrc", ".git/config"):
-        (project / file).touch()
-
-
 @pytest.fixture
 def world(var_tmp_path: Path) -> dict[str, Path]:
     home = var_tmp_path / "home"
@@ -137,7 +126,6 @@ async def test_claude_desktop_entries_start_from_root_with_launchds_path(
     world: dict[str, Path],
 ) -> None:
     home, repo = world["home"], world["repo"]
-    lift_seal(repo)
     config = home / ".config" / "Claude" / "claude_desktop_config.json"
     original = DESKTOP.replace("REPO", str(repo)).encode()
     config.write_bytes(original)
@@ -226,8 +214,8 @@ async def test_vscode_workspace_entries_get_the_workspace_folder(
     world: dict[str, Path],
 ) -> None:
     home, repo = world["home"], world["repo"]
-    lift_seal(repo)
     config = repo / ".vscode" / "mcp.json"
+    config.parent.mkdir()
     config.write_text(VSCODE)
     original = config.read_bytes()
 

@@ -523,11 +523,22 @@ def _enter_root(root: str) -> None:
 
 def _limits(rlimits: dict[str, int]) -> None:
     for name, value in rlimits.items():
+        kind = getattr(resource, name)
         try:
-            resource.setrlimit(getattr(resource, name), (value, value))
-        except (OSError, ValueError) as exc:
+            resource.setrlimit(kind, (value, value))
+        except (OSError, ValueError, OverflowError) as exc:
+            hard = resource.getrlimit(kind)[1]
+            # Python raises ValueError, without an errno, for a raise above the hard limit,
+            # which no process in a new user namespace may do, root or not.
+            above = hard != resource.RLIM_INFINITY and value > hard
+            hint = (
+                f"{value} is above this user's hard limit of {hard}: lower it in the "
+                "profile's [sandbox] or raise the hard limit (ulimit -H, limits.conf)"
+                if above
+                else str(exc)
+            )
             raise SetupError(
-                "rlimits", f"setrlimit({name}, {value})", getattr(exc, "errno", 0) or 0
+                "rlimits", f"setrlimit({name}, {value})", getattr(exc, "errno", 0) or 0, hint=hint
             ) from exc
 
 
