@@ -67,7 +67,7 @@ again changes nothing, and starts the wrapped entries again.
 _UNWRAP_EXAMPLES = f"""\
 examples:
   mcpwrap unwrap claude-desktop     # put every wrapped entry back as it was
-  mcpwrap unwrap cursor --server github
+  mcpwrap unwrap cursor --server clock
 
 An entry comes back byte for byte from the record `wrap` kept. One whose command or args
 were edited since is left alone (exit status 1); one wrapped by hand, with no record, is
