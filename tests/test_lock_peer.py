@@ -23,19 +23,14 @@ import hashlib
 import json
 import os
 import pwd
-import shutil
 import subprocess
-import sys
-import sysconfig
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 import pytest
 from offline import CACHE, FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
-from wrapped import MCPWRAP, REPO, Wrapped
+from peer import PEER, Peer
+from wrapped import MCPWRAP, Wrapped
 
-PEER = "mcpwrap-peer"
 TIME_CMD = ["uvx", f"{TIME}=={TIME_VERSION}", "--local-timezone", "UTC"]
 FS_CMD = ["npx", "-y", f"{FILESYSTEM}@{FILESYSTEM_VERSION}", "."]
 PROFILE = """version = 1
@@ -45,75 +40,6 @@ default = "allow"
 network = "none"
 read = ["{project}"]
 """
-
-
-class Peer(NamedTuple):
-    """The teammate: how to run a command as it, and where its things are."""
-
-    home: Path  # the test's directory in its home: removed afterwards
-    env: dict[str, str]
-
-    def argv(self, *words: str) -> list[str]:
-        pairs = [f"{k}={v}" for k, v in sorted(self.env.items())]
-        return ["runuser", "-u", PEER, "--", "env", "-i", *pairs, *words]
-
-    def mcpwrap(self) -> list[str]:
-        return self.argv("/usr/bin/python3", "-m", "mcpwrap")
-
-    def run(self, *words: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            self.argv(*words),
-            cwd=cwd or self.home,
-            capture_output=True,
-            text=True,
-            timeout=300,
-        )
-
-
-@pytest.fixture
-def peer(var_tmp_path: Path) -> Iterator[Peer]:
-    if os.geteuid() != 0:
-        pytest.fail("this test makes a second Unix user: run it as root (CI does)", pytrace=False)
-    if subprocess.run(["id", PEER], capture_output=True, check=False).returncode != 0:
-        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", PEER], check=True)
-    account = pwd.getpwnam(PEER)
-    home = Path(account.pw_dir) / f"t-{var_tmp_path.name}"
-    home.mkdir()
-    try:
-        yield _setup(home, account)
-    finally:
-        shutil.rmtree(home)
-
-
-def _setup(home: Path, account: pwd.struct_passwd) -> Peer:
-    """The teammate's own caches (uv and npm write to theirs), its own XDG directories,
-    uv from the test venv by a link (its bin/python3.11 leads into /root), and this
-    checkout's mcpwrap for its /usr/bin/python3."""
-    for name in ("uv", "npm"):
-        shutil.copytree(CACHE / name, home / "cache" / name, symlinks=True)
-    bin_dir = home / "bin"
-    bin_dir.mkdir()
-    for tool in ("uv", "uvx"):
-        (bin_dir / tool).symlink_to(Path(sys.executable).parent / tool)
-    subprocess.run(["chown", "-hR", f"{account.pw_uid}:{account.pw_gid}", str(home)], check=True)
-    site = sysconfig.get_paths()["purelib"]
-    env = {
-        "HOME": account.pw_dir,
-        "USER": PEER,
-        "PATH": f"{bin_dir}:/usr/local/bin:/usr/bin:/bin",
-        "PYTHONPATH": f"{REPO}:{site}",
-        "XDG_CACHE_HOME": str(home / "xdg" / "cache"),
-        "XDG_STATE_HOME": str(home / "xdg" / "state"),
-        "XDG_CONFIG_HOME": str(home / "xdg" / "config"),
-        "UV_CACHE_DIR": str(home / "cache" / "uv"),
-        "UV_OFFLINE": "1",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_PROGRESS": "1",
-        "npm_config_cache": str(home / "cache" / "npm"),
-        "npm_config_offline": "true",
-        "npm_config_update_notifier": "false",
-    }
-    return Peer(home, env)
 
 
 @pytest.fixture
@@ -204,7 +130,8 @@ def test_a_committed_lock_runs_for_another_user_after_sync(peer: Peer, origin: P
     fs_here = [*FS_CMD[:-1], str(clone)]
     assert {"list_directory", "read_text_file"} <= set(_conversation(peer, clone, "fs", fs_here))
     owner = {p.lstat().st_uid for p in store.rglob("*")}
-    assert owner == {pwd.getpwnam(PEER).pw_uid}, "the store is the teammate's own"
+    uid = pwd.getpwnam(PEER).pw_uid if peer.other_user else os.getuid()
+    assert owner == {uid}, "the store is the teammate's own"
 
     # Nothing rewrote the locks.
     assert _digests(clone) == committed
