@@ -242,9 +242,10 @@ def _add_project(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--project",
         metavar="DIR",
-        help="the project {project} names (default: MCPWRAP_PROJECT, else the repository "
-        "holding a .mcpwrap/ profile, else the current directory); never /, your home "
-        "directory or a parent of it, a system or a shared temporary directory",
+        help="the project {project} names (default: MCPWRAP_PROJECT, else Claude Code's "
+        "CLAUDE_PROJECT_DIR, else the repository holding a .mcpwrap/ profile, else the "
+        "current directory); never /, your home directory or a parent of it, a system or a "
+        "shared temporary directory",
     )
 
 
