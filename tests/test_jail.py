@@ -252,3 +252,18 @@ def test_enforce_on_a_system_without_the_jail_refuses(
     with pytest.raises(launch.SandboxError, match=r"the jail needs Linux.*enforce = false"):
         runner.run(runner.RunOptions(profile=str(profile), command=tuple(RAW_SERVER)))
     assert not (tmp_path / "out" / "server.log").exists()
+
+
+def test_the_cgroup_sweep_keeps_the_groups_of_live_jails(tmp_path: Path) -> None:
+    """Jails start side by side (a client starts every server at once): one jail's sweep
+    of leftover pids groups removed another's group between its mkdir and its joining
+    it, and that jail failed with ENOENT on cgroup.procs."""
+    from mcpwrap.sandbox import jail
+
+    live = tmp_path / f"jail-{os.getpid()}"  # made, not joined yet
+    dead = tmp_path / "jail-4194305"  # above any pid_max: its supervisor is gone
+    other = tmp_path / "not-a-jail"
+    for group in (live, dead, other):
+        group.mkdir()
+    jail._sweep(str(tmp_path))
+    assert live.is_dir() and other.is_dir() and not dead.exists()

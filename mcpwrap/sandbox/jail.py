@@ -166,13 +166,16 @@ def _pids_cgroup(spec: dict[str, Any]) -> str:
 
 def _sweep(parent: str) -> None:
     """Remove groups left by jails whose supervisor was killed: rmdir refuses a group that
-    still holds a process, so a running jail's group is never touched."""
+    still holds a process, and a group whose supervisor is alive is skipped, since it may
+    not have joined it yet (jails start side by side: a client starts all its servers)."""
     for name in os.listdir(parent):
-        if name.startswith("jail-"):
-            try:
-                os.rmdir(f"{parent}/{name}")
-            except OSError:
-                pass  # still in use, or not ours
+        pid = name.removeprefix("jail-")
+        if name == pid or (pid.isdigit() and os.path.exists(f"/proc/{pid}")):
+            continue
+        try:
+            os.rmdir(f"{parent}/{name}")
+        except OSError:
+            pass  # still in use, or not ours
 
 
 def _has_pids(base: str) -> bool:
