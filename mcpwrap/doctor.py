@@ -159,19 +159,19 @@ def _end_to_end() -> Check:
 
 def _project(profile: Profile) -> Check:
     """The project check `run` makes before anything starts."""
-    from mcpwrap.errors import UsageError
-    from mcpwrap.project import Source, require
+    from mcpwrap.project import refusal
 
     if not profile.uses_project:
         return Check("project", True, "the profile grants no {project}")
-    try:
-        require(profile.project, Source.CWD, profile=profile.name)
-    except UsageError as exc:
-        first = str(exc).split(". Name the project")[0]
-        return Check(
-            "project", False, first, "--project DIR, or MCPWRAP_PROJECT (see `run --help`)"
-        )
-    return Check("project", True, profile.project)
+    why = refusal(profile.project)
+    if why is None:
+        return Check("project", True, profile.project)
+    return Check(
+        "project",
+        False,
+        f"the profile gives the server its project, and that would be {profile.project}: {why}",
+        "--project DIR, or MCPWRAP_PROJECT (see `mcpwrap run --help`)",
+    )
 
 
 def _profile_jail(profile: Profile) -> Check:
