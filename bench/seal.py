@@ -124,7 +124,9 @@ class Server:
 
     def __init__(self, project: Path, env: dict[str, str]) -> None:
         profile = str(unlimited_profile(project.parent))
+        # The profile file sits outside the project: name the project, as a user would.
         argv = [sys.executable, "-m", "mcpwrap", "run", "--profile", profile]
+        argv += ["--project", str(project)]
         argv += ["--", shutil.which("node") or "node", str(FS_SCRIPT), "."]
         self.proc = subprocess.Popen(
             argv,
