@@ -56,9 +56,8 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
     from mcpwrap import fetch
 
     resolved = fetch.resolve(given, store=store.root(), env=os.environ)
-    here = Here(
-        resolved.prefix, resolved.skip, resolved.directory, collect(list(resolved.run), profile)
-    )
+    found = collect(list(resolved.run), profile, path)
+    here = Here(resolved.prefix, resolved.skip, resolved.directory, found)
     home = os.path.expanduser("~")
     cwd = server_cwd(profile)
     command = portable.normalize_command(given, cwd=cwd, project=profile.project, home=home)

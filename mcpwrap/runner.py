@@ -207,7 +207,7 @@ def _check_artifacts(
     from mcpwrap import artifacts, lockstate, portable, store
 
     path = record.lock
-    cache = artifacts.StatCache(paths.artifact_cache())
+    cache = artifacts.StatCache(paths.artifact_cache(path))
     try:
         known = artifacts.from_data(record.artifacts, source=store.synced_path(store.root(), path))
         found = artifacts.collect(

@@ -134,14 +134,14 @@ def here_for(lock: pins.Lock, argv: list[str], profile: Profile, path: str, name
             raise LockError(lockstate.not_synced(path, why, name))
         prefix = fetch.entry(lock.install, install_dir, os.environ)
     skip = fetch.skip(argv)
-    found = collect([*prefix, *argv[skip:]], profile)
+    found = collect([*prefix, *argv[skip:]], profile, path)
     return Here(prefix, skip, install_dir, found)
 
 
-def collect(run: list[str], profile: Profile) -> Artifacts:
+def collect(run: list[str], profile: Profile, lock_path: str) -> Artifacts:
     """The hashes of what `run` executes, as `mcpwrap run` finds it (its PATH)."""
     path_env = profile.server.env.get("PATH", os.environ.get("PATH", ""))
-    cache = artifacts.StatCache(paths.artifact_cache())
+    cache = artifacts.StatCache(paths.artifact_cache(lock_path))
     found = artifacts.collect(run, cwd=server_cwd(profile), path_env=path_env, cache=cache)
     cache.save()  # the first run after this starts warm
     return found
@@ -221,7 +221,7 @@ def _hashes(lock: pins.Lock, directory: str, argv: list[str]) -> Artifacts:
 
     assert lock.install is not None
     prefix = fetch.entry(lock.install, directory, os.environ)
-    cache = artifacts.StatCache(paths.artifact_cache())  # the hashes here_for reads next
+    cache = artifacts.StatCache(paths.artifact_cache(lock.path))  # here_for reads them next
     try:
         found = artifacts.collect(
             [*prefix, *argv[fetch.skip(argv) :]],
