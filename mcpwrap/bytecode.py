@@ -96,20 +96,35 @@ def ensure(install_dir: str, sources: str) -> bool:
     """The install's byte code, compiled from its verified files unless it is there as
     mcpwrap made it from the same sources (`sources`: the digest of the venv's part the
     lock pins, artifacts.Tree.portable) and interpreter; whether it was compiled now."""
-    from mcpwrap import artifacts
+    import sys
 
     python = os.path.join(install_dir, "bin", "python")
     names = _names(install_dir)
     made = {"format": FORMAT, "sources": sources, "python": _interpreter(python), "names": names}
-    recorded = _manifest(os.path.join(install_dir, MANIFEST))
-    if recorded is not None and {k: recorded.get(k) for k in made} == made:
-        try:
-            if artifacts.tree_digest(cache_dir(install_dir)) == recorded.get("digest"):
-                return False
-        except artifacts.ArtifactError:
-            pass  # unreadable or gone: made again below
+    why = _stale(install_dir, made)
+    if why is None:
+        return False
+    sys.stderr.write(f"mcpwrap: compiling the Python byte code of {install_dir}{why}\n")
     _build(install_dir, python, names, made)
     return True
+
+
+def _stale(install_dir: str, made: Mapping[str, object]) -> str | None:
+    """None if the install's byte code is what `made` describes, as mcpwrap compiled it;
+    else why it is compiled now (said after "compiling ...")."""
+    from mcpwrap import artifacts
+
+    recorded = _manifest(os.path.join(install_dir, MANIFEST))
+    if recorded is None:
+        return ""
+    if {k: recorded.get(k) for k in made} != made:
+        return " again, for other sources or another interpreter"
+    try:
+        if artifacts.tree_digest(cache_dir(install_dir)) == recorded.get("digest"):
+            return None
+    except artifacts.ArtifactError:
+        pass  # unreadable or gone
+    return " again: it is not what mcpwrap compiled"
 
 
 def _names(install_dir: str) -> list[str]:

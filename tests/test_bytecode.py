@@ -230,7 +230,7 @@ def test_a_locked_server_reads_all_its_byte_code_from_the_read_only_cache(
     out = _mcpwrap(
         ["approve", "--profile", str(locked.profile), "--yes"], locked.project, locked.env
     )
-    assert "up to date" in out
+    assert "up to date" in out and "compiling" not in out
     assert locked.cache.stat().st_ino == inode
 
 
@@ -241,8 +241,25 @@ def test_a_missing_cache_stops_the_run_and_sync_compiles_it(locked: Locked) -> N
     assert f"mcpwrap sync --profile {locked.profile}" in err
     (record,) = [r for r in audit_records(locked.audit) if r.get("decision") == "refuse"]
     assert record["rule"] == "pins.sync" and "no compiled byte code" in record["reason"]
-    _mcpwrap(["sync", "--profile", str(locked.profile)], locked.project, locked.env)
+    out = _mcpwrap(["sync", "--profile", str(locked.profile)], locked.project, locked.env)
+    assert f"compiling the Python byte code of {locked.venv} again" in out
     _reads_only_the_cache(_run(locked), locked.cache)
+
+
+def test_byte_code_from_other_sources_is_compiled_again(
+    locked: Locked, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """What sync and approve do once the venv is verified: keep byte code made from those
+    sources, compile it again for any other (as for another interpreter)."""
+    monkeypatch.setenv("XDG_CACHE_HOME", locked.env["XDG_CACHE_HOME"])  # its store's .tmp
+    manifest = locked.venv / "pyc.json"
+    verified = json.loads(manifest.read_text())["sources"]
+    assert bytecode.ensure(str(locked.venv), verified) is False
+    other = "sha256:" + "0" * 64
+    assert bytecode.ensure(str(locked.venv), other) is True
+    assert "again, for other sources or another interpreter" in capfd.readouterr().err
+    assert json.loads(manifest.read_text())["sources"] == other
+    assert bytecode.ensure(str(locked.venv), other) is False
 
 
 def _tamper(pyc: Path, source: Path) -> None:
@@ -277,7 +294,8 @@ def test_a_tampered_cache_stops_the_run_and_sync_compiles_it_again(locked: Locke
     assert "the store's copy of the server was changed after it was verified" in err
     assert "compiled byte code?" in err and f"mcpwrap sync --profile {locked.profile}" in err
     # sync compiles it again, from the verified sources.
-    _mcpwrap(["sync", "--profile", str(locked.profile)], locked.project, locked.env)
+    out = _mcpwrap(["sync", "--profile", str(locked.profile)], locked.project, locked.env)
+    assert f"compiling the Python byte code of {locked.venv} again: it is not what" in out
     assert MARKER.encode() not in pyc.read_bytes()
     again = _run(locked)
     assert MARKER not in again.stderr
@@ -315,6 +333,7 @@ def test_a_teammate_s_sync_compiles_the_byte_code_from_the_sources_it_verified(
     out = _mcpwrap(["sync", "--profile", str(profile)], clone, xdg)
     assert "verified against the lock" in out
     teammate = _locked(profile, xdg)
+    assert f"compiling the Python byte code of {teammate.venv}\n" in out
     assert teammate.venv != locked.venv
     _reads_only_the_cache(_run(teammate), teammate.cache)
 
