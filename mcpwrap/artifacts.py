@@ -311,6 +311,12 @@ class _Walker:
             raise _unreadable(path, exc) from exc
 
 
+def tree_digest(root: str) -> str:
+    """The digest over every entry under `root`, as a Tree's (bytecode.py checks its
+    byte code with it)."""
+    return _digest(_sorted(_walk(root, _Hasher(None))))
+
+
 def _excluded(item: os.DirEntry[str], parent: str) -> bool:
     """Directories that are never read as code: `__pycache__` (mcpwrap sets
     PYTHONPYCACHEPREFIX in the jail, so Python neither reads nor writes them) and
@@ -734,7 +740,7 @@ def _compare_tree(was: Tree, now: Tree) -> list[str]:
             out.append(f"{label}: {change}")
     if not out and was.digest != now.digest:
         hint = (
-            "a stray .pth file or script?"
+            "a stray .pth file or script, or compiled byte code?"
             if now.kind == "venv"
             else "a .bin link or a directory that is no package?"
         )

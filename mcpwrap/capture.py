@@ -33,9 +33,16 @@ class Definitions(NamedTuple):
 
 
 def capture(
-    profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: str, timeout: float
+    profile: Profile,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    timeout: float,
+    *,
+    bytecode: str | None = None,
 ) -> Definitions:
-    child = _start(profile, argv, env, cwd)
+    """`bytecode`: a uv install's compiled byte code, for the jail (spec.build)."""
+    child = _start(profile, argv, env, cwd, bytecode)
     stderr: list[str] = []
     threading.Thread(target=_drain, args=(child.fds()[2], stderr), daemon=True).start()
     try:
@@ -46,7 +53,9 @@ def capture(
         child.stop(eof_grace=1.0, term_grace=1.0)
 
 
-def _start(profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: str) -> Any:
+def _start(
+    profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: str, bytecode: str | None
+) -> Any:
     if not profile.sandbox.enforce:
         sys.stderr.write(
             f"mcpwrap: warning: {profile.source} sets [sandbox] enforce = false: the server "
@@ -55,7 +64,8 @@ def _start(profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: s
         return launch.start(argv, env=env, cwd=cwd)
     from mcpwrap.sandbox import spec
 
-    child = launch.start_jailed(spec.build(profile, argv, env, cwd, state_dir=paths.state_dir()))
+    jail = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir(), bytecode=bytecode)
+    child = launch.start_jailed(jail)
     child.wait_ready()
     for _, sock, _ in child.egress_listeners():
         sock.close()  # listing tools needs no network: a connection is refused, not held

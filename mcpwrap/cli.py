@@ -278,7 +278,8 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "lock",
         help="pin a server's artifacts and tool definitions",
         description="Resolve the server command (npx/uvx: fetch the exact version once, into "
-        "mcpwrap's store, without install scripts or source builds), hash what will run, "
+        "mcpwrap's store, without install scripts or source builds; uvx: and compile its "
+        "Python byte code once, for the jail to read), hash what will run, "
         "start the server in its jail to read its instructions and tool definitions, and "
         "write NAME.lock beside "
         "the profile. With a lock, `mcpwrap run` starts the pinned version offline, refuses "
@@ -291,7 +292,8 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="review what changed since the lock, and accept it",
         description="Hash the locked server's artifacts again and read its tool definitions "
         "in its jail; show what differs from the lock (artifacts, instructions, a diff per "
-        "tool) and update the lock once you say yes.",
+        "tool) and update the lock once you say yes. A uvx server's byte code is compiled "
+        "again if it is missing or changed.",
         epilog=_LOCK_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -301,7 +303,9 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Make this machine's store match the profile's lock: install exactly "
         "the locked package versions (npx/uvx) with the same installers as `lock` (uv pip "
         "install --require-hashes, npm ci; no install scripts, no source builds), verify "
-        "every hash the lock holds, and record that this machine verified it. Run it after "
+        "every hash the lock holds, compile a uvx server's Python byte code from the verified "
+        "files (unless it is there, as compiled from them), and record that this machine "
+        "verified it. Run it after "
         "cloning a project with a lock, and after a pull that changed one. The only step "
         "that downloads for a lock; `mcpwrap run` never does. The lock is never changed.",
         epilog=_LOCK_EXAMPLE,

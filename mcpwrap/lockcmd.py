@@ -26,6 +26,7 @@ from mcpwrap.profile import Profile
 from mcpwrap.records import Agent
 from mcpwrap.synccmd import (
     Here,
+    bytecode_for,
     collect,
     here_for,
     load,
@@ -33,6 +34,7 @@ from mcpwrap.synccmd import (
     machine_changes,
     remember,
     server_cwd,
+    with_bytecode,
 )
 
 
@@ -56,9 +58,9 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
     from mcpwrap import fetch
 
     resolved = fetch.resolve(given, store=store.root(), env=os.environ)
-    here = Here(
-        resolved.prefix, resolved.skip, resolved.directory, collect(list(resolved.run), profile)
-    )
+    found = collect(list(resolved.run), profile, path)
+    here = Here(resolved.prefix, resolved.skip, resolved.directory, found)
+    here = with_bytecode(resolved.install, here, list(resolved.run), profile, lock=path, name=name)
     home = os.path.expanduser("~")
     cwd = server_cwd(profile)
     command = portable.normalize_command(given, cwd=cwd, project=profile.project, home=home)
@@ -94,6 +96,7 @@ def _approve(options: LockOptions, profile: Profile, name: str, ask: Callable[[s
             f"{lockstate.sync_command(name)}"
         )
     run = [*here.prefix, *argv[here.skip :]]
+    here = with_bytecode(old.install, here, run, profile, lock=path, name=name)
     what = _Resolved(old.launcher, old.package, old.version, old.install)
     new = _pin(profile, path, here, run, command=old.command, what=what, timeout=options.timeout)
     changed = machine_changes(old, here, profile.project)
@@ -137,8 +140,9 @@ def _pin(
     from mcpwrap.capture import capture
 
     env = launch.child_env(profile, os.environ)
-    env.update(lockstate.jail_env(profile))
-    defs = capture(profile, run, env, server_cwd(profile), timeout)
+    pyc = bytecode_for(profile, what.install, here.install_dir)
+    env.update(lockstate.jail_env(profile, pyc))
+    defs = capture(profile, run, env, server_cwd(profile), timeout, bytecode=pyc)
     return pins.build(
         path=path,
         command=command,

@@ -87,11 +87,14 @@ def listed(problems: Sequence[str]) -> str:
     return "".join(f"\n  - {p}" for p in problems)
 
 
-def jail_env(profile: Profile) -> dict[str, str]:
+def jail_env(profile: Profile, bytecode: str | None = None) -> dict[str, str]:
     """What mcpwrap adds to a locked server's environment: Python byte code goes to a
     private directory, so a .pyc planted in the server's __pycache__ (which the lock does
-    not hash) is never read."""
+    not hash) is never read. In the jail that is a uv install's compiled byte code
+    (`bytecode`, read-only there: bytecode.py), or else the jail's own /tmp, where each
+    start compiles anew. A server outside the jail never gets the install's: it could
+    write it."""
     if profile.sandbox.enforce:
         # The jail's /tmp is its own tmpfs, not the host's shared one.
-        return {"PYTHONPYCACHEPREFIX": "/tmp/.mcpwrap-pycache"}  # noqa: S108
+        return {"PYTHONPYCACHEPREFIX": bytecode or "/tmp/.mcpwrap-pycache"}  # noqa: S108
     return {"PYTHONPYCACHEPREFIX": os.path.join(paths.state_dir(), "pycache")}

@@ -52,9 +52,14 @@ def builtin_profiles_dir() -> str:
     )
 
 
-def artifact_cache() -> str:
-    """Hashes of the files locks pin, by stat (the jail cannot write the state dir)."""
-    return os.path.join(state_dir(), "cache", "artifacts.json")
+def artifact_cache(lock: str) -> str:
+    """Hashes of the files a lock pins, by stat (the jail cannot write the state dir). One
+    file per lock: a StatCache keeps only the entries its last user saw, so with one file
+    for all, each locked server's start would make the next one's hash everything again."""
+    from mcpwrap import sha
+
+    name = sha.hexdigest(os.fsencode(os.path.realpath(lock)))[:16]
+    return os.path.join(state_dir(), "cache", f"artifacts-{name}.json")
 
 
 def lock_path(source: str, project: str | None = None) -> str:

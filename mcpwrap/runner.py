@@ -37,7 +37,7 @@ def run(options: RunOptions) -> int:
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
-    lock, argv = _locked(profile, argv, env, cwd, audit, given=options.profile)
+    lock, argv, pyc = _locked(profile, argv, env, cwd, audit, given=options.profile)
     changed = _profile_change(profile)
     sealed: dict[str, list[str]] = {}
     if profile.sandbox.enforce:
@@ -52,7 +52,7 @@ def run(options: RunOptions) -> int:
             )
         from mcpwrap.sandbox import spec
 
-        jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir())
+        jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir(), bytecode=pyc)
         child: launch.Child = launch.start_jailed(jail_spec)
         sealed = jail_spec["sealed"]
         if sealed:
@@ -134,17 +134,24 @@ def _locked(
     audit: AuditWriter,
     *,
     given: str | None,
-) -> tuple[Any, list[str]]:
-    """The lock (or None) and the command to run: with a lock, what this machine verified
-    for it (npx/uvx: the locked version, from the store, offline)."""
+) -> tuple[Any, list[str], str | None]:
+    """The lock (or None), the command to run and the byte code the jail reads (or
+    None): with a lock, what this machine verified for it (npx/uvx: the locked version,
+    from the store, offline)."""
     verified = _verified_lock(profile, argv, env, cwd, _Stop(profile, audit), given=given)
     if verified is None:
         _refuse_unlocked_download(profile, argv, audit, given)
-        return None, argv
+        return None, argv, None
     from mcpwrap.lockstate import jail_env
 
-    env.update(jail_env(profile))
-    return verified
+    lock, run, install_dir = verified
+    pyc = None
+    if profile.sandbox.enforce and lock.install is not None and lock.install.kind == "uv":
+        from mcpwrap import bytecode
+
+        pyc = bytecode.cache_dir(install_dir)  # verified with the venv's tree
+    env.update(jail_env(profile, pyc))
+    return lock, run, pyc
 
 
 class _Stop(NamedTuple):
@@ -168,10 +175,11 @@ def _verified_lock(
     stop: _Stop,
     *,
     given: str | None,
-) -> tuple[Any, list[str]] | None:
-    """The profile's lock and the command to run, once this machine's copy of what it
-    pins is verified; None when there is no lock. A mismatch stops the run before
-    anything of the server starts, with one piece of advice (lockstate.py)."""
+) -> tuple[Any, list[str], str] | None:
+    """The profile's lock, the command to run and the install's directory in the store
+    (or ""), once this machine's copy of what it pins is verified; None when there is no
+    lock. A mismatch stops the run before anything of the server starts, with one piece
+    of advice (lockstate.py)."""
     path = paths.find_lock(profile.source, paths.served(profile))
     if not os.path.exists(path):
         return None
@@ -195,9 +203,26 @@ def _verified_lock(
     if record.install_dir and not os.path.isdir(record.install_dir):
         why = f"the store has lost {lock.package} {lock.version} ({record.install_dir})"
         stop("pins.sync", lockstate.not_synced(path, why, name), path)
+    _check_bytecode(lock, record.install_dir, stop, path=path, name=name)
     run = [*record.prefix, *argv[record.skip :]]
     _check_artifacts(record, run, env=env, cwd=cwd, stop=stop, name=name)
-    return lock, run
+    return lock, run, record.install_dir
+
+
+def _check_bytecode(lock: Any, install_dir: str, stop: _Stop, *, path: str, name: str) -> None:
+    """A uv install has the byte code `sync` compiles for it (bytecode.py); `run` never
+    compiles it (that would put seconds before the first reply). Whether it is intact is
+    the tree check's part (_check_artifacts)."""
+    if lock.install is None or lock.install.kind != "uv" or not install_dir:
+        return
+    from mcpwrap import bytecode, lockstate
+
+    if not bytecode.present(install_dir):
+        why = (
+            f"the store has no compiled byte code for {lock.package} {lock.version} "
+            f"({bytecode.cache_dir(install_dir)})"
+        )
+        stop("pins.sync", lockstate.not_synced(path, why, name), path)
 
 
 def _check_artifacts(
@@ -207,7 +232,7 @@ def _check_artifacts(
     from mcpwrap import artifacts, lockstate, portable, store
 
     path = record.lock
-    cache = artifacts.StatCache(paths.artifact_cache())
+    cache = artifacts.StatCache(paths.artifact_cache(path))
     try:
         known = artifacts.from_data(record.artifacts, source=store.synced_path(store.root(), path))
         found = artifacts.collect(

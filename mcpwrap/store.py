@@ -6,7 +6,8 @@ names an install by what it holds (`Install`), and each machine derives the dire
 
     uv/<package>-<version>-<key>/      a relocatable venv (uv venv --relocatable): its
                                        console scripts find their python relative to
-                                       themselves, so no file holds the directory's path
+                                       themselves, so no file holds the directory's path;
+                                       and pyc/, pyc.json: its byte code (bytecode.py)
     npm/<package>@<version>-<key>/     an npm prefix: package.json, package-lock.json and
                                        node_modules/ (Node resolves modules relative to
                                        each file)
@@ -18,9 +19,9 @@ names an install by what it holds (`Install`), and each machine derives the dire
 
 <key> is the start of the SHA-256 of the Install's canonical JSON: the same lock makes the
 same directory on every machine, and a different install can never reuse it. A directory
-is never changed after it is made; a changed lock makes another one. Anything later kept
-per install (compiled byte code, say) belongs inside its directory, so that it goes with
-the install and is verified, or made again, with it.
+is never changed after it is made, but for what is kept per install beside the venv (its
+compiled byte code), which goes with the install and is verified, or made again, with it;
+a changed lock makes another one.
 
 This module is pure data and paths, plus reading and writing `Synced` records; it is
 imported on `run`'s path and imports nothing heavy.

@@ -77,6 +77,8 @@ def sync(options: SyncOptions) -> int:
             f"{lockstate.listed(changed)}\nIf you made this change, review and accept it "
             f"with {lockstate.approve_command(name)}."
         )
+    run = [*here.prefix, *argv[here.skip :]]
+    here = with_bytecode(lock.install, here, run, profile, lock=path, name=name)
     remember(lock, here)
     what = f"{lock.package} {lock.version}: " if lock.install else ""
     print(
@@ -134,17 +136,53 @@ def here_for(lock: pins.Lock, argv: list[str], profile: Profile, path: str, name
             raise LockError(lockstate.not_synced(path, why, name))
         prefix = fetch.entry(lock.install, install_dir, os.environ)
     skip = fetch.skip(argv)
-    found = collect([*prefix, *argv[skip:]], profile)
+    found = collect([*prefix, *argv[skip:]], profile, path)
     return Here(prefix, skip, install_dir, found)
 
 
-def collect(run: list[str], profile: Profile) -> Artifacts:
+def collect(run: list[str], profile: Profile, lock_path: str) -> Artifacts:
     """The hashes of what `run` executes, as `mcpwrap run` finds it (its PATH)."""
     path_env = profile.server.env.get("PATH", os.environ.get("PATH", ""))
-    cache = artifacts.StatCache(paths.artifact_cache())
+    cache = artifacts.StatCache(paths.artifact_cache(lock_path))
     found = artifacts.collect(run, cwd=server_cwd(profile), path_env=path_env, cache=cache)
     cache.save()  # the first run after this starts warm
     return found
+
+
+def with_bytecode(
+    install: store.Install | None,
+    here: Here,
+    run: list[str],
+    profile: Profile,
+    *,
+    lock: str,
+    name: str,
+) -> Here:
+    """A uv install's byte code, compiled from its files once they are verified
+    (bytecode.py); what runs is hashed again if it was compiled now: the venv holds it."""
+    if install is None or install.kind != "uv":
+        return here
+    from mcpwrap import bytecode
+
+    top = os.path.realpath(here.install_dir)
+    venv = [t for t in here.found.trees if t.kind == "venv" and t.path == top]
+    if not venv:
+        raise LockError(
+            f"{lock}: {here.install_dir} is not the venv its entry point runs in; install it "
+            f"again from the lock: {lockstate.sync_command(name)}"
+        )
+    if not bytecode.ensure(here.install_dir, venv[0].portable):
+        return here
+    return here._replace(found=collect(run, profile, lock))
+
+
+def bytecode_for(profile: Profile, install: store.Install | None, install_dir: str) -> str | None:
+    """The byte code a jailed server of this install reads (lockstate.jail_env)."""
+    if not profile.sandbox.enforce or install is None or install.kind != "uv":
+        return None
+    from mcpwrap import bytecode
+
+    return bytecode.cache_dir(install_dir)
 
 
 def in_install(path: str) -> bool:
@@ -221,7 +259,7 @@ def _hashes(lock: pins.Lock, directory: str, argv: list[str]) -> Artifacts:
 
     assert lock.install is not None
     prefix = fetch.entry(lock.install, directory, os.environ)
-    cache = artifacts.StatCache(paths.artifact_cache())  # the hashes here_for reads next
+    cache = artifacts.StatCache(paths.artifact_cache(lock.path))  # here_for reads them next
     try:
         found = artifacts.collect(
             [*prefix, *argv[fetch.skip(argv) :]],

@@ -275,13 +275,14 @@ def test_known_trees_are_reused_only_while_every_file_matches(venv: Path) -> Non
     ]
 
 
+STRAY = "files outside any package changed (a stray .pth file or script, or compiled byte code?)"
+
+
 def test_a_stray_pth_file_is_detected(venv: Path) -> None:
     argv = [str(venv / "bin" / "python"), "-m", "demo"]
     locked = collect(argv, cwd="/", path_env=PATH)
     _write(venv / SITE / "zzz.pth", "import os; os.system('id')\n")
-    assert compare(locked, collect(argv, cwd="/", path_env=PATH)) == [
-        f"venv {venv}: files outside any package changed (a stray .pth file or script?)"
-    ]
+    assert compare(locked, collect(argv, cwd="/", path_env=PATH)) == [f"venv {venv}: {STRAY}"]
 
 
 def test_pycache_is_ignored_but_a_sourceless_pyc_is_not(venv: Path) -> None:
@@ -295,9 +296,7 @@ def test_pycache_is_ignored_but_a_sourceless_pyc_is_not(venv: Path) -> None:
     assert compare(locked, collect(argv, cwd="/", path_env=PATH)) == []
     # A .pyc beside the sources is imported when no .py shadows it.
     (venv / SITE / "sneaky.pyc").write_bytes(b"junk")
-    assert compare(locked, collect(argv, cwd="/", path_env=PATH)) == [
-        f"venv {venv}: files outside any package changed (a stray .pth file or script?)"
-    ]
+    assert compare(locked, collect(argv, cwd="/", path_env=PATH)) == [f"venv {venv}: {STRAY}"]
 
 
 def test_fifos_and_sockets_are_recorded_by_type(venv: Path) -> None:

@@ -58,3 +58,19 @@ def test_the_egress_benchmark_runs_all_three_paths(repo_root: Path) -> None:
     assert "direct" in lines[1] and "HTTP proxy" in lines[1] and "tcp forward" in lines[1]
     for measure in ("download throughput", "connect + first byte p50", "first byte p95"):
         assert any(measure in line for line in lines), measure
+
+
+def test_the_real_server_benchmark_locks_and_times_both_servers(repo_root: Path) -> None:
+    """Offline, from the caches scripts/test fills (as tests/test_fetch.py)."""
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "bench" / "servers.py"), "--starts", "1"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=True,
+    )
+    lines = out.stdout.splitlines()
+    assert "direct" in lines[1] and "jail+lock" in lines[1] and "added" in lines[1]
+    for server in ("mcp-server-time", "server-filesystem"):
+        for reply in ("initialize", "tools/list"):
+            assert any(f"| {server} | {reply} |" in line for line in lines), (server, reply)

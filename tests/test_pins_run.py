@@ -279,6 +279,26 @@ def test_approve_with_nothing_changed_writes_nothing(tmp_path: Path) -> None:
 # --- artifacts -----------------------------------------------------------------------------
 
 
+def test_each_lock_keeps_its_own_hashes_when_another_server_runs(tmp_path: Path) -> None:
+    """Two locked servers started in turn (a client starts all of its servers): the second
+    one's start must not drop the first one's cached hashes, or every start hashes all."""
+    servers = []
+    for name, script in (("a", SCRIPT), ("b", REPO / "tests" / "fixtures" / "raw_server.py")):
+        (tmp_path / name).mkdir()
+        s = Server(tmp_path / name)
+        s.command = [PYTHON, str(script)]
+        s.lock()
+        servers.append((s, script))
+    for s, _ in servers:
+        with s.run() as w:
+            w.initialize()
+    from mcpwrap import paths
+
+    for s, script in servers:
+        cache = Path(paths.artifact_cache(str(s.profile.with_suffix(".lock"))))
+        assert str(script) in json.loads(cache.read_text()), f"{script}'s hash was dropped"
+
+
 def test_a_changed_script_stops_the_run_before_the_server_starts(tmp_path: Path) -> None:
     s = Server(tmp_path)
     script = tmp_path / "srv" / "server.py"

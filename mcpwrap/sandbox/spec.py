@@ -78,16 +78,25 @@ HOME_INSIDE = "/tmp/home"
 
 
 def build(
-    profile: Profile, argv: Sequence[str], env: Mapping[str, str], cwd: str, *, state_dir: str
+    profile: Profile,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: str,
+    *,
+    state_dir: str,
+    bytecode: str | None = None,
 ) -> dict[str, Any]:
-    """The trampoline's spec: a JSON-ready dict."""
+    """The trampoline's spec: a JSON-ready dict. `bytecode`: a uv install's compiled byte
+    code (bytecode.py), bound read-only and protected like the state dir: no write grant
+    can reach into it."""
     exe = _which(argv[0], env.get("PATH", ""))
     runtime = sorted(set(_runtime_dirs([exe, *_script(exe, argv[1:])], cwd)))
     binds = _system_binds() + [[d, "rx"] for d in runtime if not _covered(d)]
     _refuse_whole_host(profile)
     binds += [[p, "ro"] for p in profile.sandbox.read if os.path.exists(p)]
+    binds += [[bytecode, "ro"]] if bytecode else []
     binds += [[p, "rw"] for p in profile.sandbox.write if os.path.exists(p)]
-    protect = protected_paths(profile, state_dir)
+    protect = protected_paths(profile, state_dir) + ([bytecode] if bytecode else [])
     guard = guard_protected([p for p, m in binds if m == "rw"], protect, profile.source)
     inside_env = {**env, "HOME": HOME_INSIDE, "TMPDIR": "/tmp"}
     return {
