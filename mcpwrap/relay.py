@@ -140,7 +140,8 @@ class _Tally:
             return out
 
     def pending(self) -> bool:
-        return any(e[1] > _TALLY_EACH for e in self._kinds.values())
+        with self._lock:  # the server pump adds kinds meanwhile
+            return any(e[1] > _TALLY_EACH for e in self._kinds.values())
 
     def flush(self, now: float, write: Callable[[dict[str, Any]], None]) -> None:
         """Write the count of every window that has ended by `now`."""
@@ -275,7 +276,7 @@ class Relay:
     def pump_deadlines(self) -> None:
         """Expire requests whose deadline passed, until close(). It never writes to the
         server (a server that stopped reading would hold it): cancels go through
-        _server_notes. It also writes the tallies of flooded drops once a second."""
+        _server_later. It also writes the tallies of flooded drops once a second."""
         while True:
             with self._lock:
                 if self._closed.is_set():
@@ -504,13 +505,14 @@ class Relay:
                 self._deadline_wake.notify()
 
     def _prune_deadlines(self) -> None:
-        """Drop entries of calls that ended; the caller holds the lock.
+        """Drop entries of requests that ended; the caller holds the lock.
 
-        Entries stay in the heap when their call ends (removal from a heap is costly), so
-        a busy session would keep one per call until its deadline; once they outnumber
-        the live calls, the heap is rebuilt from the live ones.
+        Entries stay in the heap when their request ends (removal from a heap is costly),
+        so a busy session would keep one per request until its deadline; once they
+        outnumber the live requests (every forwarded request has a deadline), the heap is
+        rebuilt from the live ones.
         """
-        if len(self._deadlines) <= 64 + 2 * self._calls_in_flight:
+        if len(self._deadlines) <= 64 + 2 * len(self._pending):
             return
         live = [e for e in self._deadlines if self._pending.get(e[2]) is not None]
         heapq.heapify(live)
