@@ -48,21 +48,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import NamedTuple
 
+from run import INIT  # bench/run.py's initialize: one client for every benchmark
+
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 PEERS = json.loads((REPO / "tests" / "fetch_peers.json").read_text())
 TIME, TIME_VERSION = next(iter(PEERS["pypi"].items()))
 FILESYSTEM, FILESYSTEM_VERSION = next(iter(PEERS["npm"].items()))
-INIT = {
-    "jsonrpc": "2.0",
-    "id": 0,
-    "method": "initialize",
-    "params": {
-        "protocolVersion": "2025-06-18",
-        "capabilities": {},
-        "clientInfo": {"name": "bench", "version": "1"},
-    },
-}
 INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 LIST = {"jsonrpc": "2.0", "id": 1, "method": "tools/list"}
 PROFILE = """\
