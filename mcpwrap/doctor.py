@@ -180,7 +180,7 @@ def _profile_jail(profile: Profile) -> Check:
     from mcpwrap import launch, paths
     from mcpwrap.sandbox import spec
 
-    cwd = profile.server.cwd or profile.project
+    cwd = profile.working_dir()
     start = time.monotonic()
     try:
         jail = spec.build(

@@ -33,7 +33,6 @@ from mcpwrap.synccmd import (
     locked_command,
     machine_changes,
     remember,
-    server_cwd,
     with_bytecode,
 )
 
@@ -62,7 +61,7 @@ def lock(options: LockOptions, ask: Callable[[str], str] = input) -> int:
     here = Here(resolved.prefix, resolved.skip, resolved.directory, found)
     here = with_bytecode(resolved.install, here, list(resolved.run), profile, lock=path, name=name)
     home = os.path.expanduser("~")
-    cwd = server_cwd(profile)
+    cwd = profile.working_dir()
     command = portable.normalize_command(given, cwd=cwd, project=profile.project, home=home)
     what = _Resolved(resolved.launcher, resolved.package, resolved.version, resolved.install)
     new = _pin(
@@ -142,7 +141,7 @@ def _pin(
     env = launch.child_env(profile, os.environ)
     pyc = bytecode_for(profile, what.install, here.install_dir)
     env.update(lockstate.jail_env(profile, pyc))
-    defs = capture(profile, run, env, server_cwd(profile), timeout, bytecode=pyc)
+    defs = capture(profile, run, env, profile.working_dir(), timeout, bytecode=pyc)
     return pins.build(
         path=path,
         command=command,

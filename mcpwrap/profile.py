@@ -200,6 +200,11 @@ class Profile(NamedTuple):
     # given the project, so it must be one (mcpwrap.project says what may not be).
     uses_project: bool = False
 
+    def working_dir(self) -> str:
+        """Where the server starts: [server] cwd, else the project (so that a command's
+        `.` means what {project} means); run, lock, sync and wrap all start it here."""
+        return self.server.cwd or self.project
+
     def tool(self, name: str) -> ToolSpec | None:
         """The spec governing `name`; None when it is hidden and refused."""
         spec = self.tools.get(name)

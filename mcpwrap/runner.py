@@ -32,7 +32,7 @@ def run(options: RunOptions) -> int:
     if token is not None:
         _check_tenant(profile, token)
     argv = launch.server_argv(profile, options.command)
-    cwd = profile.server.cwd or profile.project
+    cwd = profile.working_dir()
     env = launch.child_env(profile, os.environ)
     # Opened before the server starts: a log that cannot be written stops the run first.
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.

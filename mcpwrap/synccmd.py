@@ -107,7 +107,7 @@ def locked_command(
         raise LockError(
             f"{path}: there is no lock; lock it first: {lockstate.lock_command(name, shown)}"
         )
-    cwd = server_cwd(profile)
+    cwd = profile.working_dir()
     home = os.path.expanduser("~")
     if argv:
         argv = launch.server_argv(profile, given)
@@ -116,11 +116,6 @@ def locked_command(
             raise LockError(lockstate.other_command(path, lock.command, argv, name))
         return argv
     return portable.expand_command(lock.command, project=profile.project, home=home)
-
-
-def server_cwd(profile: Profile) -> str:
-    """Where the server starts, as `run` starts it (path arguments count from here)."""
-    return profile.server.cwd or profile.project
 
 
 def here_for(lock: pins.Lock, argv: list[str], profile: Profile, path: str, name: str) -> Here:
@@ -144,7 +139,7 @@ def collect(run: list[str], profile: Profile, lock_path: str) -> Artifacts:
     """The hashes of what `run` executes, as `mcpwrap run` finds it (its PATH)."""
     path_env = profile.server.env.get("PATH", os.environ.get("PATH", ""))
     cache = artifacts.StatCache(paths.artifact_cache(lock_path))
-    found = artifacts.collect(run, cwd=server_cwd(profile), path_env=path_env, cache=cache)
+    found = artifacts.collect(run, cwd=profile.working_dir(), path_env=path_env, cache=cache)
     cache.save()  # the first run after this starts warm
     return found
 

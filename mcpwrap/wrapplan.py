@@ -249,7 +249,7 @@ class Planner:
         except MCPWrapError as exc:
             raise NotWrapped(str(exc)) from None
         if old is not None:
-            cwd = profile.server.cwd or profile.project
+            cwd = profile.working_dir()
             home = os.path.expanduser("~")
             given = portable.normalize_command(argv, cwd=cwd, project=profile.project, home=home)
             if given == old.command:
