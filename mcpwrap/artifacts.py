@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import os
 import re
 import shutil
@@ -107,51 +108,106 @@ class StatCache:
         self.path = path
         self.hits = 0
         self.misses = 0
-        self._old = _load_cache(path)
+        self._old_files: dict[str, list[Any]] | None = None  # read at the first lookup
         self._seen: dict[str, list[Any]] = {}
         self._trusted_before = time.time_ns() - int(settle * 1e9)
+        # A small second file for the launch's fast path: the trees' signatures and the
+        # few files hashed one by one (the executable, an interpreter, a script), so that a
+        # launch whose trees all match never reads the big file.
+        self._launch_path = os.path.splitext(path)[0] + ".launch.json"
+        old = _load_cache(self._launch_path)
+        self._old_trees = _section(old, "trees")
+        self._old_direct = _section(old, "files")
+        self._trees: dict[str, Any] = {}
+        self._direct: dict[str, Any] = {}
 
-    def lookup(self, path: str, st: os.stat_result) -> str | None:
-        entry = self._seen.get(path) or self._old.get(path)
+    @property
+    def _old(self) -> dict[str, list[Any]]:
+        if self._old_files is None:
+            self._old_files = _load_cache(self.path)
+        return self._old_files
+
+    def tree(self, root: str) -> tuple[str, str] | None:
+        """(stat signature, digest) of a tree as last verified whole, if it was."""
+        entry = self._old_trees.get(root)
+        if isinstance(entry, list) and len(entry) == 2 and all(type(v) is str for v in entry):
+            return entry[0], entry[1]
+        return None
+
+    def store_tree(self, root: str, signature: Signature, digest: str) -> None:
+        """Remember that the tree with this stat signature has this digest; not when an
+        entry changed within the settle time (see store)."""
+        if signature.newest_ctime < self._trusted_before:
+            self._trees[root] = [signature.value, digest]
+
+    def keep_tree(self, root: str) -> None:
+        """The tree matched its signature: keep the entry for the next launch."""
+        self._trees[root] = self._old_trees[root]
+
+    def lookup(self, path: str, st: os.stat_result, *, direct: bool = False) -> str | None:
+        """The cached hash of `path` if its stat data is unchanged. `direct`: a file
+        hashed on its own, not met in a tree's walk (kept in the small file)."""
+        if direct:
+            entry = self._direct.get(path) or self._old_direct.get(path)
+        else:
+            entry = self._seen.get(path) or self._direct.get(path) or self._old.get(path)
         if entry is not None and tuple(entry[:5]) == _key(st) and _valid_entry(entry):
             self.hits += 1
-            self._seen[path] = entry
+            (self._direct if direct else self._seen)[path] = entry
             return str(entry[5])
         self.misses += 1
         return None
 
-    def store(self, path: str, st: os.stat_result, hexdigest: str) -> None:
+    def store(self, path: str, st: os.stat_result, hexdigest: str, *, direct: bool = False) -> None:
         """Remember a hash computed from content read after `st` was taken."""
         if st.st_ctime_ns < self._trusted_before:
-            self._seen[path] = [*_key(st), hexdigest]
+            (self._direct if direct else self._seen)[path] = [*_key(st), hexdigest]
 
     def save(self) -> bool:
         """Write the entries seen since this cache was opened (the others are stale)
         atomically; False if that failed: the cache only saves time, a launch does not
         depend on it."""
+        saved = True
+        if (self._trees, self._direct) != (self._old_trees, self._old_direct):
+            saved = _write_json(self._launch_path, {"trees": self._trees, "files": self._direct})
+            self._old_trees, self._old_direct = dict(self._trees), dict(self._direct)
+        if self._old_files is None:
+            return saved  # no file was looked up: every tree matched its signature
         if self._seen == self._old and os.path.exists(self.path):
-            return True  # every entry used and none changed: the file already says this
-        directory = os.path.dirname(os.path.abspath(self.path))
-        tmp = f"{self.path}.{os.getpid()}.tmp"
-        data = json.dumps(self._seen, separators=(",", ":"), sort_keys=True).encode()
-        try:
-            os.makedirs(directory, exist_ok=True)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
-            try:
-                os.write(fd, data)  # a regular file takes the whole write at once
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(tmp, self.path)
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
+            return saved  # every entry used and none changed: the file already says this
+        if not _write_json(self.path, self._seen):
             return False
-        self._old = dict(self._seen)
-        return True
+        self._old_files = dict(self._seen)
+        return saved
 
 
-def _load_cache(path: str) -> dict[str, list[Any]]:
+def _write_json(path: str, value: object) -> bool:
+    """Write `value` to `path` atomically; False if that failed."""
+    directory = os.path.dirname(os.path.abspath(path))
+    tmp = f"{path}.{os.getpid()}.tmp"
+    data = json.dumps(value, separators=(",", ":"), sort_keys=True).encode()
+    try:
+        os.makedirs(directory, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        try:
+            os.write(fd, data)  # a regular file takes the whole write at once
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        return False
+    return True
+
+
+def _section(data: dict[str, Any], name: str) -> dict[str, Any]:
+    value = data.get(name)
+    return value if isinstance(value, dict) else {}
+
+
+def _load_cache(path: str) -> dict[str, Any]:
     """The cache's entries; a missing, unreadable or corrupt file is an empty cache."""
     try:
         with open(path, "rb") as f:
@@ -193,15 +249,19 @@ class _Hasher:
             raise _unreadable(path, exc) from exc
         if not stat.S_ISREG(st.st_mode):
             raise ArtifactError(f"{path}: not a regular file, so it cannot be run or hashed")
-        return self._hash(path, st, lambda: os.open(path, _FILE_FLAGS & ~os.O_NOFOLLOW))
+        return self._hash(
+            path, st, lambda: os.open(path, _FILE_FLAGS & ~os.O_NOFOLLOW), direct=True
+        )
 
     def at(self, dir_fd: int, name: str, path: str, st: os.stat_result) -> str:
         """The sha256 of the regular file `name` in an open directory (no symlink is
         followed: the walk never leaves the tree)."""
         return self._hash(path, st, lambda: os.open(name, _FILE_FLAGS, dir_fd=dir_fd))
 
-    def _hash(self, path: str, st: os.stat_result, opener: Callable[[], int]) -> str:
-        if self.cache is not None and (hit := self.cache.lookup(path, st)) is not None:
+    def _hash(
+        self, path: str, st: os.stat_result, opener: Callable[[], int], *, direct: bool = False
+    ) -> str:
+        if self.cache is not None and (hit := self.cache.lookup(path, st, direct=direct)):
             return hit
         try:
             fd = opener()
@@ -215,7 +275,7 @@ class _Hasher:
         finally:
             os.close(fd)
         if self.cache is not None:
-            self.cache.store(path, before, hexdigest)
+            self.cache.store(path, before, hexdigest, direct=direct)
         return hexdigest
 
 
@@ -315,6 +375,65 @@ def tree_digest(root: str) -> str:
     """The digest over every entry under `root`, as a Tree's (bytecode.py checks its
     byte code with it)."""
     return _digest(_sorted(_walk(root, _Hasher(None))))
+
+
+class Signature(NamedTuple):
+    """A tree's stat data in one hash: every entry's name, type, mode, device, inode,
+    size, mtime and ctime. Equal signatures mean equal content for the reason StatCache
+    gives (ctime cannot be set back), without reading or looking up each file."""
+
+    value: str
+    newest_ctime: int  # ns: the settle rule applies to the tree's newest entry
+
+
+def signature(root: str) -> Signature:
+    """The stat signature of the tree at `root`, walked as `_walk` walks it (no symlink
+    followed, the same directories left out)."""
+    try:
+        fd = os.open(root, _DIR_FLAGS)
+    except OSError as exc:
+        raise _unreadable(root, exc) from exc
+    rows: list[tuple[str, int, int, int, int, int, int]] = []
+    newest = 0
+    try:
+        newest = _sign(fd, "", os.path.basename(root), rows, root)
+    finally:
+        os.close(fd)
+    rows.sort()
+    return Signature("sha256:" + sha256(marshal.dumps(rows)).hexdigest(), newest)
+
+
+def _sign(fd: int, prefix: str, dirname: str, rows: list[Any], root: str) -> int:
+    newest = 0
+    try:
+        with os.scandir(fd) as it:
+            items = list(it)
+    except OSError as exc:
+        raise _unreadable(os.path.join(root, prefix), exc) from exc
+    for item in items:
+        if item.name in ("__pycache__", ".cache") and _excluded(item, dirname):
+            continue
+        rel = prefix + item.name
+        try:
+            st = item.stat(follow_symlinks=False)
+        except FileNotFoundError:
+            continue  # removed since the listing: the digest will not match either
+        except OSError as exc:
+            raise _unreadable(os.path.join(root, rel), exc) from exc
+        rows.append(
+            (rel, st.st_mode, st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        )
+        newest = max(newest, st.st_ctime_ns)
+        if stat.S_ISDIR(st.st_mode):
+            try:
+                child = os.open(item.name, _DIR_FLAGS, dir_fd=fd)
+            except OSError as exc:
+                raise _unreadable(os.path.join(root, rel), exc) from exc
+            try:
+                newest = max(newest, _sign(child, rel + "/", item.name, rows, root))
+            finally:
+                os.close(child)
+    return newest
 
 
 def _excluded(item: os.DirEntry[str], parent: str) -> bool:
@@ -467,8 +586,20 @@ def _nearest_node_modules(script: str) -> Iterator[tuple[str, str]]:
 
 
 def _tree(kind: str, root: str, hasher: _Hasher, known: Artifacts | None = None) -> Tree:
+    cache = hasher.cache
+    signed = signature(root) if cache is not None and known is not None else None
+    if signed is not None and cache is not None and known is not None:
+        # The launch's fast path: the tree's stat data is what it was when its digest was
+        # last computed from every file, so the digest is too.
+        seen = cache.tree(root)
+        for tree in known.trees if seen and seen[0] == signed.value else ():
+            if (tree.kind, tree.path, tree.digest) == (kind, root, seen[1] if seen else ""):
+                cache.keep_tree(root)
+                return tree
     entries = _walk(root, hasher)
     digest = _digest(_sorted(entries))
+    if signed is not None and cache is not None and signature(root) == signed:
+        cache.store_tree(root, signed, digest)  # unchanged during the walk: trustworthy
     for tree in known.trees if known else ():
         if (tree.kind, tree.path, tree.digest) == (kind, root, digest):
             return tree

@@ -155,12 +155,38 @@ class Jailed(Child):
         status_fd: int,
         egress: Any = None,
         seal: tuple[Any, list[str]] | None = None,
+        go_fd: int = -1,
     ) -> None:
         super().__init__(process)
         self._status_fd = status_fd
+        self._go_fd = go_fd  # a held start: one byte lets the trampoline exec the server
         self._egress = egress  # our end of the socket the jail sends its listeners on
         self._seal = seal  # (our end of the broker's socket, the protected paths)
         self.broker: Any = None  # sandbox.broker.Broker, once the jail is ready
+
+    def release(self) -> None:
+        """Let a held trampoline exec the server."""
+        if self._go_fd >= 0:
+            try:
+                os.write(self._go_fd, b"1")
+            except BrokenPipeError:
+                pass  # the trampoline failed already: wait_ready reports why
+            finally:
+                os.close(self._go_fd)
+                self._go_fd = -1
+
+    def abort(self) -> None:
+        """End a held trampoline that must not start the server (its files failed their
+        check): it sees EOF instead of the go byte, and is killed with its jail."""
+        if self._go_fd >= 0:
+            os.close(self._go_fd)
+            self._go_fd = -1
+        self.process.kill()  # the jail's pid 1 dies with it (PDEATHSIG)
+        self.process.wait()
+        os.close(self._status_fd)
+        for end in (self._egress, self._seal[0] if self._seal else None):
+            if end is not None:
+                end.close()
 
     def egress_listeners(self) -> list[tuple[str, Any, tuple[str, int] | None]]:
         """The listeners the jail bound in its network namespace: (kind, socket, target).
@@ -267,13 +293,42 @@ _TRAMPOLINE = (
 
 
 def _trampoline_path() -> list[str]:
-    """mcpwrap's own parent directory, and pyseccomp's (used when the filter's cache misses)."""
-    import importlib.util
-
+    """mcpwrap's own parent directory, and pyseccomp's (used when the filter's cache
+    misses). Found by a look along sys.path: importlib.util would cost ~4 ms a start."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    found = importlib.util.find_spec("pyseccomp")
-    extra = [os.path.dirname(found.origin)] if found and found.origin else []
+    extra = [
+        entry for entry in sys.path if entry and os.path.isfile(os.path.join(entry, "pyseccomp.py"))
+    ][:1]
+    _compile_trampoline(here)
     return [here, *extra]
+
+
+_TRAMPOLINE_MODULES = ("jail", "kernel", "landlock", "unotify", "bpf")
+
+
+def _compile_trampoline(here: str) -> None:
+    """Byte code for the trampoline's modules. It runs with -B and mcpwrap never imports
+    jail.py itself, so where the installer compiled nothing (uv does not, by default) it
+    would compile them from source at every start (~10 ms). Written once, as an import
+    would; skipped where the user asked Python not to write byte code."""
+    if sys.dont_write_bytecode or sys.pycache_prefix:
+        return
+    base = os.path.join(here, "mcpwrap", "sandbox")
+    tag = sys.implementation.cache_tag
+    for name in _TRAMPOLINE_MODULES:
+        source = os.path.join(base, f"{name}.py")
+        compiled = os.path.join(base, "__pycache__", f"{name}.{tag}.pyc")
+        try:
+            if os.stat(compiled).st_mtime_ns >= os.stat(source).st_mtime_ns:
+                continue
+        except OSError:
+            pass
+        import py_compile
+
+        try:
+            py_compile.compile(source, cfile=compiled, doraise=True)
+        except (OSError, py_compile.PyCompileError):
+            return  # a read-only install: the trampoline compiles in memory, as before
 
 
 def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
@@ -291,10 +346,15 @@ def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def start_jailed(spec: dict[str, Any]) -> Jailed:
-    """Start the trampoline: a fresh interpreter applies the layers, then execs the server."""
+def start_jailed(spec: dict[str, Any], *, hold: bool = False) -> Jailed:
+    """Start the trampoline: a fresh interpreter applies the layers, then execs the server.
+    With `hold`, it stops before execve until `Jailed.release()` (or exits at `abort()`):
+    mcpwrap verifies the server's files while the jail is being built."""
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
+    go_r, go_w = os.pipe() if hold else (-1, -1)
+    if hold:
+        spec["go"] = go_r
     egress = jail_end = None
     if spec.get("egress") is not None:
         import socket
@@ -328,25 +388,34 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
             env={},
             bufsize=0,
             close_fds=True,
-            pass_fds=(status_w, spec_r, *(e.fileno() for e in (jail_end, seal_end) if e)),
+            pass_fds=(
+                status_w,
+                spec_r,
+                *((go_r,) if hold else ()),
+                *(e.fileno() for e in (jail_end, seal_end) if e),
+            ),
             start_new_session=True,
         )
     except OSError as exc:
         for end in (egress, seal[0] if seal else None):
             if end is not None:
                 end.close()
+        if hold:
+            os.close(go_w)
         raise LaunchError(
             f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
         ) from exc
     finally:
         os.close(status_w)
         os.close(spec_r)
+        if hold:
+            os.close(go_r)
         for end in (jail_end, seal_end):
             if end is not None:
                 end.close()
     with os.fdopen(spec_w, "wb") as f:  # small: fits the pipe before the child reads it
         f.write(marshal.dumps(spec))  # marshal: the trampoline need not import json
-    child = Jailed(process, status_r, egress, seal)
+    child = Jailed(process, status_r, egress, seal, go_w)
     for fd in child.fds():
         widen_pipe(fd)
     return child

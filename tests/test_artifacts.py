@@ -503,7 +503,19 @@ def test_files_changed_just_now_are_not_cached(tmp_path: Path) -> None:
     cache = StatCache(str(tmp_path / "cache.json"))
     collect([str(binary)], cwd="/", path_env=PATH, cache=cache)
     cache.save()
-    assert json.loads((tmp_path / "cache.json").read_text()) == {}
+    assert _cached(tmp_path / "cache.json") == {}
+
+
+def _cached(path: Path) -> dict[str, object]:
+    """Every file hash a StatCache at `path` kept: its big file (the trees' files) and
+    its small launch file (files hashed on their own)."""
+    found: dict[str, object] = {}
+    if path.exists():
+        found.update(json.loads(path.read_text()))
+    launch = path.with_name(path.stem + ".launch.json")
+    if launch.exists():
+        found.update(json.loads(launch.read_text())["files"])
+    return found
 
 
 @pytest.mark.parametrize(
@@ -512,6 +524,7 @@ def test_files_changed_just_now_are_not_cached(tmp_path: Path) -> None:
 def test_a_corrupt_cache_is_an_empty_one(tmp_path: Path, content: str) -> None:
     path = tmp_path / "cache.json"
     path.write_text(content)
+    path.with_name("cache.launch.json").write_text(content)
     binary = tmp_path / "server"
     shutil.copy2("/bin/true", binary)
     cache = StatCache(str(path), settle=0)
@@ -519,7 +532,9 @@ def test_a_corrupt_cache_is_an_empty_one(tmp_path: Path, content: str) -> None:
     assert got.files[0].sha256 == _sha(binary.read_bytes())
     assert cache.hits == 0
     assert cache.save()
-    assert list(json.loads(path.read_text())) == [str(binary)]
+    assert list(json.loads(path.with_name("cache.launch.json").read_text())["files"]) == [
+        str(binary)
+    ]
 
 
 # --- plain data --------------------------------------------------------------------------------
@@ -712,3 +727,76 @@ def test_hashing_does_not_load_openssl(shared_venv: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+# --- the launch's fast path: a tree's stat signature --------------------------------------------
+
+
+def _locked_venv(venv: Path, path: str) -> tuple[list[str], Artifacts]:
+    """What `lock` and a first launch leave: the artifacts, and a cache that has seen them."""
+    argv = [str(venv / "bin" / "demo-server")]
+    cache = StatCache(path, settle=0)
+    locked = collect(argv, cwd="/", path_env=PATH, cache=cache)
+    again = StatCache(path, settle=0)
+    assert collect(argv, cwd="/", path_env=PATH, cache=again, known=locked) == locked
+    assert again.save()
+    return argv, locked
+
+
+def test_an_unchanged_tree_is_verified_by_its_signature_alone(venv: Path, tmp_path: Path) -> None:
+    path = tmp_path / "cache.json"
+    argv, locked = _locked_venv(venv, str(path))
+    path.unlink()  # the per-file hashes: the fast path must not need them
+    cache = StatCache(str(path), settle=0)
+    assert collect(argv, cwd="/", path_env=PATH, cache=cache, known=locked) == locked
+    # The files hashed on their own (executable, interpreter); none of the tree's.
+    assert (cache.hits, cache.misses) == (len(locked.files), 0)
+
+
+def test_a_change_behind_a_restored_mtime_breaks_the_signature(venv: Path, tmp_path: Path) -> None:
+    path = str(tmp_path / "cache.json")
+    argv, locked = _locked_venv(venv, path)
+    util = venv / SITE / "demo" / "util.py"
+    before = util.stat()
+    time.sleep(0.02)
+    util.write_text("VALUE = 'xxxxxxxx'\n")  # same size, mtime put back: only ctime moves
+    os.utime(util, ns=(before.st_atime_ns, before.st_mtime_ns))
+    cache = StatCache(path, settle=0)
+    now = collect(argv, cwd="/", path_env=PATH, cache=cache, known=locked)
+    assert compare(locked, now) == [
+        f"venv {venv}: package demo 1.0 changed: demo/util.py differs from its RECORD"
+    ]
+    assert cache.misses == 1  # the slow path ran: util.py was hashed again
+
+
+def test_a_file_added_to_the_tree_breaks_the_signature(venv: Path, tmp_path: Path) -> None:
+    path = str(tmp_path / "cache.json")
+    argv, locked = _locked_venv(venv, path)
+    _write(venv / SITE / "zz-startup.pth", "import os\n")  # runs at every Python start
+    now = collect(argv, cwd="/", path_env=PATH, cache=StatCache(path, settle=0), known=locked)
+    assert now.trees[0].digest != locked.trees[0].digest
+
+
+def test_a_signature_with_a_digest_the_lock_lacks_is_not_trusted(
+    venv: Path, tmp_path: Path
+) -> None:
+    path = tmp_path / "cache.json"
+    argv, locked = _locked_venv(venv, str(path))
+    launch = path.with_name("cache.launch.json")
+    data = json.loads(launch.read_text())
+    for entry in data["trees"].values():
+        entry[1] = "sha256:" + "0" * 64  # a cache that says another digest
+    launch.write_text(json.dumps(data))
+    cache = StatCache(str(path), settle=0)
+    assert collect(argv, cwd="/", path_env=PATH, cache=cache, known=locked) == locked
+    assert cache.misses == 0 and cache.hits > 1  # walked and hashed from the file cache
+
+
+def test_a_tree_changed_just_now_keeps_no_signature(venv: Path, tmp_path: Path) -> None:
+    argv = [str(venv / "bin" / "demo-server")]
+    path = tmp_path / "cache.json"
+    locked = collect(argv, cwd="/", path_env=PATH)
+    cache = StatCache(str(path))  # settle 2 s: the venv was written a moment ago
+    collect(argv, cwd="/", path_env=PATH, cache=cache, known=locked)
+    cache.save()
+    assert json.loads(path.with_name("cache.launch.json").read_text())["trees"] == {}

@@ -267,3 +267,25 @@ def test_the_cgroup_sweep_keeps_the_groups_of_live_jails(tmp_path: Path) -> None
         group.mkdir()
     jail._sweep(str(tmp_path))
     assert live.is_dir() and other.is_dir() and not dead.exists()
+
+
+def test_the_trampolines_byte_code_is_written_once_where_none_was_installed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uv installs no byte code and mcpwrap never imports jail.py itself: without this,
+    the trampoline (run with -B) compiled its modules from source at every start."""
+    sandbox = tmp_path / "mcpwrap" / "sandbox"
+    shutil.copytree(Path(launch.__file__).parent / "sandbox", sandbox)
+    shutil.rmtree(sandbox / "__pycache__", ignore_errors=True)
+    monkeypatch.setattr(sys, "dont_write_bytecode", True)
+    launch._compile_trampoline(str(tmp_path))
+    assert not (sandbox / "__pycache__").exists()  # the user asked for no byte code
+    monkeypatch.setattr(sys, "dont_write_bytecode", False)
+    launch._compile_trampoline(str(tmp_path))
+    tag = sys.implementation.cache_tag
+    made = {p.name for p in (sandbox / "__pycache__").iterdir()}
+    assert made == {f"{m}.{tag}.pyc" for m in launch._TRAMPOLINE_MODULES}
+    jail_pyc = sandbox / "__pycache__" / f"jail.{tag}.pyc"
+    before = jail_pyc.stat().st_mtime_ns
+    launch._compile_trampoline(str(tmp_path))
+    assert jail_pyc.stat().st_mtime_ns == before  # up to date: not written again

@@ -13,6 +13,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -296,7 +297,9 @@ def test_each_lock_keeps_its_own_hashes_when_another_server_runs(tmp_path: Path)
 
     for s, script in servers:
         cache = Path(paths.artifact_cache(str(s.profile.with_suffix(".lock"))))
-        assert str(script) in json.loads(cache.read_text()), f"{script}'s hash was dropped"
+        # A script hashed on its own is kept in the small launch file beside the cache.
+        launch = json.loads(cache.with_name(cache.stem + ".launch.json").read_text())
+        assert str(script) in launch["files"], f"{script}'s hash was dropped"
 
 
 def test_a_changed_script_stops_the_run_before_the_server_starts(tmp_path: Path) -> None:
@@ -321,6 +324,34 @@ def test_a_changed_script_stops_the_run_before_the_server_starts(tmp_path: Path)
     with s.run() as w:
         w.initialize()
         assert "echo" in _listed(w)
+
+
+def test_a_jailed_server_is_not_even_started_when_its_files_fail_the_check(
+    tmp_path: Path,
+) -> None:
+    """The jail is built while the files are hashed (a held start, runner._start_held):
+    the server's first line must not run before the hash check passed. Its first line
+    here marks that it started."""
+    s = Server(tmp_path)
+    script = tmp_path / "srv" / "server.py"
+    script.parent.mkdir()
+    shutil.copy(SCRIPT, script.with_name("drift.py"))
+    script.write_text(
+        "import os, pathlib, runpy\n"
+        "pathlib.Path(os.environ['DRIFT_LOG']).with_name('started').touch()\n"
+        "runpy.run_path(str(pathlib.Path(__file__).with_name('drift.py')), run_name='__main__')\n"
+    )
+    s.command = [PYTHON, str(script)]
+    s.lock()
+    started = s.log.with_name("started")
+    assert started.exists()  # control: the first line does run when the server starts
+    started.unlink()
+    with script.open("a") as f:
+        f.write("\n# a change after locking\n")
+    with s.run() as w:
+        assert w.proc.wait(30) == 2
+    time.sleep(0.5)  # a server let go early would have written its mark by now
+    assert not started.exists()
 
 
 def test_a_different_command_than_the_locked_one_is_refused(tmp_path: Path) -> None:

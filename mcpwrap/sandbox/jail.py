@@ -7,7 +7,8 @@ agree on (shared/notes/sandbox.md), then execs the server:
   outer: stays outside the new pid namespace, forwards signals, exits as the server did
   inner (pid 1): hostname, loopback -> new root of binds, private /tmp, /proc, /dev ->
   pivot_root -> setsid, umask -> rlimits -> capabilities dropped -> no_new_privs ->
-  Landlock -> fds above 2 closed -> seccomp -> (with a sealed directory) the notifying
+  Landlock -> (a held start) mcpwrap's go, once the server's files are verified ->
+  fds above 2 closed -> seccomp -> (with a sealed directory) the notifying
   filter, its listener handed to mcpwrap -> execve
 
 A failing step writes one JSON object (step, call, errno, path, message) to the
@@ -21,16 +22,23 @@ import fcntl
 import marshal
 import os
 import resource
-import signal
 import struct
 import sys
 import time
-from typing import Any
 
 # Imported here, before anything: after pivot_root mcpwrap's own files may not be in the
 # new root at all, and after Landlock no import could read them anyway.
 from mcpwrap.sandbox import kernel, landlock, unotify
 from mcpwrap.sandbox.kernel import SetupError
+
+# _signal, not signal (which pulls in enum), and no typing at run time (~8 ms): both would
+# be on every jailed start. Annotations are strings (__future__), read only by mypy.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import signal
+    from typing import Any
+else:
+    import _signal as signal
 
 _DEVICES = ("null", "zero", "full", "random", "urandom")
 _BASES = ("/mnt", "/media", "/srv", "/opt", "/run", "/var/tmp", "/tmp")
@@ -230,6 +238,7 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
     ruled = _landlock(spec)
     _enter_cwd(spec["cwd"], spec["env"]["HOME"])
+    _wait_for_go(spec)
     _close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
     if prepared is not None:
         _load_seccomp(prepared)
@@ -239,6 +248,21 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
         os.execve(spec["exe"], spec["argv"], spec["env"])  # noqa: S606 - the server itself
     except OSError as exc:
         raise SetupError("exec", "execve", exc.errno or 0, spec["exe"]) from exc
+
+
+def _wait_for_go(spec: dict[str, Any]) -> None:
+    """A held start: mcpwrap verifies the server's files while the jail is built and
+    sends one byte when they match; EOF means they did not, and nothing is run."""
+    go = spec.get("go")
+    if go is None:
+        return
+    try:
+        ready = os.read(go, 1)
+    except OSError as exc:
+        raise SetupError("exec", "read(go)", exc.errno or 0) from exc
+    if not ready:
+        os._exit(125)  # mcpwrap refused the files and reports it itself
+    os.close(go)
 
 
 def _close_fds_but(*keep: int) -> None:
