@@ -204,3 +204,22 @@ def test_man_pages_render_without_warnings(repo_root: Path, page: str) -> None:
         check=False,
     )
     assert out.returncode == 0 and out.stderr == ""
+
+
+def test_the_run_only_parser_is_the_whole_parsers_run() -> None:
+    """`mcpwrap run` builds only its own parser (a start-up saving): same help, same
+    parse, and what the whole parser rejects is rejected too."""
+    from mcpwrap.cli import build_parser
+
+    def run_help(parser: object) -> str:
+        sub = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
+        return str(sub.choices["run"].format_help())
+
+    whole, fast = build_parser(), build_parser("run")
+    assert run_help(fast) == run_help(whole)
+    args = ["run", "--profile", "p", "--max-message", "1MiB", "x", "y"]
+    assert fast.parse_args(args) == whole.parse_args(args)
+    done = subprocess.run([*MCPWRAP, "run", "--bogus"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert "unrecognized arguments: --bogus" in done.stderr
+    assert done.stderr.startswith("usage: mcpwrap ")

@@ -20,8 +20,9 @@ import ctypes
 import errno as _errno
 import os
 import stat
-from typing import TYPE_CHECKING, NamedTuple
 
+# Not `typing`: the jail trampoline imports this module, and typing costs it ~8 ms.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
@@ -123,17 +124,45 @@ class LandlockError(Exception):
         super().__init__(f"{call}{where} failed: {name} ({os.strerror(err)}); {self.hint}")
 
 
-class Report(NamedTuple):
-    """What restrict() applied; describe() gives short lines for doctor and the audit."""
+class Report:
+    """What restrict() applied; describe() gives short lines for doctor and the audit.
+    (A plain class, not a NamedTuple: see the typing note above.)"""
 
-    abi: int
-    fs_rights_handled: int
-    net_handled: bool
-    scoped: tuple[str, ...]
-    rules: int
-    skipped: tuple[str, ...] = ()  # grant paths that do not exist
-    # (path, st_dev, st_ino, rights) of every directory rule: the seal broker's map
-    directories: tuple[tuple[str, int, int, int], ...] = ()
+    _FIELDS: tuple[str, ...] = ("abi", "fs_rights_handled", "net_handled", "scoped", "rules")
+    _FIELDS += ("skipped", "directories")
+    __slots__ = _FIELDS
+
+    def __init__(  # noqa: PLR0917 - the NamedTuple's positional signature, kept
+        self,
+        abi: int,
+        fs_rights_handled: int,
+        net_handled: bool,
+        scoped: tuple[str, ...],
+        rules: int,
+        skipped: tuple[str, ...] = (),  # grant paths that do not exist
+        # (path, st_dev, st_ino, rights) of every directory rule: the seal broker's map
+        directories: tuple[tuple[str, int, int, int], ...] = (),
+    ) -> None:
+        self.abi = abi
+        self.fs_rights_handled = fs_rights_handled
+        self.net_handled = net_handled
+        self.scoped = scoped
+        self.rules = rules
+        self.skipped = skipped
+        self.directories = directories
+
+    def _fields(self) -> tuple[object, ...]:
+        return tuple(getattr(self, name) for name in self._FIELDS)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Report) and self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        pairs = ", ".join(f"{n}={v!r}" for n, v in zip(self._FIELDS, self._fields(), strict=True))
+        return f"Report({pairs})"
 
     def describe(self) -> list[str]:
         applied = min(self.abi, _KNOWN_ABI)

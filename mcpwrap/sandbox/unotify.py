@@ -17,7 +17,6 @@ import ctypes
 import errno
 import os
 import struct
-from typing import NamedTuple
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
@@ -106,14 +105,18 @@ def install(filter_program: bytes) -> int:
 # --- the listener -----------------------------------------------------------------------
 
 
-class Notification(NamedTuple):
+class Notification:
     """A stopped syscall: its cookie, the caller's thread id (in the listener's pid
-    namespace), the syscall number and its six raw arguments."""
+    namespace), the syscall number and its six raw arguments. A plain class, not a
+    NamedTuple: the jail trampoline imports this module, and typing costs it ~8 ms."""
 
-    id: int
-    pid: int
-    nr: int
-    args: tuple[int, ...]
+    __slots__ = ("args", "id", "nr", "pid")
+
+    def __init__(self, id: int, pid: int, nr: int, args: tuple[int, ...]) -> None:
+        self.id = id
+        self.pid = pid
+        self.nr = nr
+        self.args = args
 
 
 class _Notif(ctypes.Structure):
