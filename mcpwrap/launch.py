@@ -266,7 +266,7 @@ _TRAMPOLINE = (
 )
 
 
-def _trampoline_path() -> list[str]:
+def trampoline_path() -> list[str]:
     """mcpwrap's own parent directory, and pyseccomp's (used when the filter's cache misses)."""
     import importlib.util
 
@@ -308,8 +308,11 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
         ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         spec["broker"] = {"fd": seal_end.fileno()}
         seal = (ours, list(spec["protect"]))
+    from mcpwrap.sandbox.apparmor import trampoline_executable
+
+    exe = trampoline_executable()  # its own copy where AppArmor grants it user namespaces
     argv = [
-        sys.executable,
+        exe,
         "-I",
         "-S",
         "-B",
@@ -317,7 +320,7 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
         _TRAMPOLINE,
         str(status_w),
         str(spec_r),
-        *_trampoline_path(),
+        *trampoline_path(),
     ]
     try:
         process = subprocess.Popen(
@@ -335,9 +338,7 @@ def start_jailed(spec: dict[str, Any]) -> Jailed:
         for end in (egress, seal[0] if seal else None):
             if end is not None:
                 end.close()
-        raise LaunchError(
-            f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
-        ) from exc
+        raise LaunchError(f"cannot start the jail trampoline {exe}: {exc.strerror}") from exc
     finally:
         os.close(status_w)
         os.close(spec_r)
