@@ -33,6 +33,7 @@ def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> l
     found = [
         *_project(profile, home),
         *_sandbox_off(profile),
+        *_reduced_jail(profile),
         *_network(profile),
         *_egress(profile),
         *_writes(profile, home, exists),
@@ -139,6 +140,38 @@ def _sandbox_off(profile: Profile) -> list[Finding]:
             "file you can read, every host you can reach)",
             "remove `enforce = false`; if a layer is missing on this machine, "
             "`mcpwrap doctor` says which and how to add it",
+        )
+    ]
+
+
+_WEAKER = (
+    "no mount, network or pid namespace: the filesystem is limited by Landlock rules "
+    "alone, other processes show in /proc, the host's loopback is reachable (TCP only on "
+    "mcpwrap's egress ports, per port and not per address), and, without Landlock "
+    "scoping (ABI 6), the host's abstract unix sockets and signals to your processes"
+)
+
+
+def _reduced_jail(profile: Profile) -> list[Finding]:
+    """A profile that accepts the jail without namespaces: not an error (the server is
+    still jailed), but weaker, and the author should have chosen it knowingly."""
+    jail = profile.sandbox.jail
+    if not profile.sandbox.enforce or jail == "full":
+        return []
+    when = (
+        "always, even where the full jail is available"
+        if jail == "reduced"
+        else "where user namespaces are blocked (Ubuntu 23.10+ without mcpwrap's AppArmor "
+        "profile, user.max_user_namespaces=0)"
+    )
+    return [
+        Finding(
+            NOTE,
+            "sandbox.jail",
+            f'jail = "{jail}": the server runs in the reduced jail {when}; it is weaker: '
+            + _WEAKER,
+            'jail = "full" (the default) where the server handles secrets or writes under '
+            "your home; on Ubuntu `sudo mcpwrap doctor --fix` makes the full jail available",
         )
     ]
 

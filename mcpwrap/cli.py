@@ -51,6 +51,8 @@ examples:
   mcpwrap doctor                              # can this machine apply every layer?
   mcpwrap doctor --profile server-filesystem  # ... and what this profile needs, and
                                               # what its last run applied
+  sudo "$(command -v mcpwrap)" doctor --fix   # Ubuntu 23.10+: AppArmor lets the jail
+                                              # (alone) use user namespaces
 """
 
 _CHECK_EXAMPLE = """\
@@ -379,6 +381,14 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--profile", "-p", metavar="NAME|PATH", help="also report on this profile")
+    p.add_argument(
+        "--fix",
+        action="store_true",
+        help="as root, first install the jail's own copy of this Python interpreter "
+        "(/usr/local/libexec/mcpwrap/jail-python) and the AppArmor profile that lets it "
+        "alone create user namespaces (/etc/apparmor.d/mcpwrap-jail), and load it "
+        "(apparmor_parser -r): for Ubuntu 23.10+, where AppArmor restricts user namespaces",
+    )
     _add_project(p)
 
 
@@ -553,6 +563,11 @@ def _doctor(args: argparse.Namespace) -> int:
     if args.profile:
         # Unguarded: doctor reports a project no server may have as a failure of its own.
         profile = paths.load(args.profile, project=args.project, guard=False)
+    if args.fix:
+        from mcpwrap import usernsfix
+
+        usernsfix.fix(sys.stdout)
+        print()
     return run_doctor(profile)
 
 

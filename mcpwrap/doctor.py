@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import NamedTuple, TextIO
+from typing import Any, NamedTuple, TextIO
 
 from mcpwrap import paths
 from mcpwrap.profile import Profile
@@ -38,6 +39,11 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         else Check("jail end to end", False, "not tried: a layer above is missing")
     )
     _write_checks(checks, out)
+    if not next(c for c in checks if c.layer == "namespaces").ok:
+        from mcpwrap import usernsfix
+
+        if any(r.kind == "apparmor" for r in usernsfix.restrictions(usernsfix.read_facts())):
+            usernsfix.apparmor_advice(out)
     if profile is not None:
         _profile_report(profile, out)
         mine = [_project(profile)]
@@ -77,26 +83,66 @@ def _in_child(fn: Callable[[], str]) -> tuple[bool, str]:
 
 
 def _user_namespaces() -> Check:
-    def probe() -> str:
-        from mcpwrap.sandbox import kernel
+    """Created by the interpreter the jail's trampoline runs (the dedicated one, which an
+    AppArmor profile may let through where /usr/bin/python3 is refused), in a process of
+    its own."""
+    from mcpwrap import launch, usernsfix
+    from mcpwrap.sandbox import apparmor, kernel
 
-        kernel.unshare(
-            kernel.CLONE_NEWUSER
-            | kernel.CLONE_NEWNS
-            | kernel.CLONE_NEWNET
-            | kernel.CLONE_NEWPID
-            | kernel.CLONE_NEWIPC
-            | kernel.CLONE_NEWUTS
-        )
-        return "user, mount, network, pid, ipc and uts namespaces can be created"
-
-    ok, text = _in_child(probe)
-    fix = (
-        "enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1; on "
-        "Ubuntu 24.04 allow them for mcpwrap's python in AppArmor, or set "
-        "kernel.apparmor_restrict_unprivileged_userns=0"
+    exe = apparmor.trampoline_executable()
+    flags = (
+        kernel.CLONE_NEWUSER
+        | kernel.CLONE_NEWNS
+        | kernel.CLONE_NEWNET
+        | kernel.CLONE_NEWPID
+        | kernel.CLONE_NEWIPC
+        | kernel.CLONE_NEWUTS
     )
-    return Check("namespaces", ok, text, "" if ok else fix)
+    code = (
+        "import sys; sys.path[:0] = sys.argv[1:]; from mcpwrap.sandbox import kernel; "
+        f"kernel.unshare({flags})"
+    )
+    done = subprocess.run(
+        [exe, "-I", "-S", "-B", "-c", code, *launch.trampoline_path()],
+        capture_output=True,
+        text=True,
+        env={},
+        check=False,
+    )
+    ok = done.returncode == 0
+    last = (done.stderr.strip().splitlines() or ["the probe died"])[-1]
+    # success, or the traceback's last line without the exception's class
+    text = (
+        "user, mount, network, pid, ipc and uts namespaces can be created"
+        if ok
+        else last.partition("Error: ")[2] or last
+    )
+    dedicated = apparmor.places().executable
+    unused = apparmor.copy_problem(dedicated) if os.path.exists(dedicated) else None
+    found = usernsfix.restrictions(usernsfix.read_facts())
+    return namespaces_check(ok, text, exe, found, unused)
+
+
+def namespaces_check(
+    ok: bool, text: str, exe: str, found: list[Any], unused: str | None = None
+) -> Check:
+    """The namespaces line: the probe's result (`text`, run by `exe`), what blocks user
+    namespaces here (usernsfix.Restriction), and why an installed copy of the interpreter
+    is not used (`unused`). Pure."""
+    if ok:
+        return Check("namespaces", True, f"{text} (by {exe})")
+    why = [r.detail for r in found] + (
+        [f"mcpwrap's own interpreter is installed but not used: {unused}"] if unused else []
+    )
+    fix = "; or ".join(r.fix for r in found) if found else _NAMESPACES_FIX
+    return Check("namespaces", False, "; ".join([text, *why]), fix)
+
+
+_NAMESPACES_FIX = (
+    "enable unprivileged user namespaces: sysctl kernel.unprivileged_userns_clone=1, "
+    "user.max_user_namespaces=10000; on Ubuntu 23.10+ `sudo mcpwrap doctor --fix` lets "
+    "mcpwrap's jail alone use them through AppArmor"
+)
 
 
 def _landlock() -> Check:

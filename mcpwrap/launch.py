@@ -292,7 +292,7 @@ _TRAMPOLINE = (
 )
 
 
-def _trampoline_path() -> list[str]:
+def trampoline_path() -> list[str]:
     """mcpwrap's own parent directory, and pyseccomp's (used when the filter's cache
     misses). Found by a look along sys.path: importlib.util would cost ~4 ms a start."""
     here = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -368,8 +368,11 @@ def start_jailed(spec: dict[str, Any], *, hold: bool = False) -> Jailed:
         ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         spec["broker"] = {"fd": seal_end.fileno()}
         seal = (ours, list(spec["protect"]))
+    from mcpwrap.sandbox.apparmor import trampoline_executable
+
+    exe = trampoline_executable()  # its own copy where AppArmor grants it user namespaces
     argv = [
-        sys.executable,
+        exe,
         "-I",
         "-S",
         "-B",
@@ -377,7 +380,7 @@ def start_jailed(spec: dict[str, Any], *, hold: bool = False) -> Jailed:
         _TRAMPOLINE,
         str(status_w),
         str(spec_r),
-        *_trampoline_path(),
+        *trampoline_path(),
     ]
     try:
         process = subprocess.Popen(
@@ -402,9 +405,7 @@ def start_jailed(spec: dict[str, Any], *, hold: bool = False) -> Jailed:
                 end.close()
         if hold:
             os.close(go_w)
-        raise LaunchError(
-            f"cannot start the jail trampoline {sys.executable}: {exc.strerror}"
-        ) from exc
+        raise LaunchError(f"cannot start the jail trampoline {exe}: {exc.strerror}") from exc
     finally:
         os.close(status_w)
         os.close(spec_r)

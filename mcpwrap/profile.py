@@ -140,6 +140,7 @@ class SandboxSpec(NamedTuple):
     open_files: int | None = None
     file_size: int | None = None
     syscalls: Syscalls = Syscalls.DEFAULT
+    jail: str = "full"  # JAILS: the full jail required, or the reduced one accepted
     # network = "allowlist" only: the egress proxy's limits
     egress_connections: int = 64  # open at once
     egress_idle: float = 300.0  # seconds with no byte either way end a connection
@@ -744,6 +745,7 @@ _SANDBOX_KEYS = (
     "open_files",
     "file_size",
     "syscalls",
+    "jail",
     "egress_connections",
     "egress_idle",
     "egress_bytes",
@@ -777,10 +779,20 @@ def _sandbox(t: _Table) -> SandboxSpec:
         open_files=t.get("open_files", _between(1, MAX_OPEN_FILES), None),
         file_size=t.get("file_size", _size, None),
         syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
+        jail=t.get("jail", _jail, "full"),
         egress_connections=t.get("egress_connections", _at_least(1), base.egress_connections),
         egress_idle=t.get("egress_idle", _idle, base.egress_idle),
         egress_bytes=t.get("egress_bytes", _size, base.egress_bytes),
     )
+
+
+JAILS = ("full", "any", "reduced")
+
+
+def _jail(ctx: _Ctx, path: _Path, value: object) -> str:
+    if value not in JAILS:
+        _expect(ctx, path, 'one of "full", "any", "reduced"', value)
+    return str(value)
 
 
 def _egress_entry(ctx: _Ctx, path: _Path, value: object) -> str:

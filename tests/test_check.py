@@ -28,6 +28,11 @@ ROWS = [
     ("", set(), []),
     ("enforce = false", set(), [(ERROR, "sandbox.enforce")]),
     ('network = "host"', set(), [(ERROR, "sandbox.network")]),
+    # the jail without namespaces, accepted: weaker, named (a note: still a jail)
+    ('jail = "full"', set(), []),
+    ('jail = "any"', set(), [(NOTE, "sandbox.jail")]),
+    ('jail = "reduced"', set(), [(NOTE, "sandbox.jail")]),
+    ('jail = "any"\nenforce = false', set(), [(ERROR, "sandbox.enforce")]),
     ('write = ["{home}"]', {HOME}, [(ERROR, "sandbox.write")]),
     ('write = ["/etc"]', {"/etc"}, [(ERROR, "sandbox.write")]),
     ('write = ["{project}/build"]', {f"{PROJECT}/build"}, []),
@@ -60,6 +65,13 @@ def test_findings(sandbox: str, existing: set[str], expected: list[tuple[str, st
     found = findings(_profile(sandbox), home=HOME, exists=existing.__contains__)
     assert [(f.severity, f.rule) for f in found] == expected
     assert all(f.message and f.fix for f in found)
+
+
+def test_the_reduced_jail_finding_names_what_is_weaker() -> None:
+    (found,) = findings(_profile('jail = "any"'), home=HOME, exists=lambda _: True)
+    for weaker in ("/proc", "loopback", "per port", "abstract unix sockets", "Landlock"):
+        assert weaker in found.message
+    assert "doctor --fix" in found.fix
 
 
 @pytest.mark.parametrize(

@@ -48,6 +48,11 @@ SUBSTITUTED: dict[str, tuple[str | None, str]] = {
         "its build backend",
     ),
     "scripts/test": (None, "the project's test command: it runs this very test"),
+    'sudo "$(command -v mcpwrap)" doctor --fix': (
+        'MCPWRAP_APPARMOR_ROOT="$PWD/aa-root" mcpwrap doctor --fix',
+        "installs into / as root: the test installs into a directory of its own instead "
+        "(MCPWRAP_APPARMOR_ROOT, for tests only), as root already, without sudo",
+    ),
     "pass show github | mcpwrap secret set keyring:github/token": (
         "printf 'ghp-example\\n' | mcpwrap secret set keyring:github/token",
         "needs pass(1) holding an entry named github",

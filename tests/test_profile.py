@@ -72,6 +72,7 @@ processes = 128
 open_files = 512
 file_size = "256MiB"
 syscalls = "default"           # "default" (deny-list) | "strict" (allow-list)
+jail = "full"                  # "full" | "any" (reduced jail if no namespaces) | "reduced"
 egress_connections = 32        # the egress proxy's limits (network = "allowlist")
 egress_idle = "120s"
 egress_bytes = "100MiB"
@@ -162,6 +163,7 @@ def expected_full(project: str, state: str) -> Profile:
             open_files=512,
             file_size=256 * 2**20,
             syscalls=Syscalls.DEFAULT,
+            jail="full",
             egress_connections=32,
             egress_idle=120.0,
             egress_bytes=100 * 2**20,
@@ -800,6 +802,10 @@ BAD = [
     (
         section("sandbox", 'syscalls = "paranoid"'),
         'p.toml:3: sandbox.syscalls: expected one of "default", "strict", got "paranoid"',
+    ),
+    (
+        section("sandbox", 'jail = "none"'),
+        'p.toml:3: sandbox.jail: expected one of "full", "any", "reduced", got "none"',
     ),
     # [server]
     (
