@@ -38,7 +38,6 @@ def run(options: RunOptions) -> int:
     # os.urandom, not uuid: uuid imports `platform`, ~3 ms on every start.
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
     lock, argv, pyc, verify = _locked(profile, argv, env, cwd, audit, given=options.profile)
-    changed = _profile_change(profile)
     sealed: dict[str, list[str]] = {}
     if profile.sandbox.enforce:
         if not sys.platform.startswith("linux"):
@@ -61,7 +60,9 @@ def run(options: RunOptions) -> int:
         _warn_unsandboxed(profile)
         verify()
         child = launch.start(argv, env=env, cwd=cwd)
-    from mcpwrap.session import Session  # imported while the server starts up
+    # A note, not a gate: looked at while the server starts up, as the imports below are.
+    changed = _profile_change(profile)
+    from mcpwrap.session import Session
 
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
