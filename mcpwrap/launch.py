@@ -13,6 +13,7 @@ import marshal
 import os
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -287,7 +288,7 @@ _HINTS = {
 # -S skips `site` (and every .pth file it would read): the trampoline gets exactly the
 # directories it needs, and starts a few milliseconds sooner.
 _TRAMPOLINE = (
-    "import sys; sys.path[:0] = sys.argv[3:]; del sys.argv[3:]; "
+    "import sys; sys.path[:0] = sys.argv[4:]; del sys.argv[4:]; "
     "from mcpwrap.sandbox.jail import main; main(sys.argv)"
 )
 
@@ -346,80 +347,118 @@ def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
     return msg, list(fds)
 
 
-def start_jailed(spec: dict[str, Any], *, hold: bool = False) -> Jailed:
-    """Start the trampoline: a fresh interpreter applies the layers, then execs the server.
-    With `hold`, it stops before execve until `Jailed.release()` (or exits at `abort()`):
-    mcpwrap verifies the server's files while the jail is being built."""
-    spec_r, spec_w = os.pipe()
-    status_r, status_w = os.pipe()
-    go_r, go_w = os.pipe() if hold else (-1, -1)
-    if hold:
-        spec["go"] = go_r
-    egress = jail_end = None
-    if spec.get("egress") is not None:
-        import socket
+class Trampoline:
+    """The jail trampoline, started before its spec exists: its interpreter starts
+    (~15 ms) while mcpwrap loads the profile and checks the lock. It waits on `control`
+    for the spec and the sockets it needs (start_jailed sends them) and exits quietly
+    when that closes without one (`discard`)."""
 
-        egress, jail_end = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        spec["egress"]["fd"] = jail_end.fileno()
-    seal = seal_end = None
-    if spec.get("sealed"):
+    def __init__(self) -> None:
         import _socket
 
-        ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        spec["broker"] = {"fd": seal_end.fileno()}
-        seal = (ours, list(spec["protect"]))
-    from mcpwrap.sandbox.apparmor import trampoline_executable
+        from mcpwrap.sandbox.apparmor import trampoline_executable
 
-    exe = trampoline_executable()  # its own copy where AppArmor grants it user namespaces
-    argv = [
-        exe,
-        "-I",
-        "-S",
-        "-B",
-        "-c",
-        _TRAMPOLINE,
-        str(status_w),
-        str(spec_r),
-        *trampoline_path(),
-    ]
+        self.used = False  # start_jailed took it
+        self.control, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        self.status_r, status_w = os.pipe()
+        go_r, self.go_w = os.pipe()
+        exe = trampoline_executable()  # its own copy where AppArmor grants it user namespaces
+        args = [str(status_w), str(theirs.fileno()), str(go_r), *trampoline_path()]
+        try:
+            self.process = subprocess.Popen(
+                [exe, "-I", "-S", "-B", "-c", _TRAMPOLINE, *args],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env={},
+                bufsize=0,
+                close_fds=True,
+                pass_fds=(status_w, theirs.fileno(), go_r),
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self.control.close()
+            os.close(self.status_r)
+            os.close(self.go_w)
+            raise LaunchError(f"cannot start the jail trampoline {exe}: {exc.strerror}") from exc
+        finally:
+            os.close(status_w)
+            os.close(go_r)
+            theirs.close()
+
+    def discard(self) -> None:
+        """Not needed after all (no jail, or the run stopped first)."""
+        self.used = True
+        self.control.close()
+        os.close(self.status_r)
+        os.close(self.go_w)
+        self.process.kill()
+        self.process.communicate()
+
+
+def prespawn() -> Trampoline | None:
+    """A trampoline started early, or None where none can start now (start_jailed then
+    starts one itself and reports why it could not)."""
+    if not sys.platform.startswith("linux"):
+        return None
     try:
-        process = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env={},
-            bufsize=0,
-            close_fds=True,
-            pass_fds=(
-                status_w,
-                spec_r,
-                *((go_r,) if hold else ()),
-                *(e.fileno() for e in (jail_end, seal_end) if e),
-            ),
-            start_new_session=True,
+        return Trampoline()
+    except LaunchError:
+        return None
+
+
+def start_jailed(
+    spec: dict[str, Any], *, hold: bool = False, trampoline: Trampoline | None = None
+) -> Jailed:
+    """Send the trampoline (`trampoline`, or one started now) its spec: a fresh
+    interpreter applies the layers, then execs the server. With `hold`, it stops before
+    execve until `Jailed.release()` (or exits at `abort()`): mcpwrap verifies the
+    server's files while the jail is being built."""
+    import _socket
+
+    t = trampoline if trampoline is not None else Trampoline()
+    t.used = True
+    sent: list[Any] = []  # the jail's ends of its sockets; the spec names them by index
+    egress = seal = None
+    if spec.get("egress") is not None:
+        egress, jail_end = _socketpair()
+        spec["egress"]["fd"] = len(sent)
+        sent.append(jail_end)
+    if spec.get("sealed"):
+        ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        spec["broker"] = {"fd": len(sent)}
+        sent.append(seal_end)
+        seal = (ours, list(spec["protect"]))
+    spec["hold"] = hold
+    rights = struct.pack(f"{len(sent)}i", *(end.fileno() for end in sent))
+    try:
+        # marshal: the trampoline need not import json
+        t.control.sendmsg(
+            [marshal.dumps(spec)],
+            [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, rights)] if sent else [],
         )
     except OSError as exc:
         for end in (egress, seal[0] if seal else None):
             if end is not None:
                 end.close()
-        if hold:
-            os.close(go_w)
-        raise LaunchError(f"cannot start the jail trampoline {exe}: {exc.strerror}") from exc
+        t.discard()
+        raise LaunchError(f"cannot send the jail trampoline its spec: {exc.strerror}") from exc
     finally:
-        os.close(status_w)
-        os.close(spec_r)
-        if hold:
-            os.close(go_r)
-        for end in (jail_end, seal_end):
-            if end is not None:
-                end.close()
-    with os.fdopen(spec_w, "wb") as f:  # small: fits the pipe before the child reads it
-        f.write(marshal.dumps(spec))  # marshal: the trampoline need not import json
-    child = Jailed(process, status_r, egress, seal, go_w)
+        for end in sent:
+            end.close()
+    t.control.close()
+    if not hold:
+        os.close(t.go_w)
+    child = Jailed(t.process, t.status_r, egress, seal, t.go_w if hold else -1)
     for fd in child.fds():
         widen_pipe(fd)
     return child
+
+
+def _socketpair() -> tuple[Any, Any]:
+    import socket  # egress only: ~3 ms
+
+    return socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
 
 def _die_with_parent(parent: int) -> None:

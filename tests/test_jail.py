@@ -289,3 +289,20 @@ def test_the_trampolines_byte_code_is_written_once_where_none_was_installed(
     before = jail_pyc.stat().st_mtime_ns
     launch._compile_trampoline(str(tmp_path))
     assert jail_pyc.stat().st_mtime_ns == before  # up to date: not written again
+
+
+def test_a_trampoline_started_early_and_not_needed_leaves_nothing_behind() -> None:
+    """run starts the trampoline before it knows the profile (launch.prespawn); a run
+    without a jail, or one that stops first, discards it: it exits, holding nothing."""
+    early = launch.Trampoline()
+    pid = early.process.pid
+    assert early.process.poll() is None  # waiting for a spec
+    early.discard()
+    assert early.process.returncode is not None
+    assert not os.path.exists(f"/proc/{pid}")  # reaped, not a zombie
+    # Closed without a spec (mcpwrap gone before it sent one): it exits by itself.
+    quiet = launch.Trampoline()
+    quiet.control.close()
+    assert quiet.process.wait(10) == 0
+    os.close(quiet.status_r)
+    os.close(quiet.go_w)

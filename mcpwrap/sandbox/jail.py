@@ -45,10 +45,17 @@ _BASES = ("/mnt", "/media", "/srv", "/opt", "/run", "/var/tmp", "/tmp")
 
 
 def main(argv: list[str]) -> None:
-    status_fd, spec_fd = int(argv[1]), int(argv[2])
+    status_fd, control_fd, go_fd = int(argv[1]), int(argv[2]), int(argv[3])
     os.set_inheritable(status_fd, False)  # passed in inheritable; execve must close it
-    with os.fdopen(spec_fd, "rb") as f:
-        spec: dict[str, Any] = marshal.loads(f.read())  # noqa: S302 - from mcpwrap, by pipe
+    try:
+        spec = _receive_spec(control_fd)
+    except SetupError as exc:
+        _report(status_fd, exc)
+        os._exit(126)
+    if spec.get("hold"):
+        spec["go"] = go_fd
+    else:
+        os.close(go_fd)
     try:
         _outer(spec, status_fd)
     except SetupError as exc:
@@ -57,6 +64,33 @@ def main(argv: list[str]) -> None:
     except Exception as exc:  # a bug in the jail must still fail closed and say so
         _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
         os._exit(126)
+
+
+def _receive_spec(control_fd: int) -> dict[str, Any]:
+    """The spec and the sockets it names by index (egress, broker), from mcpwrap. The
+    trampoline may have been started before the spec existed (launch.Trampoline): EOF
+    means it is not needed after all."""
+    import _socket
+
+    channel = _socket.socket(fileno=control_fd)
+    space = _socket.CMSG_SPACE(4 * 8)
+    try:
+        msg, ancillary, flags, _ = channel.recvmsg(1 << 22, space, _socket.MSG_CMSG_CLOEXEC)
+    finally:
+        channel.close()
+    if not msg:
+        os._exit(0)
+    if flags & (_socket.MSG_TRUNC | _socket.MSG_CTRUNC):
+        raise SetupError("jail", "recvmsg(spec)", 90, hint="the spec or its sockets came cut short")
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_RIGHTS):
+            fds += struct.unpack(f"{len(data) // 4}i", data[: len(data) - len(data) % 4])
+    spec: dict[str, Any] = marshal.loads(msg)  # noqa: S302 - from mcpwrap, by socketpair
+    for key in ("egress", "broker"):
+        if spec.get(key) is not None:
+            spec[key]["fd"] = fds[spec[key]["fd"]]
+    return spec
 
 
 def _report(status_fd: int, exc: SetupError) -> None:
