@@ -77,13 +77,21 @@ class Seals:
 
     rules: dict[Key, Rule]
     forbidden: dict[Key, frozenset[str]]
+    removals: bool = False  # the reduced jail: seals are read-only, removals come here too
 
 
-def seals(objects: Iterable[tuple[str, int, int, int]], protect: Iterable[str]) -> Seals:
+def seals(
+    objects: Iterable[tuple[str, int, int, int]],
+    protect: Iterable[str],
+    sealed: Iterable[str] = (),
+) -> Seals:
     """From the jail's report, (path, st_dev, st_ino, Landlock rights) per directory rule,
-    and the protected paths: rights on one inode add up, as they do in the kernel."""
+    and the protected paths: rights on one inode add up, as they do in the kernel.
+    `sealed`: the reduced jail's sealed directories, named (Landlock gives them read
+    rights only, which say nothing of a seal)."""
     from mcpwrap.sandbox import landlock
 
+    named = set(sealed)
     rights: dict[Key, int] = {}
     paths: dict[Key, list[str]] = {}
     for path, dev, ino, allowed in objects:
@@ -94,10 +102,12 @@ def seals(objects: Iterable[tuple[str, int, int, int]], protect: Iterable[str]) 
     forbidden: dict[Key, frozenset[str]] = {}
     for key, allowed in rights.items():
         rules[key] = _rule_of(allowed, landlock)
+        if named.intersection(paths[key]):
+            rules[key] = Rule.SEAL
         if rules[key] is Rule.SEAL:
             names = [sealrules.forbidden_names(p, protected) for p in paths[key]]
             forbidden[key] = frozenset().union(*names)
-    return Seals(rules, forbidden)
+    return Seals(rules, forbidden, removals=bool(named))
 
 
 def _rule_of(allowed: int, landlock: Any) -> Rule:
@@ -246,7 +256,8 @@ class Broker:
         head, found.name, slash = parts
         found.dest_dir = self._directory(notif, call.dirfd, head, found)
         dest = self._end(found.dest_dir, found.name, found)
-        if not dest.sealed:
+        out_of_seal = self._seals.removals and call.kind is Kind.RENAME
+        if not dest.sealed and not out_of_seal:
             raise _Skip  # what decide() says too, without resolving a rename's source
         source = None
         if call.kind is Kind.RENAME:
@@ -261,7 +272,9 @@ class Broker:
             found.umask = _umask(notif.pid)
         if slash and call.kind is not Kind.OPEN:
             found.name += b"/"  # kept for the kernel: a trailing slash wants a directory
-        facts = Facts(call.kind, call.flags, parts[1], slash, dest, source)
+        if source is not None and not dest.sealed and not source.sealed:
+            raise _Skip
+        facts = Facts(call.kind, call.flags, parts[1], slash, dest, source, self._seals.removals)
         return facts, call
 
     def _directory(
@@ -386,6 +399,12 @@ class Broker:
             os.close(fd)
 
     def _make(self, call: Call, found: _Found) -> None:
+        if call.kind is Kind.REMOVE:
+            if call.flags & sealrules.AT_REMOVEDIR:
+                os.rmdir(found.name, dir_fd=found.dest_dir)
+            else:
+                os.unlink(found.name, dir_fd=found.dest_dir)
+            return
         if call.kind is Kind.MKDIR:
             os.mkdir(found.name, call.mode & 0o1777 & ~found.umask, dir_fd=found.dest_dir)
             return

@@ -10,9 +10,15 @@ agree on (shared/notes/sandbox.md), then execs the server:
   Landlock -> fds above 2 closed -> seccomp -> (with a sealed directory) the notifying
   filter, its listener handed to mcpwrap -> execve
 
-A failing step writes one JSON object (step, call, errno, path, message) to the
-close-on-exec status pipe and exits 126; a successful execve closes the pipe, so the
-host sees EOF. Killing the inner process, pid 1, kills every process in the namespace.
+Where user namespaces cannot be had and the profile accepts it ([sandbox] jail = "any"),
+or when it asks for it (jail = "reduced"), the same process goes on down the reduced
+jail's checklist instead (reduced.py): unshare is atomic, so nothing was made yet.
+
+The close-on-exec status pipe carries frames (a 4-byte length, then a marshalled dict):
+a note of the jail kind and its layers, applied and missing, just before the last steps,
+and for a failing step one report (step, call, errno, path, message), after which the
+trampoline exits 126. A successful execve closes the pipe, so the host sees EOF. Killing
+the inner process, pid 1, kills every process in the namespace.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 
 # Imported here, before anything: after pivot_root mcpwrap's own files may not be in the
 # new root at all, and after Landlock no import could read them anyway.
-from mcpwrap.sandbox import kernel, landlock, unotify
+from mcpwrap.sandbox import kernel, landlock, unotify, userns
 from mcpwrap.sandbox.kernel import SetupError
 
 _DEVICES = ("null", "zero", "full", "random", "urandom")
@@ -44,37 +50,63 @@ def main(argv: list[str]) -> None:
     try:
         _outer(spec, status_fd)
     except SetupError as exc:
-        _report(status_fd, exc)
+        report(status_fd, exc)
         os._exit(126)
     except Exception as exc:  # a bug in the jail must still fail closed and say so
-        _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+        report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
         os._exit(126)
 
 
-def _report(status_fd: int, exc: SetupError) -> None:
+def _frame(data: dict[str, Any]) -> bytes:
+    body = marshal.dumps(data)
+    return struct.pack("<I", len(body)) + body
+
+
+def report(status_fd: int, exc: SetupError) -> None:
     try:
-        os.write(status_fd, marshal.dumps(exc.as_dict()))
+        os.write(status_fd, _frame(exc.as_dict()))
     except OSError:
         pass  # mcpwrap is gone: nobody is left to tell
+
+
+def note(status_fd: int, kind: str, applied: list[str], missing: list[str]) -> None:
+    """Tell mcpwrap which jail this is and its layers, for the session record."""
+    frame = _frame({"jail": kind, "applied": applied, "missing": missing})
+    try:
+        os.write(status_fd, frame)
+    except OSError as exc:
+        raise SetupError("jail", "write(status)", exc.errno or 0) from exc
 
 
 def _outer(spec: dict[str, Any], status_fd: int) -> None:
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
     if os.getppid() != spec["parent"]:  # mcpwrap died before the signal was armed
         os._exit(1)
-    prepared = _prepare_seccomp(spec)  # libseccomp is loaded while the filesystem is whole
+    kind = spec.get("jail", "full")
     group = _pids_cgroup(spec)
+    if kind == "reduced":
+        _reduced(spec, status_fd, group, 'the profile asks for it ([sandbox] jail = "reduced")')
+    found = _apparmor_probe()  # Ubuntu's AppArmor lets unshare work, then denies mounts
+    if found is not None and not found.usable:
+        _no_user_namespaces(spec, status_fd, group, found, 0)
     # network = "host" keeps the host's network namespace; everything else gets its own.
     net = 0 if spec.get("host_network") else kernel.CLONE_NEWNET
-    kernel.unshare(
-        kernel.CLONE_NEWUSER
-        | kernel.CLONE_NEWNS
-        | net
-        | kernel.CLONE_NEWPID
-        | kernel.CLONE_NEWIPC
-        | kernel.CLONE_NEWUTS
-    )
+    try:
+        kernel.unshare(
+            kernel.CLONE_NEWUSER
+            | kernel.CLONE_NEWNS
+            | net
+            | kernel.CLONE_NEWPID
+            | kernel.CLONE_NEWIPC
+            | kernel.CLONE_NEWUTS
+        )
+    except SetupError as exc:
+        if exc.errno not in userns.UNAVAILABLE_ERRNOS:
+            raise
+        found = userns.classify(userns.facts()._replace(unshare_errno=exc.errno))
+        _no_user_namespaces(spec, status_fd, group, found, exc.errno)
     _map_identity(spec["uid"], spec["gid"])
+    prepared = prepare_seccomp(spec, "any")  # libseccomp is loaded while the fs is whole
     pid = os.fork()
     if pid and group:
         # pid 1 is in the group now; the outer process leaves it so that only the jail counts.
@@ -83,30 +115,65 @@ def _outer(spec: dict[str, Any], status_fd: int) -> None:
         try:
             _inner(spec, status_fd, prepared)
         except SetupError as exc:
-            _report(status_fd, exc)
+            report(status_fd, exc)
         except Exception as exc:
-            _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+            report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
         os._exit(126)
     _supervise(pid, status_fd, group)
 
 
-def _prepare_seccomp(spec: dict[str, Any]) -> Any:
-    """The filter's BPF: from the cache in the state dir when the rules, mode and
-    libseccomp are unchanged, else built (libseccomp, ~25 ms) and cached."""
+def _apparmor_probe() -> userns.Availability | None:
+    """Only where AppArmor restricts user namespaces (and not as root): a forked child
+    tries what the jail would do, and the result decides."""
+    facts = userns.facts()
+    if not userns.needs_probe(facts):
+        return None
+    return userns.available()
+
+
+def _no_user_namespaces(
+    spec: dict[str, Any], status_fd: int, group: str, found: userns.Availability, err: int
+) -> None:
+    """jail = "any": on down the reduced path (never returns). jail = "full": refuse,
+    with the cause, its fix, the key that accepts the reduced jail, and doctor."""
+    if spec.get("jail") == "any":
+        _reduced(spec, status_fd, group, found.reason)
+    raise SetupError(
+        "namespaces",
+        "unshare(CLONE_NEWUSER)" if err else "user namespace probe",
+        err,
+        hint=f"{found.reason}. To fix: {found.fix}; {userns.ACCEPT_REDUCED}. "
+        "`mcpwrap doctor` says more",
+    )
+
+
+def _reduced(spec: dict[str, Any], status_fd: int, group: str, why: str) -> None:
+    from mcpwrap.sandbox import reduced
+
+    if spec.get("reduced") is None:
+        raise SetupError("jail", "reduced jail", 0, hint="the spec has no reduced part: a bug")
+    reduced.run(spec, status_fd, group, why)
+    os._exit(126)  # run() never returns: the supervisor and the server exit on their own
+
+
+def prepare_seccomp(spec: dict[str, Any], net: str) -> Any:
+    """The filter's BPF: from the cache in the state dir when the rules, mode, socket set
+    and libseccomp are unchanged, else built (libseccomp, ~25 ms) and cached."""
     mode = spec.get("seccomp")
     if not mode:
         return None
     from mcpwrap.sandbox import bpf
 
     cache = spec.get("seccomp_cache") or ""
-    path = os.path.join(cache, f"seccomp-{mode}-{bpf.cache_key(mode)}.marshal") if cache else ""
+    key = bpf.cache_key(f"{mode}/{net}")
+    path = os.path.join(cache, f"seccomp-{mode}-{net}-{key}.marshal") if cache else ""
     cached = bpf.load_cached(path) if path else None
     if cached is not None:
         return cached
     from mcpwrap.sandbox import seccomp
 
     try:
-        prepared = seccomp.build(mode)
+        prepared = seccomp.build(mode, net)
     except bpf.SeccompError as exc:
         raise SetupError("seccomp", exc.call, exc.errno, hint=exc.hint or str(exc)) from exc
     if path:
@@ -121,7 +188,7 @@ def _map_identity(uid: int, gid: int) -> None:
     kernel.write_file("/proc/self/gid_map", f"{gid} {gid} 1\n", "user namespace")
 
 
-def _remove_group(group: str) -> None:
+def remove_group(group: str) -> None:
     """Best effort: cgroup v1 lets go of an exited task lazily, so the group may still be
     busy; the next jail's sweep removes it then. The server's exit is not held up for it."""
     for _ in range(3):
@@ -204,7 +271,7 @@ def _supervise(child: int, status_fd: int, group: str) -> None:
         except ChildProcessError:
             os._exit(1)
     if group:
-        _remove_group(group)
+        remove_group(group)
     if os.WIFSIGNALED(status):  # die of the same signal, so mcpwrap reports it as such
         killer = os.WTERMSIG(status)
         if killer not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
@@ -220,28 +287,29 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
         _loopback_up()
     if spec.get("egress") is not None:
         spec["tcp_connect"] = _egress_listeners(spec)
-    channel = _broker_channel(spec)  # before the new root hides the _socket module
+    channel = broker_channel(spec, spec.get("sealed"))  # before the new root hides _socket
     root = _build_root(spec)
     _enter_root(root)
     os.setsid()
     os.umask(0o022)
-    _limits(spec["rlimits"])
+    set_limits(spec["rlimits"])
     kernel.drop_all_capabilities()
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
     ruled = _landlock(spec)
     _enter_cwd(spec["cwd"], spec["env"]["HOME"])
-    _close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
+    note(status_fd, "full", [], [])
+    close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
     if prepared is not None:
-        _load_seccomp(prepared)
+        load_seccomp(prepared)
     if channel is not None:
-        _hand_over_listener(channel, ruled)
+        hand_over_listener(channel, ruled)
     try:
         os.execve(spec["exe"], spec["argv"], spec["env"])  # noqa: S606 - the server itself
     except OSError as exc:
         raise SetupError("exec", "execve", exc.errno or 0, spec["exe"]) from exc
 
 
-def _close_fds_but(*keep: int) -> None:
+def close_fds_but(*keep: int) -> None:
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -249,25 +317,29 @@ def _close_fds_but(*keep: int) -> None:
     os.closerange(low, 65536)
 
 
-def _broker_channel(spec: dict[str, Any]) -> Any:
+def broker_channel(spec: dict[str, Any], sealed: Any) -> Any:
     """The socket mcpwrap's seal broker receives its listener on, when a directory is
-    sealed. _socket, not socket: the wrapper module costs the jail ~10 ms to import."""
+    sealed in this jail (`sealed`: the kind's own; the channel is there when the other
+    kind would seal). _socket, not socket: the wrapper module costs the jail ~10 ms."""
     broker = spec.get("broker")
-    if broker is None:
+    if broker is None or not sealed:
         return None
     import _socket
 
     return _socket.socket(fileno=broker["fd"])
 
 
-def _hand_over_listener(channel: Any, ruled: tuple[tuple[str, int, int, int], ...]) -> None:
-    """The last filter: it stops the server's creating calls until mcpwrap answers them.
-    Its listener goes to mcpwrap with the inodes Landlock put rules on, then leaves the
-    jail (a listener kept here could let the server answer its own calls)."""
+def hand_over_listener(
+    channel: Any, ruled: tuple[tuple[str, int, int, int], ...], *, removals: bool = False
+) -> None:
+    """The last filter: it stops the server's creating calls (with removals, its unlink
+    and rmdir calls too) until mcpwrap answers them. Its listener goes to mcpwrap with the
+    inodes Landlock put rules on, then leaves the jail (a listener kept here could let
+    the server answer its own calls)."""
     import _socket
 
     try:
-        listener = unotify.install(unotify.program())
+        listener = unotify.install(unotify.program(removals=removals))
     except OSError as exc:
         raise SetupError(
             "seal broker",
@@ -289,7 +361,7 @@ def _hand_over_listener(channel: Any, ruled: tuple[tuple[str, int, int, int], ..
         os.close(listener)
 
 
-def _load_seccomp(prepared: Any) -> None:
+def load_seccomp(prepared: Any) -> None:
     from mcpwrap.sandbox import bpf  # already imported by _prepare_seccomp
 
     try:
@@ -524,7 +596,7 @@ def _enter_root(root: str) -> None:
 # --- limits and Landlock ---------------------------------------------------------------
 
 
-def _limits(rlimits: dict[str, int]) -> None:
+def set_limits(rlimits: dict[str, int]) -> None:
     for name, value in rlimits.items():
         kind = getattr(resource, name)
         try:
