@@ -78,6 +78,9 @@ class Seals:
     rules: dict[Key, Rule]
     forbidden: dict[Key, frozenset[str]]
     removals: bool = False  # the reduced jail: seals are read-only, removals come here too
+    # The reduced jail: existing protected directories. Nothing is made, renamed or
+    # removed in or below one (no read-only mount covers them there).
+    protected: frozenset[Key] = frozenset()
 
 
 def seals(
@@ -107,7 +110,18 @@ def seals(
         if rules[key] is Rule.SEAL:
             names = [sealrules.forbidden_names(p, protected) for p in paths[key]]
             forbidden[key] = frozenset().union(*names)
-    return Seals(rules, forbidden, removals=bool(named))
+    kept = frozenset(_existing_dirs(protected)) if named else frozenset()
+    return Seals(rules, forbidden, removals=bool(named), protected=kept)
+
+
+def _existing_dirs(paths: Iterable[str]) -> Iterable[Key]:
+    for path in paths:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield st.st_dev, st.st_ino
 
 
 def _rule_of(allowed: int, landlock: Any) -> Rule:
@@ -313,10 +327,10 @@ class Broker:
         return self._root
 
     def _end(self, directory: int, name: bytes, found: _Found) -> End:
-        rule, depth, key = self._governing(directory)
+        rule, depth, key, inside = self._governing(directory)
         sealed = rule is Rule.SEAL
         names = self._seals.forbidden.get(key, frozenset()) if depth == 0 else frozenset()
-        forbidden = sealed and sealrules.is_forbidden(name, names)
+        forbidden = sealed and (inside or sealrules.is_forbidden(name, names))
         writable = rule in (Rule.SEAL, Rule.WRITE)
         if name in (b".", b".."):
             return End(sealed, forbidden, True, writable=writable)
@@ -334,15 +348,18 @@ class Broker:
         is_sealed = stat.S_ISDIR(st.st_mode) and self._seals.rules.get(_key(entry)) is Rule.SEAL
         return End(sealed, forbidden, True, sealed_dir=is_sealed, writable=writable)
 
-    def _governing(self, directory: int) -> tuple[Rule | None, int, Key]:
+    def _governing(self, directory: int) -> tuple[Rule | None, int, Key, bool]:
         """The rule on the nearest directory at or above `directory` that has one (Landlock
-        looks the same way), how many levels up it was, and that directory's inode."""
+        looks the same way), how many levels up it was, that directory's inode, and
+        whether the way up passed a protected directory (the reduced jail's)."""
         current, key = directory, _key(directory)
+        inside = False
         try:
             for depth in range(_MAX_DEPTH):
+                inside = inside or key in self._seals.protected
                 rule = self._seals.rules.get(key)
                 if rule is not None:
-                    return rule, depth, key
+                    return rule, depth, key, inside
                 parent = _os(os.open, "..", _DIR, dir_fd=current)
                 if current != directory:
                     os.close(current)
@@ -353,7 +370,7 @@ class Broker:
         finally:
             if current != directory:
                 os.close(current)
-        return None, 0, key
+        return None, 0, key, inside
 
     # --- the answer ----------------------------------------------------------------------
 

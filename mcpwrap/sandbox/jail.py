@@ -89,6 +89,9 @@ def _outer(spec: dict[str, Any], status_fd: int) -> None:
     found = _apparmor_probe()  # Ubuntu's AppArmor lets unshare work, then denies mounts
     if found is not None and not found.usable:
         _no_user_namespaces(spec, status_fd, group, found, 0)
+    # Before unshare: a cache miss runs ldconfig, and the first fork after CLONE_NEWPID is
+    # that namespace's pid 1 (its exit would leave no pid namespace for the server).
+    prepared = prepare_seccomp(spec, "any")
     # network = "host" keeps the host's network namespace; everything else gets its own.
     net = 0 if spec.get("host_network") else kernel.CLONE_NEWNET
     try:
@@ -106,7 +109,6 @@ def _outer(spec: dict[str, Any], status_fd: int) -> None:
         found = userns.classify(userns.facts()._replace(unshare_errno=exc.errno))
         _no_user_namespaces(spec, status_fd, group, found, exc.errno)
     _map_identity(spec["uid"], spec["gid"])
-    prepared = prepare_seccomp(spec, "any")  # libseccomp is loaded while the fs is whole
     pid = os.fork()
     if pid and group:
         # pid 1 is in the group now; the outer process leaves it so that only the jail counts.
@@ -286,7 +288,7 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
     if not spec.get("host_network"):
         _loopback_up()
     if spec.get("egress") is not None:
-        spec["tcp_connect"] = _egress_listeners(spec)
+        spec["tcp_connect"] = egress_listeners(spec)
     channel = broker_channel(spec, spec.get("sealed"))  # before the new root hides _socket
     root = _build_root(spec)
     _enter_root(root)
@@ -396,9 +398,10 @@ def _loopback_up() -> None:
         os.close(fd)
 
 
-def _egress_listeners(spec: dict[str, Any]) -> list[int]:
-    """Bind the proxy listeners and the tcp: forwards in this namespace, hand them to
-    mcpwrap, and point the server's environment at them: the ports its TCP may reach."""
+def egress_listeners(spec: dict[str, Any]) -> list[int]:
+    """Bind the proxy listeners and the tcp: forwards in this namespace (the reduced
+    jail: the host's), hand them to mcpwrap, and point the server's environment at them:
+    the ports its TCP may reach."""
     import socket  # only with network = "allowlist": ~3 ms
 
     egress = spec["egress"]

@@ -39,6 +39,8 @@ def run(spec: dict[str, Any], status_fd: int, group: str, why: str) -> None:
     abi = landlock.abi_version()
     missing = _missing(spec, abi, why)
     prepared = jail.prepare_seccomp(spec, reduced["seccomp_net"])
+    if spec.get("egress") is not None:
+        spec["tcp_connect"] = _egress(spec)
     private = _private_dir(reduced["private_base"])
     env = _private_env(spec["env"], private)
     kernel.prctl(_PR_SET_CHILD_SUBREAPER, 1, "teardown")
@@ -86,6 +88,26 @@ def _missing(spec: dict[str, Any], abi: int, why: str) -> list[str]:
             "the server can signal other processes of its user"
         )
     return missing
+
+
+def _egress(spec: dict[str, Any]) -> list[int]:
+    """network = "allowlist": the proxies listen on the host's loopback (there is no other
+    here), bound by this process and handed to mcpwrap as in the full jail; Landlock then
+    lets the server's TCP reach their ports alone. A tcp: forward cannot be had: its
+    listener would need the service's own address, and Landlock's rules are by port only."""
+    forwards = spec["egress"]["forwards"]
+    if forwards:
+        shown = ", ".join(f"tcp:{a}:{p}" for a, p in forwards)
+        raise SetupError(
+            "egress",
+            "tcp: forwards",
+            0,
+            hint=f"{shown} needs the full jail's network namespace (the reduced jail can "
+            'only offer the HTTP and SOCKS proxies): set [sandbox] jail = "full" and make '
+            "user namespaces available (`mcpwrap doctor`), or reach the service through a "
+            "proxy",
+        )
+    return jail.egress_listeners(spec)
 
 
 def _private_dir(base: str) -> str:
@@ -204,6 +226,8 @@ def _drop_capabilities() -> None:
 
 def _landlock(spec: dict[str, Any], private: str) -> landlock.Report:
     grants = spec["reduced"]["landlock"]
+    if grants is None:  # the escape suite's control: the same jail without this layer
+        return landlock.Report(0, 0, False, (), 0)
     try:
         return landlock.restrict(
             read=grants["read"],
