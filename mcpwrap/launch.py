@@ -166,7 +166,7 @@ class Jailed(Child):
 
     @property
     def kind(self) -> str:
-        """"full" or "reduced": which jail the trampoline applied (after wait_ready)."""
+        """ "full" or "reduced": which jail the trampoline applied (after wait_ready)."""
         return str(self.note.get("jail", "full"))
 
     @property

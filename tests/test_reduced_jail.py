@@ -7,6 +7,7 @@ layer that stops it. `REDUCED` is the jail kind for tests/test_escape.py-style h
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -226,8 +227,17 @@ def test_no_new_namespaces(bed: Bed) -> None:
 
 
 def test_no_capabilities_and_seccomp(bed: Bed) -> None:
+    """As root every set is emptied. An ordinary user has no capabilities, and may not
+    empty the bounding set (that takes CAP_SETPCAP, which a user namespace would give):
+    no_new_privs keeps execve from granting any, so the bounding set is moot there."""
     result = probe(bed, "privileges", str(os.getuid()))
-    assert result["escaped"] is False, result["detail"]
+    found = json.loads(result["detail"])
+    assert found["no_new_privs"] == "1" and found["seccomp"] == "2", found
+    assert found["uid"] == os.getuid()
+    caps = found["caps"]
+    assert not any(caps[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")), caps
+    if os.getuid() == 0:
+        assert result["escaped"] is False and caps["CapBnd"] == 0, found
 
 
 DAEMON = r"""
