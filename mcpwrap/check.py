@@ -155,7 +155,7 @@ _WEAKER = (
 def _reduced_jail(profile: Profile) -> list[Finding]:
     """A profile that accepts the jail without namespaces: not an error (the server is
     still jailed), but weaker, and the author should have chosen it knowingly."""
-    jail = profile.sandbox.jail
+    jail = profile.sandbox.jail.value
     if not profile.sandbox.enforce or jail == "full":
         return []
     when = (

@@ -164,6 +164,34 @@ class Jailed(Child):
         self._egress = egress  # our end of the socket the jail sends its listeners on
         self._seal = seal  # (our end of the broker's socket, the protected paths)
         self.broker: Any = None  # sandbox.broker.Broker, once the jail is ready
+        self.note: dict[str, Any] = {}  # the jail's kind and layers (wait_ready)
+        self._sealed: dict[str, dict[str, Any]] = {}  # per jail kind: its sealed directories
+
+    @property
+    def kind(self) -> str:
+        """ "full" or "reduced": which jail the trampoline applied (after wait_ready)."""
+        return str(self.note.get("jail", "full"))
+
+    @property
+    def sealed(self) -> dict[str, Any]:
+        """The directories sealed in the jail that was applied (after wait_ready)."""
+        return self._sealed.get(self.kind, {})
+
+    def signal_group(self, sig: int) -> None:
+        """The reduced jail has no pid namespace: SIGKILL becomes the supervisor's "kill
+        it all" (reduced.KILL_ALL), so that it kills every process of the server before it
+        exits; a supervisor that does not exit in time is killed as before."""
+        if sig != signal.SIGKILL or self.kind != "reduced" or self.process.poll() is not None:
+            super().signal_group(sig)
+            return
+        from mcpwrap.sandbox.reduced import KILL_ALL
+
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, KILL_ALL)
+        try:
+            self.process.wait(2.0)
+        except subprocess.TimeoutExpired:
+            super().signal_group(sig)
 
     def release(self) -> None:
         """Let a held trampoline exec the server."""
@@ -219,18 +247,21 @@ class Jailed(Child):
         return int(children[0]) if children else self.pid
 
     def wait_ready(self) -> None:
-        """Block until the trampoline exec'd the server (EOF) or failed (a JSON report)."""
+        """Block until the trampoline exec'd the server (EOF) or failed (a report)."""
         chunks = []
         while chunk := os.read(self._status_fd, 65536):
             chunks.append(chunk)
         os.close(self._status_fd)
-        if not chunks:
+        frames = _frames(b"".join(chunks))
+        failed = next((f for f in frames if "step" in f), None)
+        self.note = next((f for f in frames if "jail" in f), {})
+        if failed is None and self.note:
             self._start_broker()
             return
         if self._seal is not None:
             self._seal[0].close()
         self.process.wait()
-        raise SandboxError(marshal.loads(b"".join(chunks)))  # noqa: S302 - the trampoline's
+        raise SandboxError(failed or {"message": "the jail ended before it started the server"})
 
     def _start_broker(self) -> None:
         """The listener the jail sent before it exec'd the server, and the directories it
@@ -238,6 +269,9 @@ class Jailed(Child):
         if self._seal is None:
             return
         channel, protect = self._seal
+        if not self.sealed:  # the other jail kind needed the broker: this one did not
+            channel.close()
+            return
         try:
             msg, fds = _receive_fds(channel)
         finally:
@@ -250,7 +284,11 @@ class Jailed(Child):
         from mcpwrap.sandbox import broker, unotify
 
         ruled = marshal.loads(msg)  # noqa: S302 - from our own trampoline
-        self.broker = broker.Broker(unotify.Listener(fds[0]), broker.seals(ruled, protect))
+        # The reduced jail's seals are read-only to Landlock: they are named, not inferred,
+        # and the broker also answers their removals and renames.
+        reduced = self.kind == "reduced"
+        found = broker.seals(ruled, protect, sealed=list(self.sealed) if reduced else ())
+        self.broker = broker.Broker(unotify.Listener(fds[0]), found)
         self.broker.start()
 
     def stop(self, *, eof_grace: float, term_grace: float) -> None:
@@ -283,6 +321,24 @@ _HINTS = {
     "landlock": "the kernel needs Landlock (5.13+, lsm=landlock in the boot parameters)",
     "seccomp": "libseccomp (Debian: libseccomp2) and the pyseccomp package are needed",
 }
+
+
+def _frames(data: bytes) -> list[dict[str, Any]]:
+    """The status pipe's frames: a 4-byte little-endian length, then a marshalled dict."""
+    frames: list[dict[str, Any]] = []
+    at = 0
+    while at + 4 <= len(data):
+        size = int.from_bytes(data[at : at + 4], "little")
+        body = data[at + 4 : at + 4 + size]
+        at += 4 + size
+        try:
+            frame = marshal.loads(body)  # noqa: S302 - from our own trampoline
+        except (EOFError, ValueError, TypeError):
+            return [*frames, {"step": "jail", "message": "a garbled report from the jail"}]
+        frames.append(frame if isinstance(frame, dict) else {"step": "jail", "message": "?"})
+    if at != len(data):
+        frames.append({"step": "jail", "message": "a truncated report from the jail"})
+    return frames
 
 
 # -S skips `site` (and every .pth file it would read): the trampoline gets exactly the
@@ -424,7 +480,10 @@ def start_jailed(
         egress, jail_end = _socketpair()
         spec["egress"]["fd"] = len(sent)
         sent.append(jail_end)
-    if spec.get("sealed"):
+    reduced = spec.get("reduced") or {}
+    full = spec.get("sealed") if spec.get("jail") != "reduced" else {}
+    sealed = {"full": full or {}, "reduced": reduced.get("sealed") or {}}
+    if any(sealed.values()):
         ours, seal_end = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         spec["broker"] = {"fd": len(sent)}
         sent.append(seal_end)
@@ -450,6 +509,7 @@ def start_jailed(
     if not hold:
         os.close(t.go_w)
     child = Jailed(t.process, t.status_r, egress, seal, t.go_w if hold else -1)
+    child._sealed = sealed
     for fd in child.fds():
         widen_pipe(fd)
     return child

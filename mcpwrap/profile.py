@@ -74,6 +74,16 @@ class Syscalls(enum.Enum):
     STRICT = "strict"
 
 
+class JailKind(enum.Enum):
+    """[sandbox] jail: which jail the server may run in. "full" needs user namespaces;
+    "reduced" needs none (Landlock, seccomp, rlimits; sandbox/reduced.py); "any" takes the
+    full one where user namespaces work and the reduced one where they cannot be had."""
+
+    FULL = "full"
+    ANY = "any"
+    REDUCED = "reduced"
+
+
 class Descriptions(enum.Enum):
     """What a poisoning finding in a tool's definition does: warn, or hide and refuse it."""
 
@@ -140,7 +150,7 @@ class SandboxSpec(NamedTuple):
     open_files: int | None = None
     file_size: int | None = None
     syscalls: Syscalls = Syscalls.DEFAULT
-    jail: str = "full"  # JAILS: the full jail required, or the reduced one accepted
+    jail: JailKind = JailKind.FULL
     # network = "allowlist" only: the egress proxy's limits
     egress_connections: int = 64  # open at once
     egress_idle: float = 300.0  # seconds with no byte either way end a connection
@@ -779,20 +789,11 @@ def _sandbox(t: _Table) -> SandboxSpec:
         open_files=t.get("open_files", _between(1, MAX_OPEN_FILES), None),
         file_size=t.get("file_size", _size, None),
         syscalls=t.get("syscalls", _enum_of(Syscalls), Syscalls.DEFAULT),
-        jail=t.get("jail", _jail, "full"),
+        jail=t.get("jail", _enum_of(JailKind), JailKind.FULL),
         egress_connections=t.get("egress_connections", _at_least(1), base.egress_connections),
         egress_idle=t.get("egress_idle", _idle, base.egress_idle),
         egress_bytes=t.get("egress_bytes", _size, base.egress_bytes),
     )
-
-
-JAILS = ("full", "any", "reduced")
-
-
-def _jail(ctx: _Ctx, path: _Path, value: object) -> str:
-    if value not in JAILS:
-        _expect(ctx, path, 'one of "full", "any", "reduced"', value)
-    return str(value)
 
 
 def _egress_entry(ctx: _Ctx, path: _Path, value: object) -> str:

@@ -64,9 +64,6 @@ def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
 
         jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir(), bytecode=pyc)
         child: launch.Child = _start_held(jail_spec, verify, early)
-        sealed = jail_spec["sealed"]
-        if sealed:
-            sys.stderr.write(_sealed_note(sealed))
     else:
         _warn_unsandboxed(profile)
         if early is not None:
@@ -77,9 +74,14 @@ def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
     changed = _profile_change(profile)
     from mcpwrap.session import Session
 
+    jail: dict[str, Any] | None = None
     if isinstance(child, launch.Jailed):
         child.wait_ready()  # a layer that failed stops the run here: fail closed
-    sandbox = _layers(profile, sealed) if isinstance(child, launch.Jailed) else "off"
+        sealed = child.sealed
+        if sealed:
+            sys.stderr.write(_sealed_note(sealed, reduced=child.kind == "reduced"))
+        jail = _jail_record(child)
+    sandbox = _layers(profile, sealed, child) if isinstance(child, launch.Jailed) else "off"
     from mcpwrap.toolgate import Gate
 
     gate = Gate(lock, profile.policy.descriptions, approve=_approve(options, profile))
@@ -104,7 +106,7 @@ def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
         session.relay.set_token(TokenState(token))
         session.watch_token(options.token_name, paths.state_dir())
     try:
-        return session.run(argv, sandbox=sandbox, profile_change=changed)
+        return session.run(argv, sandbox=sandbox, jail=jail, profile_change=changed)
     finally:
         if egress is not None:
             egress.close()
@@ -350,10 +352,28 @@ def _profile_change(profile: Profile) -> dict[str, Any] | None:
     return found
 
 
-def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
+def _jail_record(child: launch.Jailed) -> dict[str, Any]:
+    """The start record's account of the jail: its kind, and the reduced jail's layers
+    applied and missing (the missing ones on stderr too: never silently skipped)."""
+    note = child.note
+    record: dict[str, Any] = {"jail": child.kind}
+    if child.kind == "reduced":
+        record["jail_layers"] = list(note.get("applied", []))
+        record["jail_missing"] = list(note.get("missing", []))
+        sys.stderr.write(
+            "mcpwrap: the server runs in the reduced jail (no namespaces); missing: "
+            + "; ".join(record["jail_missing"])
+            + "\n"
+        )
+    return record
+
+
+def _layers(profile: Profile, sealed: dict[str, list[str]], child: launch.Jailed) -> str:
     """What the jail applied (it fails closed, so what it was asked for), for the record."""
     from mcpwrap.sandbox import landlock
 
+    if child.kind == "reduced":
+        return _reduced_layers(profile, sealed, child.note)
     network = "own network namespace" if profile.sandbox.network.value == "none" else "host network"
     seal = (
         f" (sealed: {', '.join(sealed)}; new names there made by mcpwrap's broker, "
@@ -368,8 +388,34 @@ def _layers(profile: Profile, sealed: dict[str, list[str]]) -> str:
     )
 
 
-def _sealed_note(sealed: dict[str, list[str]]) -> str:
+def _reduced_layers(profile: Profile, sealed: dict[str, list[str]], note: dict[str, Any]) -> str:
+    box = profile.sandbox
+    sockets = {"none": "no sockets", "allowlist": "TCP to mcpwrap's proxies only"}
+    seal = (
+        f"; sealed (read-only, names made, renamed and removed by mcpwrap's broker): "
+        f"{', '.join(sealed)}"
+        if sealed
+        else ""
+    )
+    landlock = ", ".join(note.get("applied", []))
+    return (
+        "jail: reduced (no namespaces); subreaper teardown; private HOME and TMPDIR; "
+        f"rlimits; no capabilities; no_new_privs; {landlock}{seal}; seccomp "
+        f"{box.syscalls.value} ({sockets.get(box.network.value, 'host network')}); "
+        f"missing: {'; '.join(note.get('missing', []))}"
+    )
+
+
+def _sealed_note(sealed: dict[str, list[str]], *, reduced: bool = False) -> str:
     missing = [p for paths in sealed.values() for p in paths]
+    if reduced:
+        return (
+            f"mcpwrap: the reduced jail cannot pin or bind {', '.join(missing)} read-only "
+            f"(no mounts), so {', '.join(sealed)} "
+            f"{'is' if len(sealed) == 1 else 'are'} sealed: read-only to the server; mcpwrap "
+            "makes, renames and removes the other names there for it and refuses the "
+            "protected ones (each refusal is recorded)\n"
+        )
     return (
         f"mcpwrap: {', '.join(missing)} do not exist yet and no server may create them, so "
         f"{', '.join(sealed)} {'is' if len(sealed) == 1 else 'are'} sealed: the server "

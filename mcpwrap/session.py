@@ -87,8 +87,14 @@ class Session:
         self._signal: int | None = None
 
     def run(
-        self, argv: list[str], *, sandbox: str, profile_change: dict[str, Any] | None = None
+        self,
+        argv: list[str],
+        *,
+        sandbox: str,
+        jail: dict[str, Any] | None = None,
+        profile_change: dict[str, Any] | None = None,
     ) -> int:
+        """jail: the jail's kind and, when reduced, its layers applied and missing."""
         _return_big_buffers_to_the_os()
         self.relay.record_session(
             decision="start",
@@ -96,6 +102,7 @@ class Session:
             profile=self.relay.profile.source,
             profile_digest=self.relay.profile.digest,
             sandbox=sandbox,
+            **(jail or {}),
             child_pid=self.child.pid,
         )
         if profile_change is not None:

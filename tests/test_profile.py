@@ -27,6 +27,7 @@ from mcpwrap.profile import (
     AuthSpec,
     Constraint,
     Descriptions,
+    JailKind,
     Network,
     Placeholders,
     PolicySpec,
@@ -72,7 +73,7 @@ processes = 128
 open_files = 512
 file_size = "256MiB"
 syscalls = "default"           # "default" (deny-list) | "strict" (allow-list)
-jail = "full"                  # "full" | "any" (reduced jail if no namespaces) | "reduced"
+jail = "any"                   # "full" (needs user namespaces) | "any" | "reduced"
 egress_connections = 32        # the egress proxy's limits (network = "allowlist")
 egress_idle = "120s"
 egress_bytes = "100MiB"
@@ -163,7 +164,7 @@ def expected_full(project: str, state: str) -> Profile:
             open_files=512,
             file_size=256 * 2**20,
             syscalls=Syscalls.DEFAULT,
-            jail="full",
+            jail=JailKind.ANY,
             egress_connections=32,
             egress_idle=120.0,
             egress_bytes=100 * 2**20,
@@ -807,6 +808,10 @@ BAD = [
         section("sandbox", 'jail = "none"'),
         'p.toml:3: sandbox.jail: expected one of "full", "any", "reduced", got "none"',
     ),
+    (
+        section("sandbox", "jail = true"),
+        'p.toml:3: sandbox.jail: expected one of "full", "any", "reduced", got true',
+    ),
     # [server]
     (
         section("server", "command = []"),
@@ -1068,6 +1073,7 @@ ENUM_KEYS: list[tuple[str, str, type[enum.Enum], Callable[[Profile], object]]] =
     ("policy", "roots", Access, lambda p: p.policy.roots),
     ("sandbox", "network", Network, lambda p: p.sandbox.network),
     ("sandbox", "syscalls", Syscalls, lambda p: p.sandbox.syscalls),
+    ("sandbox", "jail", JailKind, lambda p: p.sandbox.jail),
     ("audit", "arguments", ArgumentsMode, lambda p: p.audit.arguments),
     ("tools.t", "class", ToolClass, lambda p: p.tools["t"].cls),
 ]

@@ -107,8 +107,9 @@ _LIBSECCOMP = (
 
 
 def cache_key(mode: str) -> str:
-    """Digest of what the programs depend on: the rules (seccomp.py's source), the mode,
-    and the libseccomp library that compiled them."""
+    """Digest of what the programs depend on: the rules (seccomp.py's source), the mode
+    (with the jail's socket set: "default/stream"), and the libseccomp library that
+    compiled them."""
     digest = sha.sha256(mode.encode())  # not hashlib: OpenSSL costs the trampoline ~4 ms
     with open(os.path.join(os.path.dirname(__file__), "seccomp.py"), "rb") as f:
         digest.update(f.read())

@@ -77,13 +77,24 @@ class Seals:
 
     rules: dict[Key, Rule]
     forbidden: dict[Key, frozenset[str]]
+    removals: bool = False  # the reduced jail: seals are read-only, removals come here too
+    # The reduced jail: existing protected directories. Nothing is made, renamed or
+    # removed in or below one (no read-only mount covers them there).
+    protected: frozenset[Key] = frozenset()
 
 
-def seals(objects: Iterable[tuple[str, int, int, int]], protect: Iterable[str]) -> Seals:
+def seals(
+    objects: Iterable[tuple[str, int, int, int]],
+    protect: Iterable[str],
+    sealed: Iterable[str] = (),
+) -> Seals:
     """From the jail's report, (path, st_dev, st_ino, Landlock rights) per directory rule,
-    and the protected paths: rights on one inode add up, as they do in the kernel."""
+    and the protected paths: rights on one inode add up, as they do in the kernel.
+    `sealed`: the reduced jail's sealed directories, named (Landlock gives them read
+    rights only, which say nothing of a seal)."""
     from mcpwrap.sandbox import landlock
 
+    named = set(sealed)
     rights: dict[Key, int] = {}
     paths: dict[Key, list[str]] = {}
     for path, dev, ino, allowed in objects:
@@ -94,10 +105,23 @@ def seals(objects: Iterable[tuple[str, int, int, int]], protect: Iterable[str]) 
     forbidden: dict[Key, frozenset[str]] = {}
     for key, allowed in rights.items():
         rules[key] = _rule_of(allowed, landlock)
+        if named.intersection(paths[key]):
+            rules[key] = Rule.SEAL
         if rules[key] is Rule.SEAL:
             names = [sealrules.forbidden_names(p, protected) for p in paths[key]]
             forbidden[key] = frozenset().union(*names)
-    return Seals(rules, forbidden)
+    kept = frozenset(_existing_dirs(protected)) if named else frozenset()
+    return Seals(rules, forbidden, removals=bool(named), protected=kept)
+
+
+def _existing_dirs(paths: Iterable[str]) -> Iterable[Key]:
+    for path in paths:
+        try:
+            st = os.stat(path, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            yield st.st_dev, st.st_ino
 
 
 def _rule_of(allowed: int, landlock: Any) -> Rule:
@@ -246,7 +270,8 @@ class Broker:
         head, found.name, slash = parts
         found.dest_dir = self._directory(notif, call.dirfd, head, found)
         dest = self._end(found.dest_dir, found.name, found)
-        if not dest.sealed:
+        out_of_seal = self._seals.removals and call.kind is Kind.RENAME
+        if not dest.sealed and not out_of_seal:
             raise _Skip  # what decide() says too, without resolving a rename's source
         source = None
         if call.kind is Kind.RENAME:
@@ -261,7 +286,9 @@ class Broker:
             found.umask = _umask(notif.pid)
         if slash and call.kind is not Kind.OPEN:
             found.name += b"/"  # kept for the kernel: a trailing slash wants a directory
-        facts = Facts(call.kind, call.flags, parts[1], slash, dest, source)
+        if source is not None and not dest.sealed and not source.sealed:
+            raise _Skip
+        facts = Facts(call.kind, call.flags, parts[1], slash, dest, source, self._seals.removals)
         return facts, call
 
     def _directory(
@@ -300,10 +327,10 @@ class Broker:
         return self._root
 
     def _end(self, directory: int, name: bytes, found: _Found) -> End:
-        rule, depth, key = self._governing(directory)
+        rule, depth, key, inside = self._governing(directory)
         sealed = rule is Rule.SEAL
         names = self._seals.forbidden.get(key, frozenset()) if depth == 0 else frozenset()
-        forbidden = sealed and sealrules.is_forbidden(name, names)
+        forbidden = sealed and (inside or sealrules.is_forbidden(name, names))
         writable = rule in (Rule.SEAL, Rule.WRITE)
         if name in (b".", b".."):
             return End(sealed, forbidden, True, writable=writable)
@@ -321,15 +348,18 @@ class Broker:
         is_sealed = stat.S_ISDIR(st.st_mode) and self._seals.rules.get(_key(entry)) is Rule.SEAL
         return End(sealed, forbidden, True, sealed_dir=is_sealed, writable=writable)
 
-    def _governing(self, directory: int) -> tuple[Rule | None, int, Key]:
+    def _governing(self, directory: int) -> tuple[Rule | None, int, Key, bool]:
         """The rule on the nearest directory at or above `directory` that has one (Landlock
-        looks the same way), how many levels up it was, and that directory's inode."""
+        looks the same way), how many levels up it was, that directory's inode, and
+        whether the way up passed a protected directory (the reduced jail's)."""
         current, key = directory, _key(directory)
+        inside = False
         try:
             for depth in range(_MAX_DEPTH):
+                inside = inside or key in self._seals.protected
                 rule = self._seals.rules.get(key)
                 if rule is not None:
-                    return rule, depth, key
+                    return rule, depth, key, inside
                 parent = _os(os.open, "..", _DIR, dir_fd=current)
                 if current != directory:
                     os.close(current)
@@ -340,7 +370,7 @@ class Broker:
         finally:
             if current != directory:
                 os.close(current)
-        return None, 0, key
+        return None, 0, key, inside
 
     # --- the answer ----------------------------------------------------------------------
 
@@ -386,6 +416,12 @@ class Broker:
             os.close(fd)
 
     def _make(self, call: Call, found: _Found) -> None:
+        if call.kind is Kind.REMOVE:
+            if call.flags & sealrules.AT_REMOVEDIR:
+                os.rmdir(found.name, dir_fd=found.dest_dir)
+            else:
+                os.unlink(found.name, dir_fd=found.dest_dir)
+            return
         if call.kind is Kind.MKDIR:
             os.mkdir(found.name, call.mode & 0o1777 & ~found.umask, dir_fd=found.dest_dir)
             return

@@ -11,9 +11,15 @@ agree on (shared/notes/sandbox.md), then execs the server:
   fds above 2 closed -> seccomp -> (with a sealed directory) the notifying
   filter, its listener handed to mcpwrap -> execve
 
-A failing step writes one JSON object (step, call, errno, path, message) to the
-close-on-exec status pipe and exits 126; a successful execve closes the pipe, so the
-host sees EOF. Killing the inner process, pid 1, kills every process in the namespace.
+Where user namespaces cannot be had and the profile accepts it ([sandbox] jail = "any"),
+or when it asks for it (jail = "reduced"), the same process goes on down the reduced
+jail's checklist instead (reduced.py): unshare is atomic, so nothing was made yet.
+
+The close-on-exec status pipe carries frames (a 4-byte length, then a marshalled dict):
+a note of the jail kind and its layers, applied and missing, just before the last steps,
+and for a failing step one report (step, call, errno, path, message), after which the
+trampoline exits 126. A successful execve closes the pipe, so the host sees EOF. Killing
+the inner process, pid 1, kills every process in the namespace.
 """
 
 from __future__ import annotations
@@ -37,6 +43,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     import signal
     from typing import Any
+
+    from mcpwrap.sandbox import userns
 else:
     import _signal as signal
 
@@ -50,7 +58,7 @@ def main(argv: list[str]) -> None:
     try:
         spec = _receive_spec(control_fd)
     except SetupError as exc:
-        _report(status_fd, exc)
+        report(status_fd, exc)
         os._exit(126)
     if spec.get("hold"):
         spec["go"] = go_fd
@@ -59,10 +67,10 @@ def main(argv: list[str]) -> None:
     try:
         _outer(spec, status_fd)
     except SetupError as exc:
-        _report(status_fd, exc)
+        report(status_fd, exc)
         os._exit(126)
     except Exception as exc:  # a bug in the jail must still fail closed and say so
-        _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+        report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
         os._exit(126)
 
 
@@ -93,62 +101,148 @@ def _receive_spec(control_fd: int) -> dict[str, Any]:
     return spec
 
 
-def _report(status_fd: int, exc: SetupError) -> None:
+def _frame(data: dict[str, Any]) -> bytes:
+    body = marshal.dumps(data)
+    return struct.pack("<I", len(body)) + body
+
+
+def report(status_fd: int, exc: SetupError) -> None:
     try:
-        os.write(status_fd, marshal.dumps(exc.as_dict()))
+        os.write(status_fd, _frame(exc.as_dict()))
     except OSError:
         pass  # mcpwrap is gone: nobody is left to tell
+
+
+def note(status_fd: int, kind: str, applied: list[str], missing: list[str]) -> None:
+    """Tell mcpwrap which jail this is and its layers, for the session record."""
+    frame = _frame({"jail": kind, "applied": applied, "missing": missing})
+    try:
+        os.write(status_fd, frame)
+    except OSError as exc:
+        raise SetupError("jail", "write(status)", exc.errno or 0) from exc
 
 
 def _outer(spec: dict[str, Any], status_fd: int) -> None:
     kernel.prctl(kernel.PR_SET_PDEATHSIG, signal.SIGKILL, "parent death signal")
     if os.getppid() != spec["parent"]:  # mcpwrap died before the signal was armed
         os._exit(1)
-    prepared = _prepare_seccomp(spec)  # libseccomp is loaded while the filesystem is whole
+    kind = spec.get("jail", "full")
     group = _pids_cgroup(spec)
+    if kind == "reduced":
+        _reduced(spec, status_fd, group, 'the profile asks for it ([sandbox] jail = "reduced")')
+    found = _apparmor_probe()  # Ubuntu's AppArmor lets unshare work, then denies mounts
+    if found is not None and not found.usable:
+        _no_user_namespaces(spec, status_fd, group, found, 0)
+    # Before unshare: a cache miss runs ldconfig, and the first fork after CLONE_NEWPID is
+    # that namespace's pid 1 (its exit would leave no pid namespace for the server).
+    prepared = prepare_seccomp(spec, "any")
     # network = "host" keeps the host's network namespace; everything else gets its own.
     net = 0 if spec.get("host_network") else kernel.CLONE_NEWNET
-    kernel.unshare(
-        kernel.CLONE_NEWUSER
-        | kernel.CLONE_NEWNS
-        | net
-        | kernel.CLONE_NEWPID
-        | kernel.CLONE_NEWIPC
-        | kernel.CLONE_NEWUTS
-    )
+    try:
+        kernel.unshare(
+            kernel.CLONE_NEWUSER
+            | kernel.CLONE_NEWNS
+            | net
+            | kernel.CLONE_NEWPID
+            | kernel.CLONE_NEWIPC
+            | kernel.CLONE_NEWUTS
+        )
+    except SetupError as exc:
+        from mcpwrap.sandbox import userns  # only here: it imports typing (~8 ms)
+
+        if exc.errno not in userns.UNAVAILABLE_ERRNOS:
+            raise
+        found = userns.classify(userns.facts()._replace(unshare_errno=exc.errno))
+        _no_user_namespaces(spec, status_fd, group, found, exc.errno)
     _map_identity(spec["uid"], spec["gid"])
+    leave = open_parent_group(group)
     pid = os.fork()
-    if pid and group:
+    if pid and leave is not None:
         # pid 1 is in the group now; the outer process leaves it so that only the jail counts.
-        kernel.write_file(os.path.dirname(group) + "/cgroup.procs", str(os.getpid()), "rlimits")
+        leave_group(leave)
     if pid == 0:
+        if leave is not None:
+            os.close(leave)
         try:
             _inner(spec, status_fd, prepared)
         except SetupError as exc:
-            _report(status_fd, exc)
+            report(status_fd, exc)
         except Exception as exc:
-            _report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
+            report(status_fd, SetupError("jail", type(exc).__name__, 0, hint=str(exc)))
         os._exit(126)
     _supervise(pid, status_fd, group)
 
 
-def _prepare_seccomp(spec: dict[str, Any]) -> Any:
-    """The filter's BPF: from the cache in the state dir when the rules, mode and
-    libseccomp are unchanged, else built (libseccomp, ~25 ms) and cached."""
+def _apparmor_probe() -> userns.Availability | None:
+    """Only where AppArmor restricts user namespaces (and not as root): a forked child
+    tries what the jail would do, and the result decides. userns.needs_probe's rule,
+    read here first so that other starts do not import userns (and typing, ~8 ms)."""
+    if os.geteuid() == 0 or _sysctl(_APPARMOR_RESTRICT) != b"1":
+        return None
+    from mcpwrap.sandbox import userns
+
+    facts = userns.facts()
+    if not userns.needs_probe(facts):
+        return None
+    return userns.available()
+
+
+_APPARMOR_RESTRICT = "/proc/sys/kernel/apparmor_restrict_unprivileged_userns"
+
+
+def _sysctl(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read().strip()
+    except OSError:
+        return b""
+
+
+def _no_user_namespaces(
+    spec: dict[str, Any], status_fd: int, group: str, found: userns.Availability, err: int
+) -> None:
+    """jail = "any": on down the reduced path (never returns). jail = "full": refuse,
+    with the cause, its fix, the key that accepts the reduced jail, and doctor."""
+    if spec.get("jail") == "any":
+        _reduced(spec, status_fd, group, found.reason)
+    from mcpwrap.sandbox import userns
+
+    raise SetupError(
+        "namespaces",
+        "unshare(CLONE_NEWUSER)" if err else "user namespace probe",
+        err,
+        hint=f"{found.reason}. To fix: {found.fix}; {userns.ACCEPT_REDUCED}. "
+        "`mcpwrap doctor` says more",
+    )
+
+
+def _reduced(spec: dict[str, Any], status_fd: int, group: str, why: str) -> None:
+    from mcpwrap.sandbox import reduced
+
+    if spec.get("reduced") is None:
+        raise SetupError("jail", "reduced jail", 0, hint="the spec has no reduced part: a bug")
+    reduced.run(spec, status_fd, group, why)
+    os._exit(126)  # run() never returns: the supervisor and the server exit on their own
+
+
+def prepare_seccomp(spec: dict[str, Any], net: str) -> Any:
+    """The filter's BPF: from the cache in the state dir when the rules, mode, socket set
+    and libseccomp are unchanged, else built (libseccomp, ~25 ms) and cached."""
     mode = spec.get("seccomp")
     if not mode:
         return None
     from mcpwrap.sandbox import bpf
 
     cache = spec.get("seccomp_cache") or ""
-    path = os.path.join(cache, f"seccomp-{mode}-{bpf.cache_key(mode)}.marshal") if cache else ""
+    key = bpf.cache_key(f"{mode}/{net}")
+    path = os.path.join(cache, f"seccomp-{mode}-{net}-{key}.marshal") if cache else ""
     cached = bpf.load_cached(path) if path else None
     if cached is not None:
         return cached
     from mcpwrap.sandbox import seccomp
 
     try:
-        prepared = seccomp.build(mode)
+        prepared = seccomp.build(mode, net)
     except bpf.SeccompError as exc:
         raise SetupError("seccomp", exc.call, exc.errno, hint=exc.hint or str(exc)) from exc
     if path:
@@ -163,7 +257,7 @@ def _map_identity(uid: int, gid: int) -> None:
     kernel.write_file("/proc/self/gid_map", f"{gid} {gid} 1\n", "user namespace")
 
 
-def _remove_group(group: str) -> None:
+def remove_group(group: str) -> None:
     """Best effort: cgroup v1 lets go of an exited task lazily, so the group may still be
     busy; the next jail's sweep removes it then. The server's exit is not held up for it."""
     for _ in range(3):
@@ -206,6 +300,30 @@ def _pids_cgroup(spec: dict[str, Any]) -> str:
     )
 
 
+def open_parent_group(group: str) -> int | None:
+    """The pids group's parent's cgroup.procs, opened before the fork: the outer process
+    shares the new mount namespace with pid 1, whose pivot_root also moves the outer's
+    root, after which /sys is no longer there to open (a race lost 1 start in 5 under
+    load, with ENOENT)."""
+    if not group:
+        return None
+    path = os.path.dirname(group) + "/cgroup.procs"
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise SetupError("rlimits", "open", exc.errno or 0, path) from exc
+
+
+def leave_group(fd: int) -> None:
+    """The outer process leaves the jail's pids group, through `open_parent_group`'s fd."""
+    try:
+        os.write(fd, str(os.getpid()).encode())
+    except OSError as exc:
+        raise SetupError("rlimits", "write cgroup.procs", exc.errno or 0) from exc
+    finally:
+        os.close(fd)
+
+
 def _sweep(parent: str) -> None:
     """Remove groups left by jails whose supervisor was killed: rmdir refuses a group that
     still holds a process, and a group whose supervisor is alive is skipped, since it may
@@ -246,7 +364,7 @@ def _supervise(child: int, status_fd: int, group: str) -> None:
         except ChildProcessError:
             os._exit(1)
     if group:
-        _remove_group(group)
+        remove_group(group)
     if os.WIFSIGNALED(status):  # die of the same signal, so mcpwrap reports it as such
         killer = os.WTERMSIG(status)
         if killer not in (signal.SIGKILL, signal.SIGSTOP):  # those cannot be caught anyway
@@ -261,30 +379,31 @@ def _inner(spec: dict[str, Any], status_fd: int, prepared: Any) -> None:
     if not spec.get("host_network"):
         _loopback_up()
     if spec.get("egress") is not None:
-        spec["tcp_connect"] = _egress_listeners(spec)
-    channel = _broker_channel(spec)  # before the new root hides the _socket module
+        spec["tcp_connect"] = egress_listeners(spec)
+    channel = broker_channel(spec, spec.get("sealed"))  # before the new root hides _socket
     root = _build_root(spec)
     _enter_root(root)
     os.setsid()
     os.umask(0o022)
-    _limits(spec["rlimits"])
+    set_limits(spec["rlimits"])
     kernel.drop_all_capabilities()
     kernel.prctl(kernel.PR_SET_NO_NEW_PRIVS, 1, "no_new_privs")
     ruled = _landlock(spec)
     _enter_cwd(spec["cwd"], spec["env"]["HOME"])
-    _wait_for_go(spec)
-    _close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
+    note(status_fd, "full", [], [])
+    wait_for_go(spec)
+    close_fds_but(status_fd, *((channel.fileno(),) if channel is not None else ()))
     if prepared is not None:
-        _load_seccomp(prepared)
+        load_seccomp(prepared)
     if channel is not None:
-        _hand_over_listener(channel, ruled)
+        hand_over_listener(channel, ruled)
     try:
         os.execve(spec["exe"], spec["argv"], spec["env"])  # noqa: S606 - the server itself
     except OSError as exc:
         raise SetupError("exec", "execve", exc.errno or 0, spec["exe"]) from exc
 
 
-def _wait_for_go(spec: dict[str, Any]) -> None:
+def wait_for_go(spec: dict[str, Any]) -> None:
     """A held start: mcpwrap verifies the server's files while the jail is built and
     sends one byte when they match; EOF means they did not, and nothing is run."""
     go = spec.get("go")
@@ -299,7 +418,7 @@ def _wait_for_go(spec: dict[str, Any]) -> None:
     os.close(go)
 
 
-def _close_fds_but(*keep: int) -> None:
+def close_fds_but(*keep: int) -> None:
     low = 3
     for fd in sorted(keep):
         os.closerange(low, fd)
@@ -307,25 +426,29 @@ def _close_fds_but(*keep: int) -> None:
     os.closerange(low, 65536)
 
 
-def _broker_channel(spec: dict[str, Any]) -> Any:
+def broker_channel(spec: dict[str, Any], sealed: Any) -> Any:
     """The socket mcpwrap's seal broker receives its listener on, when a directory is
-    sealed. _socket, not socket: the wrapper module costs the jail ~10 ms to import."""
+    sealed in this jail (`sealed`: the kind's own; the channel is there when the other
+    kind would seal). _socket, not socket: the wrapper module costs the jail ~10 ms."""
     broker = spec.get("broker")
-    if broker is None:
+    if broker is None or not sealed:
         return None
     import _socket
 
     return _socket.socket(fileno=broker["fd"])
 
 
-def _hand_over_listener(channel: Any, ruled: tuple[tuple[str, int, int, int], ...]) -> None:
-    """The last filter: it stops the server's creating calls until mcpwrap answers them.
-    Its listener goes to mcpwrap with the inodes Landlock put rules on, then leaves the
-    jail (a listener kept here could let the server answer its own calls)."""
+def hand_over_listener(
+    channel: Any, ruled: tuple[tuple[str, int, int, int], ...], *, removals: bool = False
+) -> None:
+    """The last filter: it stops the server's creating calls (with removals, its unlink
+    and rmdir calls too) until mcpwrap answers them. Its listener goes to mcpwrap with the
+    inodes Landlock put rules on, then leaves the jail (a listener kept here could let
+    the server answer its own calls)."""
     import _socket
 
     try:
-        listener = unotify.install(unotify.program())
+        listener = unotify.install(unotify.program(removals=removals))
     except OSError as exc:
         raise SetupError(
             "seal broker",
@@ -347,7 +470,7 @@ def _hand_over_listener(channel: Any, ruled: tuple[tuple[str, int, int, int], ..
         os.close(listener)
 
 
-def _load_seccomp(prepared: Any) -> None:
+def load_seccomp(prepared: Any) -> None:
     from mcpwrap.sandbox import bpf  # already imported by _prepare_seccomp
 
     try:
@@ -382,9 +505,10 @@ def _loopback_up() -> None:
         os.close(fd)
 
 
-def _egress_listeners(spec: dict[str, Any]) -> list[int]:
-    """Bind the proxy listeners and the tcp: forwards in this namespace, hand them to
-    mcpwrap, and point the server's environment at them: the ports its TCP may reach."""
+def egress_listeners(spec: dict[str, Any]) -> list[int]:
+    """Bind the proxy listeners and the tcp: forwards in this namespace (the reduced
+    jail: the host's), hand them to mcpwrap, and point the server's environment at them:
+    the ports its TCP may reach."""
     import socket  # only with network = "allowlist": ~3 ms
 
     egress = spec["egress"]
@@ -582,7 +706,7 @@ def _enter_root(root: str) -> None:
 # --- limits and Landlock ---------------------------------------------------------------
 
 
-def _limits(rlimits: dict[str, int]) -> None:
+def set_limits(rlimits: dict[str, int]) -> None:
     for name, value in rlimits.items():
         kind = getattr(resource, name)
         try:

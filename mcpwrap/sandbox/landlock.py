@@ -232,6 +232,7 @@ def restrict(
     tcp_connect: Sequence[int] = (),
     tcp_bind: Sequence[int] = (),
     seal: Sequence[str] = (),
+    sealed_read_only: bool = False,
     scope: bool = True,
     tcp: bool = True,
 ) -> Report:
@@ -240,7 +241,9 @@ def restrict(
     read: READ_FILE, READ_DIR. execute: those and EXECUTE. write: every handled right but
     EXECUTE (a written file runs only if also under an execute grant). seal: the write
     rights without the make rights (entries can be changed and removed, none created); a
-    sealed directory must have no write grant above it, as rights inherit downwards. A
+    sealed directory must have no write grant above it, as rights inherit downwards;
+    sealed_read_only (the reduced jail, where no mount keeps a protected file read-only)
+    gives the sealed directories the read rights alone. A
     directory grant covers everything beneath it; a file grant gets only the file rights;
     a missing path is skipped and reported. TCP is refused except the listed ports
     (ABI >= 4); abstract unix sockets and signals stay inside the domain when scope
@@ -255,7 +258,7 @@ def restrict(
     fd = _create_ruleset(abi, fs, net, scoped)
     try:
         added, skipped, directories = _add_path_rules(
-            fd, _path_grants(read, write, execute, seal, fs)
+            fd, _path_grants(read, write, execute, seal, fs, sealed_read_only=sealed_read_only)
         )
         if net:
             added += _add_port_rules(fd, ports)
@@ -294,10 +297,13 @@ def _path_grants(
     execute: Sequence[str],
     seal: Sequence[str],
     fs: int,
+    *,
+    sealed_read_only: bool = False,
 ) -> list[tuple[str, int]]:
     """(path, rights) in order; rights for the same path accumulate in the kernel."""
     write_rights = fs & ~_EXECUTE
-    kinds = ((read, _READ), (execute, _RUN), (write, write_rights), (seal, write_rights & ~MAKE))
+    sealed = _READ if sealed_read_only else write_rights & ~MAKE
+    kinds = ((read, _READ), (execute, _RUN), (write, write_rights), (seal, sealed))
     return [(path, rights & fs) for paths, rights in kinds for path in paths]
 
 

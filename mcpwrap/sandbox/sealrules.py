@@ -24,6 +24,7 @@ O_DIRECTORY = 0o200000
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
 RENAME_WHITEOUT = 4
+AT_REMOVEDIR = 0x200
 _CREAT_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC  # creat(path, mode) is open with these
 
 
@@ -31,6 +32,7 @@ class Kind(enum.Enum):
     OPEN = "open"
     MKDIR = "mkdir"
     RENAME = "rename"
+    REMOVE = "remove"  # unlink, unlinkat, rmdir: the reduced jail's seals only
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ def parse(nr: int, args: tuple[int, ...]) -> Call | None:
         unotify.NR_RENAMEAT2: lambda: Call(
             Kind.RENAME, "renameat2", _fd(a[2]), a[3], low[4], src_dirfd=_fd(a[0]), src_path=a[1]
         ),
+        unotify.NR_UNLINK: lambda: Call(Kind.REMOVE, "unlink", AT_FDCWD, a[0]),
+        unotify.NR_RMDIR: lambda: Call(Kind.REMOVE, "rmdir", AT_FDCWD, a[0], AT_REMOVEDIR),
+        unotify.NR_UNLINKAT: lambda: Call(Kind.REMOVE, "unlinkat", _fd(a[0]), a[1], low[2]),
     }
     make = calls.get(nr)
     return make() if make else None
@@ -139,11 +144,12 @@ class End:
 @dataclass(frozen=True)
 class Facts:
     kind: Kind
-    flags: int  # open's or rename's
-    name: bytes  # the destination's last name
+    flags: int  # open's, rename's or unlinkat's
+    name: bytes  # the destination's last name (REMOVE: what is removed)
     trailing_slash: bool
     dest: End
     source: End | None = None  # RENAME only
+    removals: bool = False  # the reduced jail's seals: read-only, removals brokered too
 
 
 class Action(enum.Enum):
@@ -170,13 +176,17 @@ def _refuse(reason: str, err: int = errno.EACCES) -> Verdict:
 def decide(facts: Facts) -> Verdict:
     """What to do with a creating call whose destination the broker resolved."""
     dest = facts.dest
-    if not dest.sealed:
+    # Out of a read-only seal (the reduced jail), a rename needs mcpwrap as well.
+    source_sealed = facts.removals and facts.source is not None and facts.source.sealed
+    if not dest.sealed and not source_sealed:
         return _proceed("not in a sealed directory")
     if facts.name in (b".", b".."):
         return _proceed("not a new name")
     shown = os.fsdecode(facts.name)
     if facts.kind is Kind.RENAME:
         return _rename(facts, shown)
+    if facts.kind is Kind.REMOVE:
+        return _remove(facts, shown)
     if dest.exists:  # a protected one that exists is a read-only mount, or a sealed dir
         return _proceed("exists already: this creates nothing")
     if dest.forbidden:
@@ -200,6 +210,19 @@ def _rename(facts: Facts, shown: str) -> Verdict:
         return _refuse("a mount point of the jail stays where it is", errno.EBUSY)
     if src.sealed_dir or src.forbidden or dest.sealed_dir:
         return _refuse("a sealed or protected directory stays where it is")
-    if not src.writable:
-        return _refuse("the source is not under a write grant")
+    if not src.writable or not dest.writable:
+        return _refuse("the source or the destination is not under a write grant")
     return Verdict(Action.PERFORM, f"rename to {shown} in a sealed directory")
+
+
+def _remove(facts: Facts, shown: str) -> Verdict:
+    dest = facts.dest
+    if dest.forbidden or dest.sealed_dir:
+        return _refuse(f"{shown} is protected, or holds a protected path: it stays")
+    if not dest.exists:
+        return _proceed("nothing to remove: the kernel says so")
+    if dest.mountpoint:
+        return _refuse("a mount point stays where it is", errno.EBUSY)
+    if facts.flags & ~AT_REMOVEDIR:
+        return _proceed("unknown unlinkat flags: the kernel refuses them")
+    return Verdict(Action.PERFORM, f"remove {shown} from a sealed directory")

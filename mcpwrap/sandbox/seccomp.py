@@ -12,6 +12,16 @@ on x86_64) meets the bad-architecture action: the whole process is killed (SIGSY
            any other syscall fails with EPERM, and numbers newer than libseccomp's table
            with ENOSYS, so that runtimes probing a new call fall back.
 
+Sockets, by the jail's network (`net`; the full jail's own network namespace is the wall
+there, so "any" is its answer whatever the profile's network):
+
+  any      AF_INET and AF_INET6 of any type but SOCK_RAW (the families above stay refused)
+  stream   AF_INET and AF_INET6 SOCK_STREAM only: no UDP, no SCTP, no raw. The reduced jail
+           with network = "allowlist": its TCP reaches only mcpwrap's proxies (Landlock)
+  none     no socket() at all: the reduced jail with network = "none"
+
+socketpair() stays in every case: libuv and asyncio need it, and it reaches nothing.
+
 Strict is two stacked filters. libseccomp 2.5.4 refuses a rule whose action is the
 default action (EACCES) and two comparisons of one argument in a rule (EINVAL), so "allow
 ioctl except TIOCSTI" cannot be said under an EPERM default. The kernel runs every filter
@@ -107,6 +117,12 @@ class Mode(enum.StrEnum):
     STRICT = "strict"
 
 
+class Net(enum.StrEnum):
+    ANY = "any"
+    STREAM = "stream"
+    NONE = "none"
+
+
 @dataclass(frozen=True)
 class _Cmp:
     """(argument `arg` & mask) == want, on the argument's low 32 bits."""
@@ -129,14 +145,16 @@ class _Group:
     rules: tuple[_Rule, ...]
 
 
-def build(mode: str) -> Prepared:
-    """Build the filters of `mode` ("default" or "strict") in memory, without loading them.
+def build(mode: str, net: str = Net.ANY) -> Prepared:
+    """Build the filters of `mode` ("default" or "strict") in memory, without loading them;
+    `net` says which sockets the jail may make (Net).
 
     Call it before the jail hides the filesystem: it dlopens libseccomp through pyseccomp.
     """
     chosen = _mode(mode)
+    sockets = _net(net)
     sc = _import()
-    deny = _deny_groups()
+    deny = _deny_groups(sockets)
     lines = [_DENY_HEADLINE, *(g.summary for g in deny), _by_number_line()]
     programs = [_compile(sc, sc.ALLOW, deny)]
     if chosen is Mode.STRICT:
@@ -153,6 +171,14 @@ def _mode(mode: str) -> Mode:
     except ValueError:
         names = ", ".join(m.value for m in Mode)
         raise SeccompError("build", f"mode {mode!r}", hint=f"use one of: {names}") from None
+
+
+def _net(net: str) -> Net:
+    try:
+        return Net(net)
+    except ValueError:
+        names = ", ".join(n.value for n in Net)
+        raise SeccompError("build", f"net {net!r}", hint=f"use one of: {names}") from None
 
 
 def _import() -> Any:
@@ -203,16 +229,21 @@ _REFUSED: tuple[tuple[str, int, tuple[str, ...]], ...] = (
 )  # fmt: skip
 
 
-def _deny_groups() -> tuple[_Group, ...]:
+def _deny_groups(net: Net = Net.ANY) -> tuple[_Group, ...]:
     """The deny-list: the whole of "default", and the filter loaded last in "strict"."""
+    if net is Net.NONE:  # libseccomp refuses an unconditional rule beside masked ones
+        sockets: tuple[_Group, ...] = (
+            _fail("sockets (no network)", errno.EAFNOSUPPORT, ("socket",)),
+        )
+    else:
+        sockets = (_socket_families(), _raw_sockets(), *_stream_only(net))
     return (
         *(_fail(name, err, calls) for name, err, calls in _REFUSED),
         *(_fail("newer than libseccomp", err, nrs) for err, nrs in _refused_by_number()),
         _clone_new(),
         _personality(),
         _terminal_injection(),
-        _socket_families(),
-        _raw_sockets(),
+        *sockets,
         _fail("unreviewed", errno.ENOSYS, _UNREVIEWED),
     )
 
@@ -294,6 +325,22 @@ def _raw_sockets() -> _Group:
     return _Group(
         "sockets: EPERM SOCK_RAW for AF_INET, AF_INET6", (_Rule("socket", errno.EPERM, raw),)
     )
+
+
+_SOCK_STREAM = 1
+
+
+def _stream_only(net: Net) -> tuple[_Group, ...]:
+    """The reduced jail with the proxies: it has no network namespace of its own, so no
+    UDP (the host's loopback services would be reachable). Any type whose low four bits
+    differ from SOCK_STREAM's in some bit: one single-bit comparison per bit (the flags
+    SOCK_NONBLOCK and SOCK_CLOEXEC sit above them)."""
+    if net is not Net.STREAM:
+        return ()
+    rules = tuple(
+        _Rule("socket", errno.EPERM, (_Cmp(1, 1 << i, ~_SOCK_STREAM & 1 << i),)) for i in range(4)
+    )
+    return (_Group("sockets (proxies only): EPERM every type but SOCK_STREAM (no UDP)", rules),)
 
 
 def _by_number_line() -> str:

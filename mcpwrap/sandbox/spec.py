@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from mcpwrap.profile import Network, Profile
+from mcpwrap.profile import JailKind, Network, Profile
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC = (
@@ -97,9 +97,14 @@ def build(
     binds += [[bytecode, "ro"]] if bytecode else []
     binds += [[p, "rw"] for p in profile.sandbox.write if os.path.exists(p)]
     protect = protected_paths(profile, state_dir) + ([bytecode] if bytecode else [])
-    guard = guard_protected([p for p, m in binds if m == "rw"], protect, profile.source)
+    kind = profile.sandbox.jail
+    writable = [p for p, m in binds if m == "rw"]
+    full = kind is not JailKind.REDUCED
+    guard = guard_protected(writable, protect, profile.source) if full else Guard((), {}, ())
     inside_env = {**env, "HOME": HOME_INSIDE, "TMPDIR": "/tmp"}
     return {
+        "jail": kind.value,
+        "reduced": None if kind is JailKind.FULL else _reduced(profile, binds, protect),
         "parent": os.getpid(),
         "uid": os.getuid(),
         "gid": os.getgid(),
@@ -118,6 +123,46 @@ def build(
         "host_network": profile.sandbox.network is Network.HOST,
         "egress": _egress(profile),
     }
+
+
+_DEVICES_RW = ("/dev/null", "/dev/zero", "/dev/full")
+_DEVICES_RO = ("/dev/random", "/dev/urandom")
+
+
+def _reduced(profile: Profile, binds: list[list[str]], protect: list[str]) -> dict[str, Any]:
+    """What the reduced jail (no namespaces: sandbox/reduced.py) applies instead of the new
+    root: the same paths as Landlock rules on the host's own tree. Protected paths cannot be
+    pinned or bound read-only without a mount, so every directory from a write grant down
+    to a protected path is sealed (read-only to the server; mcpwrap's broker makes, renames
+    and removes the other names there), and the private HOME and TMPDIR live in a per-run
+    directory the jail makes (and its supervisor removes)."""
+    writable = [p for p, m in binds if m == "rw"]
+    guard = guard_protected(writable, protect, profile.source, seal_all=True)
+    network = profile.sandbox.network
+    return {
+        "landlock": {
+            "read": ["/proc", *_DEVICES_RO, *(p for p, m in binds if m == "ro")],
+            "execute": [p for p, m in binds if m == "rx"],
+            "write": [
+                *_DEVICES_RW,
+                *(p for p in writable if p not in guard.sealed),
+                *guard.unsealed,
+            ],
+            "seal": list(guard.sealed),
+        },
+        "sealed": {d: list(p) for d, p in guard.sealed.items()},
+        "seccomp_net": {Network.NONE: "none", Network.ALLOWLIST: "stream"}.get(network, "any"),
+        "private_base": _private_base(),
+    }
+
+
+def _private_base() -> str:
+    """Where the reduced jail makes its per-run directory: the user's runtime directory
+    (a tmpfs of its own, 0700) when there is one, else /tmp."""
+    runtime = os.environ.get("XDG_RUNTIME_DIR", "")
+    if runtime.startswith("/") and os.path.isdir(runtime) and os.access(runtime, os.W_OK):
+        return runtime
+    return "/tmp"
 
 
 def _refuse_whole_host(profile: Profile) -> None:
@@ -332,8 +377,12 @@ class Guard(NamedTuple):
     unsealed: tuple[str, ...]
 
 
-def guard_protected(write: Sequence[str], protect: Sequence[str], source: str) -> Guard:
-    """The pins and seals that keep `protect` read-only under the `write` grants."""
+def guard_protected(
+    write: Sequence[str], protect: Sequence[str], source: str, *, seal_all: bool = False
+) -> Guard:
+    """The pins and seals that keep `protect` read-only under the `write` grants. With
+    seal_all (the reduced jail, which has no mounts): no pins, every chain sealed, and the
+    protected entries of sealed directories left out of `unsealed`."""
     protected = set(protect)
     grants = sorted({w for w in write if os.path.isdir(w)}, key=len)
     pins: list[str] = []
@@ -346,17 +395,18 @@ def guard_protected(write: Sequence[str], protect: Sequence[str], source: str) -
         if outer is None:
             continue
         chain, missing = _walk(outer, path, protected)
-        if missing:
+        if (missing or seal_all) and chain:
             for directory in chain:
                 sealed.setdefault(directory, [])
             sealed[chain[-1]].append(path)
         elif chain:
             pins += chain[1:]
     for directory in sealed:
-        for private in _PRIVATE_WRITES:
+        for private in () if seal_all else _PRIVATE_WRITES:
             if directory.startswith(private.rstrip("/") + "/"):
                 _refuse_unsealable(directory, sealed, private)
-    unsealed = tuple(e for d in sealed for e in _entries(d) if e not in sealed)
+    left_out = set(sealed) | (protected if seal_all else set())
+    unsealed = tuple(e for d in sealed for e in _entries(d) if e not in left_out)
     return Guard(tuple(dict.fromkeys(pins)), {d: tuple(p) for d, p in sealed.items()}, unsealed)
 
 

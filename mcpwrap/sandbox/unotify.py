@@ -24,7 +24,11 @@ _libc.syscall.restype = ctypes.c_long
 NR_OPEN, NR_RENAME, NR_MKDIR, NR_CREAT = 2, 82, 83, 85
 NR_OPENAT, NR_MKDIRAT, NR_RENAMEAT, NR_RENAMEAT2, NR_OPENAT2 = 257, 258, 264, 316, 437
 O_CREAT = 0o100
+NR_RMDIR, NR_UNLINK, NR_UNLINKAT = 84, 87, 263
 _ALWAYS = (NR_CREAT, NR_MKDIR, NR_MKDIRAT, NR_RENAME, NR_RENAMEAT, NR_RENAMEAT2, NR_OPENAT2)
+# The reduced jail's sealed directories are read-only to Landlock: removals go through
+# mcpwrap too, which refuses those of protected paths and their ancestors.
+REMOVALS = (NR_RMDIR, NR_UNLINK, NR_UNLINKAT)
 _FLAGS_ARG = {NR_OPEN: 1, NR_OPENAT: 2}  # the argument holding open's flags
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
@@ -46,14 +50,16 @@ _ADDFD_FLAG_SEND = 2
 # --- the filter ---------------------------------------------------------------------------
 
 
-def program() -> bytes:
-    """The BPF program: struct sock_filter entries (code u16, jt u8, jf u8, k u32)."""
+def program(*, removals: bool = False) -> bytes:
+    """The BPF program: struct sock_filter entries (code u16, jt u8, jf u8, k u32); with
+    removals, unlink, unlinkat and rmdir are stopped too."""
+    always = _ALWAYS + (REMOVALS if removals else ())
     insns: list[tuple[int, str, str, int]] = [  # (code, jump-if-true, jump-if-false, k)
         (_LD_ABS, "", "", 4),  # seccomp_data.arch
         (_JEQ, "", "allow", _AUDIT_ARCH_X86_64),
         (_LD_ABS, "", "", 0),  # seccomp_data.nr
         (_JGE, "allow", "", _X32_BIT),
-        *((_JEQ, "notify", "", nr) for nr in _ALWAYS),
+        *((_JEQ, "notify", "", nr) for nr in always),
         *((_JEQ, f"flags{arg}", "", nr) for nr, arg in _FLAGS_ARG.items()),
         (_RET, "", "", _RET_ALLOW),
     ]
