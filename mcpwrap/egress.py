@@ -299,7 +299,7 @@ class Egress:
         try:
             if listener.kind == "http":
                 conn.sendall(_http_error(status, verdict))
-            elif listener.kind == "socks" and status != 407:  # 407: refused in the handshake
+            elif listener.kind == "socks" and status != 407:  # 407: answered in the handshake
                 conn.sendall(_SOCKS_REFUSED if status == 403 else _SOCKS_FAILED)
         except OSError:
             pass
@@ -454,7 +454,7 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-def _http_request(conn: socket.socket, secret: str | None) -> tuple[str, int, bytes, bytes]:
+def _http_request(conn: socket.socket, secret: str | None = None) -> tuple[str, int, bytes, bytes]:
     """(host, port, bytes to send upstream first, reply to the client once connected).
     With a secret, Refused (407) unless the request carries it in Proxy-Authorization."""
     data = b""
@@ -567,7 +567,7 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def _socks_request(conn: socket.socket, secret: str | None) -> tuple[str, int]:
+def _socks_request(conn: socket.socket, secret: str | None = None) -> tuple[str, int]:
     version, count = _exactly(conn, 2)
     if version != 5:
         raise ValueError(f"SOCKS version {version}; only SOCKS5 is served")
@@ -601,10 +601,15 @@ def _socks_authenticate(conn: socket.socket, methods: bytes, secret: str) -> Non
         conn.sendall(b"\x05\xff")
         raise Refused(Verdict(False, "egress.credentials", proxyauth.NO_CREDENTIALS), 407)
     conn.sendall(b"\x05\x02")
-    head = _exactly(conn, 2)
-    user = _exactly(conn, head[1])
-    plen = _exactly(conn, 1)
-    request = proxyauth.parse_userpass(head + user + plen + _exactly(conn, plen[0]))
+    try:
+        head = _exactly(conn, 2)
+        user = _exactly(conn, head[1])
+        plen = _exactly(conn, 1)
+        request = proxyauth.parse_userpass(head + user + plen + _exactly(conn, plen[0]))
+    except ValueError as exc:  # answered in RFC 1929's terms, not with a SOCKS5 reply
+        with contextlib.suppress(OSError):
+            conn.sendall(b"\x01\x01")
+        raise Refused(Verdict(False, "egress.protocol", f"bad socks request: {exc}"), 407) from exc
     why = proxyauth.check_userpass(request, secret)
     if why is not None:
         conn.sendall(b"\x01\x01")
