@@ -108,6 +108,9 @@ def proxy_env(http_port: int, socks_port: int, secret: str) -> dict[str, str]:
     ):
         env[name] = env[name.upper()] = value
     env["NODE_USE_ENV_PROXY"] = "1"  # Node >= 22.21 / 24.5: fetch honours the variables
+    # git asks libcurl for any method, so it tries each request without credentials first
+    # and gets a 407 (an audited refusal) before it sends them; basic sends them at once.
+    env["GIT_HTTP_PROXY_AUTHMETHOD"] = "basic"
     return env
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -104,6 +105,7 @@ def test_host_listeners_are_loopback_listeners_named_in_the_environment() -> Non
         assert hosts.env["socks_proxy"] == hosts.env["SOCKS_PROXY"] == f"socks5h://{socks}"
         assert hosts.env["NO_PROXY"] == "localhost,127.0.0.1,::1"
         assert hosts.env["NODE_USE_ENV_PROXY"] == "1"
+        assert hosts.env["GIT_HTTP_PROXY_AUTHMETHOD"] == "basic"
         assert len(hosts.secret) >= 32 and hosts.secret != egress.host_listeners().secret
     finally:
         for _, sock in hosts.listeners:
@@ -169,6 +171,28 @@ def test_httpx_with_the_proxy_url_gets_through(proxy: Proxy) -> None:
     with httpx.Client(proxy=f"http://{proxy.bare('http')}", trust_env=False) as client:
         assert client.get(f"{proxy.url}/bare").status_code == 407
     assert proxy.upstream.hits == ["/httpx"]
+
+
+URLLIB = "import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())"
+
+
+def test_python_urllib_and_git_send_the_credentials_at_once(proxy: Proxy) -> None:
+    """Both read the proxy variables; git sends the credentials up front only because of
+    GIT_HTTP_PROXY_AUTHMETHOD=basic (without it, each request is refused once first)."""
+    env = {"PATH": "/usr/bin:/bin", **proxy.hosts.env}
+    run = subprocess.run(
+        [sys.executable, "-c", URLLIB, f"{proxy.url}/urllib"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert run.stdout == "hello /urllib\n\n", run
+    run = subprocess.run(
+        ["git", "ls-remote", f"{proxy.url}/repo"], env=env, capture_output=True, timeout=30
+    )
+    assert proxy.upstream.hits == ["/urllib", "/repo/info/refs?service=git-upload-pack"]
+    assert refusals(proxy.done()) == []
 
 
 UNDICI = """
