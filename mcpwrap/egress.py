@@ -27,8 +27,11 @@ import time
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from mcpwrap import netpolicy, tlshello
+from mcpwrap import netpolicy, proxyauth, tlshello
 from mcpwrap.netpolicy import IP, Entry, Verdict
+from mcpwrap.proxyauth import HostListeners, host_listeners
+
+__all__ = ["Egress", "HostListeners", "Limits", "Listener", "host_listeners"]
 
 _HEAD_LIMIT = 64 * 1024  # an HTTP request head larger than this is refused
 _CHUNK = 64 * 1024  # a pump's first buffer, and the read size before relaying starts
@@ -71,7 +74,11 @@ class Egress:
         limits: Limits = DEFAULT_LIMITS,
         resolve: Resolve | None = None,
         broken: Callable[[], str | None] = lambda: None,
+        secret: str | None = None,
     ) -> None:
+        """secret: the run's proxy credentials (proxyauth), required of every HTTP and
+        SOCKS connection when given: listeners on the host's loopback, where other local
+        processes can reach them. None: listeners only the jail can reach, no credentials."""
         self._rules = list(rules)
         self._listeners = list(listeners)
         self._record = record
@@ -79,6 +86,7 @@ class Egress:
         self._limits = limits
         self._resolve = resolve or resolve_host
         self._broken = broken
+        self._secret = secret
         self._slots = threading.BoundedSemaphore(limits.connections)
         self._closed = threading.Event()
         # Connections admitted by tools' effects: the calls each still waits on.
@@ -147,9 +155,9 @@ class Egress:
         host, port, early = "", 0, b""
         try:
             if listener.kind == "http":
-                host, port, early, reply = _http_request(conn)
+                host, port, early, reply = _http_request(conn, self._secret)
             elif listener.kind == "socks":
-                host, port = _socks_request(conn)
+                host, port = _socks_request(conn, self._secret)
                 reply = _SOCKS_OK
             else:
                 assert listener.target is not None
@@ -291,7 +299,7 @@ class Egress:
         try:
             if listener.kind == "http":
                 conn.sendall(_http_error(status, verdict))
-            elif listener.kind == "socks":
+            elif listener.kind == "socks" and status != 407:  # 407: answered in the handshake
                 conn.sendall(_SOCKS_REFUSED if status == 403 else _SOCKS_FAILED)
         except OSError:
             pass
@@ -446,8 +454,9 @@ _HOP_BY_HOP = frozenset(
 )
 
 
-def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
-    """(host, port, bytes to send upstream first, reply to the client once connected)."""
+def _http_request(conn: socket.socket, secret: str | None = None) -> tuple[str, int, bytes, bytes]:
+    """(host, port, bytes to send upstream first, reply to the client once connected).
+    With a secret, Refused (407) unless the request carries it in Proxy-Authorization."""
     data = b""
     while b"\r\n\r\n" not in data:
         chunk = conn.recv(8192)
@@ -466,6 +475,8 @@ def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
     if len(parts) != 3 or not parts[2].startswith(b"HTTP/1."):
         raise ValueError(f"not an HTTP/1.x request line: {lines[0][:100]!r}")
     method, target, version = parts
+    if secret is not None:
+        _check_proxy_authorization(lines[1:], secret)
     if method == b"CONNECT":
         host, port = _authority(target.decode("ascii", "replace"), None)
         return host, port, rest, b"HTTP/1.1 200 Connection established\r\n\r\n"
@@ -494,6 +505,17 @@ def _http_request(conn: socket.socket) -> tuple[str, int, bytes, bytes]:
     return host, port, upstream_head + rest, b""
 
 
+def _check_proxy_authorization(header_lines: list[bytes], secret: str) -> None:
+    values = [
+        value
+        for name, colon, value in (line.partition(b":") for line in header_lines)
+        if colon and name.strip().lower() == b"proxy-authorization"
+    ]
+    why = proxyauth.check_basic(values, secret)
+    if why is not None:
+        raise Refused(Verdict(False, "egress.credentials", why), 407)
+
+
 def _authority(text: str, default: int | None) -> tuple[str, int]:
     if text.startswith("["):
         host, _, tail = text[1:].partition("]")
@@ -512,17 +534,23 @@ def _authority(text: str, default: int | None) -> tuple[str, int]:
 
 
 def _http_error(status: int, verdict: Verdict) -> bytes:
-    words = {400: "Bad Request", 403: "Forbidden", 502: "Bad Gateway"}.get(status, "Error")
+    words = {
+        400: "Bad Request",
+        403: "Forbidden",
+        407: "Proxy Authentication Required",
+        502: "Bad Gateway",
+    }.get(status, "Error")
+    challenge = 'Proxy-Authenticate: Basic realm="mcpwrap"\r\n' if status == 407 else ""
     body = f"mcpwrap refused this connection: {verdict.reason} (rule {verdict.rule})\n".encode()
     head = (
         f"HTTP/1.1 {status} {words}\r\nContent-Type: text/plain; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nConnection: close\r\n"
-        f"X-Mcpwrap-Rule: {verdict.rule}\r\n\r\n"
+        f"X-Mcpwrap-Rule: {verdict.rule}\r\n{challenge}\r\n"
     )
     return head.encode() + body
 
 
-# --- SOCKS5 (RFC 1928), no authentication, CONNECT only ------------------------------------
+# --- SOCKS5 (RFC 1928), CONNECT only; username/password (RFC 1929) when there is a secret --
 
 _SOCKS_OK = b"\x05\x00\x00\x01\x00\x00\x00\x00\x00\x00"
 _SOCKS_REFUSED = b"\x05\x02\x00\x01\x00\x00\x00\x00\x00\x00"  # not allowed by ruleset
@@ -539,14 +567,18 @@ def _exactly(conn: socket.socket, n: int) -> bytes:
     return data
 
 
-def _socks_request(conn: socket.socket) -> tuple[str, int]:
+def _socks_request(conn: socket.socket, secret: str | None = None) -> tuple[str, int]:
     version, count = _exactly(conn, 2)
     if version != 5:
         raise ValueError(f"SOCKS version {version}; only SOCKS5 is served")
-    if 0 not in _exactly(conn, count):
+    methods = _exactly(conn, count)
+    if secret is not None:
+        _socks_authenticate(conn, methods, secret)
+    elif 0 not in methods:
         conn.sendall(b"\x05\xff")
         raise ValueError("the client offers no method without authentication")
-    conn.sendall(b"\x05\x00")
+    else:
+        conn.sendall(b"\x05\x00")
     version, command, _, kind = _exactly(conn, 4)
     if kind == 1:
         host = str(ipaddress.IPv4Address(_exactly(conn, 4)))
@@ -561,3 +593,25 @@ def _socks_request(conn: socket.socket) -> tuple[str, int]:
         conn.sendall(b"\x05\x07\x00\x01\x00\x00\x00\x00\x00\x00")
         raise ValueError(f"SOCKS command {command}; only CONNECT is served")
     return host, port
+
+
+def _socks_authenticate(conn: socket.socket, methods: bytes, secret: str) -> None:
+    """Username/password or nothing: "no authentication" (0) is refused, not chosen."""
+    if 2 not in methods:
+        conn.sendall(b"\x05\xff")
+        raise Refused(Verdict(False, "egress.credentials", proxyauth.NO_CREDENTIALS), 407)
+    conn.sendall(b"\x05\x02")
+    try:
+        head = _exactly(conn, 2)
+        user = _exactly(conn, head[1])
+        plen = _exactly(conn, 1)
+        request = proxyauth.parse_userpass(head + user + plen + _exactly(conn, plen[0]))
+    except ValueError as exc:  # answered in RFC 1929's terms, not with a SOCKS5 reply
+        with contextlib.suppress(OSError):
+            conn.sendall(b"\x01\x01")
+        raise Refused(Verdict(False, "egress.protocol", f"bad socks request: {exc}"), 407) from exc
+    why = proxyauth.check_userpass(request, secret)
+    if why is not None:
+        conn.sendall(b"\x01\x01")
+        raise Refused(Verdict(False, "egress.credentials", why), 407)
+    conn.sendall(b"\x01\x00")
