@@ -165,6 +165,7 @@ class Jailed(Child):
         self._seal = seal  # (our end of the broker's socket, the protected paths)
         self.broker: Any = None  # sandbox.broker.Broker, once the jail is ready
         self.note: dict[str, Any] = {}  # the jail's kind and layers (wait_ready)
+        self.egress_secret: str | None = None  # what the reduced jail's proxies require
         self._sealed: dict[str, dict[str, Any]] = {}  # per jail kind: its sealed directories
 
     @property
@@ -510,6 +511,7 @@ def start_jailed(
         os.close(t.go_w)
     child = Jailed(t.process, t.status_r, egress, seal, t.go_w if hold else -1)
     child._sealed = sealed
+    child.egress_secret = (spec.get("egress") or {}).get("secret")
     for fd in child.fds():
         widen_pipe(fd)
     return child

@@ -154,6 +154,8 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
         in_flight=relay.calls_in_flight,
         limits=egress.Limits(box.egress_connections, box.egress_idle, box.egress_bytes),
         broken=lambda: relay.audit_broken,
+        # On the host's loopback (the reduced jail) only the server knows the secret.
+        secret=child.egress_secret if child.kind == "reduced" else None,
     )
     relay.on_call_end = proxy.call_ended
     proxy.start()

@@ -15,6 +15,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from egress_harness import EchoServer, hello_server
@@ -62,6 +63,8 @@ class = "read"
 effects = ["network:127.0.0.1:{echo_port}"]
 [tools.held]
 class = "read"
+[tools.proxy]
+class = "read"
 [audit]
 path = "{tmp_path}/audit.jsonl"
 """
@@ -76,14 +79,19 @@ path = "{tmp_path}/audit.jsonl"
 
 
 @pytest.mark.anyio
+@pytest.mark.parametrize("jail", ["full", "reduced"])
 async def test_tool_effects_follow_the_relays_calls(
-    tmp_path: Path, servers: tuple[int, int, list[str]]
+    tmp_path: Path, servers: tuple[int, int, list[str]], jail: str
 ) -> None:
+    """The same in both jails: in the reduced one the proxies listen on the host's
+    loopback and the server's proxy URLs carry the run's secret."""
     http_port, echo_port, hits = servers
-    params = wrap(tmp_path, http_port, echo_port)
+    params = wrap(tmp_path, http_port, echo_port, f'jail = "{jail}"')
     url = f"http://upstream.test:{http_port}"
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
+        given = urlsplit(text(await session.call_tool("proxy", {})))
+        assert (given.username is not None) == (jail == "reduced"), given
         assert text(await session.call_tool("fetch", {"url": f"{url}/in-call"})) == (
             "hello /in-call\n"
         )
@@ -129,3 +137,41 @@ async def test_the_profiles_egress_limits_reach_the_proxy(
         assert held == "held ", held  # the echo never came back
     (record,) = [r for r in audit_records(tmp_path / "audit.jsonl") if r.get("event") == "egress"]
     assert record["rule"] == "sandbox.egress" and record["ended"] == "bytes limit", record
+
+
+@pytest.mark.anyio
+async def test_the_reduced_jails_proxies_refuse_other_local_processes(
+    tmp_path: Path, servers: tuple[int, int, list[str]]
+) -> None:
+    """Without a network namespace the proxies listen on the host's loopback, where any
+    local process could borrow the server's allowlist: they ask for the run's secret,
+    which only the server was given. Control: with it, the same request passes."""
+    import base64
+    import socket
+
+    http_port, echo_port, _ = servers
+    params = wrap(
+        tmp_path, http_port, echo_port, f'jail = "reduced"\negress = ["127.0.0.1:{echo_port}"]'
+    )
+    async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        proxy = urlsplit(text(await session.call_tool("proxy", {})))
+        assert proxy.hostname == "127.0.0.1" and proxy.password, proxy
+
+        def connect(credentials: str | None) -> bytes:
+            auth = ""
+            if credentials is not None:
+                auth = f"Proxy-Authorization: Basic {base64.b64encode(credentials.encode()).decode()}\r\n"
+            target = f"127.0.0.1:{echo_port}"
+            with socket.create_connection(("127.0.0.1", proxy.port or 0), timeout=10) as sock:
+                sock.sendall(f"CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n".encode())
+                return sock.recv(1024).split(b"\r\n")[0]
+
+        assert b" 407 " in connect(None)
+        assert b" 407 " in connect("mcpwrap:guessed")
+        assert b" 200 " in connect(f"mcpwrap:{proxy.password}")  # control
+    refused = [
+        r for r in audit_records(tmp_path / "audit.jsonl") if r.get("rule") == "egress.credentials"
+    ]
+    assert [r["reason"] for r in refused] == ["no proxy credentials", "wrong proxy credentials"]
+    assert all(str(proxy.password) not in str(r) for r in audit_records(tmp_path / "audit.jsonl"))

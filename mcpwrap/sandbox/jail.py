@@ -505,10 +505,11 @@ def _loopback_up() -> None:
         os.close(fd)
 
 
-def egress_listeners(spec: dict[str, Any]) -> list[int]:
+def egress_listeners(spec: dict[str, Any], *, host: bool = False) -> list[int]:
     """Bind the proxy listeners and the tcp: forwards in this namespace (the reduced
-    jail: the host's), hand them to mcpwrap, and point the server's environment at them:
-    the ports its TCP may reach."""
+    jail, `host`: the host's), hand them to mcpwrap, and point the server's environment at
+    them: the ports its TCP may reach. On the host's loopback the proxy URLs carry the
+    run's secret (proxyauth.py), which mcpwrap's proxies then require."""
     import socket  # only with network = "allowlist": ~3 ms
 
     egress = spec["egress"]
@@ -528,8 +529,9 @@ def egress_listeners(spec: dict[str, Any]) -> list[int]:
             )
     except OSError as exc:
         raise SetupError("egress", "bind", exc.errno or 0, str(exc)) from exc
-    http = f"http://127.0.0.1:{made[0][2].getsockname()[1]}"
-    socks = f"socks5h://127.0.0.1:{made[1][2].getsockname()[1]}"
+    auth = f"mcpwrap:{egress['secret']}@" if host else ""
+    http = f"http://{auth}127.0.0.1:{made[0][2].getsockname()[1]}"
+    socks = f"socks5h://{auth}127.0.0.1:{made[1][2].getsockname()[1]}"
     local = ",".join(["localhost", "127.0.0.1", "::1", *(a for a, _ in egress["forwards"])])
     # ALL_PROXY names the HTTP proxy too, not SOCKS: httpx and httpx2 (the MCP SDK's
     # client) build a transport for every proxy variable when a client is made, and a
@@ -544,6 +546,8 @@ def egress_listeners(spec: dict[str, Any]) -> list[int]:
     ):
         env[name] = env[name.upper()] = value
     env["NODE_USE_ENV_PROXY"] = "1"  # Node >= 22.21 / 24.5: fetch honours the variables
+    if host:  # git would try each request without the credentials first (a refusal each)
+        env["GIT_HTTP_PROXY_AUTHMETHOD"] = "basic"
     channel = socket.socket(fileno=egress["fd"])
     try:
         kinds = [(kind, target) for kind, target, _ in made]

@@ -109,7 +109,7 @@ def _egress(spec: dict[str, Any]) -> list[int]:
             "user namespaces available (`mcpwrap doctor`), or reach the service through a "
             "proxy",
         )
-    return jail.egress_listeners(spec)
+    return jail.egress_listeners(spec, host=True)
 
 
 def _private_dir(base: str) -> str:

@@ -194,7 +194,12 @@ def _egress(profile: Profile) -> dict[str, Any] | None:
                 f"{profile.source}: egress tcp:[{address}]:{port}: a forward inside the jail "
                 "needs an IPv4 address or [::1]"
             )
-    return {"forwards": [list(f) for f in forwards]}
+    from mcpwrap.proxyauth import new_secret
+
+    # The reduced jail's proxies listen on the host's loopback, where any local process
+    # could reach them: they then ask for this run's secret, which the server is given in
+    # its proxy URLs (proxyauth.py). The full jail's live in its own namespace.
+    return {"forwards": [list(f) for f in forwards], "secret": new_secret()}
 
 
 def _which(program: str, path: str) -> str:
