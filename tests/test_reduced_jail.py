@@ -248,6 +248,7 @@ if os.fork() == 0:
     if os.fork() == 0:
         os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", marker])
     os._exit(0)
+sys.stdin.readline()  # the request first: an answer before it would be dropped as unknown
 print(json.dumps({"jsonrpc": "2.0", "id": 0, "result": {}}), flush=True)
 """
 
