@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 from mcpwrap import netpolicy, paths
 from mcpwrap.maturity import Level
 from mcpwrap.profile import Access, Network, Profile, ToolClass
+from mcpwrap.sandbox import account
 
 ERROR, NOTE = "error", "note"
 
@@ -144,12 +145,7 @@ def _sandbox_off(profile: Profile) -> list[Finding]:
     ]
 
 
-_WEAKER = (
-    "no mount, network or pid namespace: the filesystem is limited by Landlock rules "
-    "alone, other processes show in /proc, the host's loopback is reachable (TCP only on "
-    "mcpwrap's egress ports, per port and not per address), and, without Landlock "
-    "scoping (ABI 6), the host's abstract unix sockets and signals to your processes"
-)
+_WEAKER = "no mount, network or pid namespace; " + account.weaker_summary()
 
 
 def _reduced_jail(profile: Profile) -> list[Finding]:

@@ -376,7 +376,9 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         help="check that every sandbox layer works on this machine",
         description="Probe each layer of the jail (namespaces, Landlock, seccomp), start the "
         "jail once end to end, and with --profile say what the profile needs, whether its "
-        "last run was sandboxed and whether it is locked. Exit status 1 if a layer is missing.",
+        "last run was sandboxed and whether it is locked. Exit status 1 if a layer is missing. "
+        "Where user namespaces are unavailable, or the profile accepts the reduced jail, it "
+        "also lists what holds in the reduced jail on this kernel and what is weaker.",
         epilog=_DOCTOR_EXAMPLE,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

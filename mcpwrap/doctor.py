@@ -39,11 +39,14 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         else Check("jail end to end", False, "not tried: a layer above is missing")
     )
     _write_checks(checks, out)
-    if not next(c for c in checks if c.layer == "namespaces").ok:
+    namespaces = next(c for c in checks if c.layer == "namespaces").ok
+    if not namespaces:
         from mcpwrap import usernsfix
 
         if any(r.kind == "apparmor" for r in usernsfix.restrictions(usernsfix.read_facts())):
             usernsfix.apparmor_advice(out)
+    if not namespaces or (profile is not None and profile.sandbox.jail.value != "full"):
+        reduced_account(out)
     if profile is not None:
         _profile_report(profile, out)
         mine = [_project(profile)]
@@ -52,6 +55,20 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         _write_checks(mine, out)
         checks += mine
     return 0 if all(c.ok for c in checks) else 1
+
+
+def reduced_account(out: TextIO) -> None:
+    """What the reduced jail holds on this kernel and what is weaker (sandbox/account.py,
+    the same account as the README's and `check`'s)."""
+    from mcpwrap.sandbox import account, landlock
+
+    abi = landlock.abi_version()
+    out.write(
+        '\nthe reduced jail (no namespaces), which [sandbox] jail = "any" accepts where '
+        f"user namespaces cannot be had; on this kernel (Landlock ABI {abi}):\n"
+    )
+    for line in account.lines(abi):
+        out.write(f"  {line}\n")
 
 
 def _write_checks(checks: list[Check], out: TextIO) -> None:

@@ -14,6 +14,11 @@ import ctypes
 import os
 import struct
 import sys
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _AUDIT_ARCH_X86_64 = 0xC000003E
 _NR_CLONE, _NR_UNSHARE, _NR_CLONE3 = 56, 272, 435
@@ -55,6 +60,18 @@ def install() -> None:
     fprog = _Fprog(len(code) // 8, ctypes.addressof(buf))
     if libc.syscall(317, 1, 0, ctypes.byref(fprog)) != 0:  # seccomp(SET_MODE_FILTER)
         raise OSError(ctypes.get_errno(), "seccomp(SECCOMP_SET_MODE_FILTER)")
+
+
+_BLOCKED: list[ThreadPoolExecutor] = []  # the one thread, made at first use
+
+
+def in_blocked_thread(fn: Callable[..., T], *args: object) -> T:
+    """fn(*args) in a thread of this process that has the filter (a seccomp filter is per
+    thread, and what that thread starts inherits it): a test can start one jail where user
+    namespaces are blocked and the next one where they are not, in the same process."""
+    if not _BLOCKED:
+        _BLOCKED.append(ThreadPoolExecutor(1, "nouserns", initializer=install))
+    return _BLOCKED[0].submit(fn, *args).result()
 
 
 if __name__ == "__main__":

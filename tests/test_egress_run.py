@@ -6,6 +6,11 @@ hands the proxy: an endpoint declared by a tool's effects is reachable during th
 call only, and a connection opened during the call is closed when the call ends.
 Upstreams are the test's own listeners on the host's loopback; the name upstream.test is
 mapped to 127.0.0.1 through MCPWRAP_TEST_HOSTS.
+
+The refusals run in both jail kinds: in the reduced one (`jail = "any"`, mcpwrap started
+through tests/nouserns.py so that user namespaces are really blocked) the proxies listen
+on the host's loopback and Landlock's TCP rules are all that keep the server to them, a
+different mechanism from the full jail's network namespace.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from mcp.client.stdio import stdio_client
 from wrapped import MCPWRAP, REPO, audit_records
 
 SERVER = [sys.executable, str(REPO / "tests" / "fixtures" / "net_server.py")]
+NOUSERNS = [sys.executable, str(REPO / "tests" / "nouserns.py")]
 
 
 @pytest.fixture
@@ -42,8 +48,12 @@ def text(result: types.CallToolResult) -> str:
 
 
 def wrap(
-    tmp_path: Path, http_port: int, echo_port: int, sandbox: str = ""
+    tmp_path: Path, http_port: int, echo_port: int, sandbox: str = "", kind: str = "full"
 ) -> StdioServerParameters:
+    """kind "reduced": the profile accepts it and user namespaces are blocked for mcpwrap."""
+    if kind == "reduced":
+        sandbox = f'jail = "any"\n{sandbox}'
+    start = [*NOUSERNS, *MCPWRAP] if kind == "reduced" else MCPWRAP
     profile = tmp_path / "net.toml"
     profile.write_text(
         f"""version = 1
@@ -71,27 +81,27 @@ path = "{tmp_path}/audit.jsonl"
     )
     (tmp_path / "hosts").write_text("127.0.0.1 upstream.test\n")
     return StdioServerParameters(
-        command=MCPWRAP[0],
-        args=[*MCPWRAP[1:], "run", "--profile", str(profile), "--", *SERVER],
+        command=start[0],
+        args=[*start[1:], "run", "--profile", str(profile), "--", *SERVER],
         cwd=str(tmp_path),
         env={"PATH": os.environ["PATH"], "MCPWRAP_TEST_HOSTS": str(tmp_path / "hosts")},
     )
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("jail", ["full", "reduced"])
+@pytest.mark.parametrize("kind", ["full", "reduced"])
 async def test_tool_effects_follow_the_relays_calls(
-    tmp_path: Path, servers: tuple[int, int, list[str]], jail: str
+    tmp_path: Path, servers: tuple[int, int, list[str]], kind: str
 ) -> None:
     """The same in both jails: in the reduced one the proxies listen on the host's
     loopback and the server's proxy URLs carry the run's secret."""
     http_port, echo_port, hits = servers
-    params = wrap(tmp_path, http_port, echo_port, f'jail = "{jail}"')
+    params = wrap(tmp_path, http_port, echo_port, kind=kind)
     url = f"http://upstream.test:{http_port}"
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         given = urlsplit(text(await session.call_tool("proxy", {})))
-        assert (given.username is not None) == (jail == "reduced"), given
+        assert (given.username is not None) == (kind == "reduced"), given
         assert text(await session.call_tool("fetch", {"url": f"{url}/in-call"})) == (
             "hello /in-call\n"
         )
@@ -105,6 +115,7 @@ async def test_tool_effects_follow_the_relays_calls(
     assert hits == ["/in-call"]
 
     records = audit_records(tmp_path / "audit.jsonl")
+    assert records[0]["jail"] == kind, records[0]
     call_ids = {r["tool"]: r["request_id"] for r in records if r.get("event") == "call"}
     egress: list[dict[str, Any]] = [r for r in records if r.get("event") == "egress"]
     by_rule = {r["rule"]: r for r in egress}
@@ -150,9 +161,7 @@ async def test_the_reduced_jails_proxies_refuse_other_local_processes(
     import socket
 
     http_port, echo_port, _ = servers
-    params = wrap(
-        tmp_path, http_port, echo_port, f'jail = "reduced"\negress = ["127.0.0.1:{echo_port}"]'
-    )
+    params = wrap(tmp_path, http_port, echo_port, f'egress = ["127.0.0.1:{echo_port}"]', "reduced")
     async with stdio_client(params) as (read, write), ClientSession(read, write) as session:
         await session.initialize()
         proxy = urlsplit(text(await session.call_tool("proxy", {})))

@@ -2,6 +2,18 @@
 can be switched off, the same attempt runs without it and must get through, so the test
 fails if the protection goes.
 
+Every test runs in both jail kinds ([full] and [reduced], the `kind` fixture). The reduced
+one is had the way a user gets it: the profile says `[sandbox] jail = "any"` and user
+namespaces are really blocked, by tests/nouserns.py's seccomp filter installed on the one
+thread of this process that starts those jails (nouserns.in_blocked_thread; the trampoline
+inherits it). That runs the trampoline's real fallback (unshare fails with EPERM, then the
+reduced checklist) rather than a spec that asks for the reduced jail, and leaves the rest
+of the process free to start full jails; each start asserts which kind it got. Where the
+reduced jail is weaker by design (README "The reduced jail": other processes in /proc,
+no read-only mount behind Landlock, the host's mounts not nosuid, a TCP rule per port on
+every address) the test asserts the weaker behaviour, so the README's table is checked;
+where a different layer holds there, its control removes that layer.
+
 Targets are canaries this test made under tmp_path (a fake home with a fake key, files,
 sockets), its own loopback listeners and its own `sleep` process: an attempt that gets
 through harms nothing else. The suite runs as root here and as an ordinary user in CI.
@@ -22,13 +34,17 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nouserns import in_blocked_thread
 
 from mcpwrap import launch
 from mcpwrap.profile import load_profile
+from mcpwrap.sandbox import landlock
 from mcpwrap.sandbox import spec as jail_spec
 
 PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")
 ROOT = os.getuid() == 0
+FULL, REDUCED = "full", "reduced"
+SCOPING = landlock.abi_version() >= 6  # signals and abstract sockets (reduced.py)
 
 
 @dataclass
@@ -43,20 +59,32 @@ class Bed:
     tcp_port: int
     udp: socket.socket
     sleeper: subprocess.Popen[bytes]
+    kind: str = FULL
+
+    @property
+    def reduced(self) -> bool:
+        return self.kind == REDUCED
+
+
+@pytest.fixture(params=[FULL, REDUCED])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
 
 
 @pytest.fixture
-def bed(tmp_path: Path) -> Iterator[Bed]:
-    yield from _make_bed(tmp_path)
+def bed(tmp_path: Path, kind: str) -> Iterator[Bed]:
+    yield from _make_bed(tmp_path, kind)
 
 
 @pytest.fixture
-def var_bed(var_tmp_path: Path) -> Iterator[Bed]:
+def var_bed(var_tmp_path: Path, kind: str) -> Iterator[Bed]:
     """A bed outside /tmp, where the jail can seal a directory (see var_tmp_path)."""
-    yield from _make_bed(var_tmp_path)
+    yield from _make_bed(var_tmp_path, kind)
 
 
-def _make_bed(tmp_path: Path) -> Iterator[Bed]:
+def _make_bed(tmp_path: Path, kind: str = FULL) -> Iterator[Bed]:
+    """kind REDUCED: the profile accepts the reduced jail (jail = "any"); run_probe then
+    starts it where user namespaces are blocked."""
     project, outside = tmp_path / "project", tmp_path / "outside"
     (project / "out").mkdir(parents=True)
     outside.mkdir()
@@ -68,7 +96,8 @@ def _make_bed(tmp_path: Path) -> Iterator[Bed]:
     profile = project / "p.toml"
     profile.write_text(
         'version = 1\n[sandbox]\nread = ["{project}"]\nwrite = ["{project}/out"]\n'
-        'memory = "256MiB"\nprocesses = 16\nopen_files = 64\ncpu = "1s"\n'
+        + ('jail = "any"\n' if kind == REDUCED else "")
+        + 'memory = "256MiB"\nprocesses = 16\nopen_files = 64\ncpu = "1s"\n'
         f'[audit]\npath = "{tmp_path}/audit.jsonl"\n'
     )
     listener = socket.create_server(("127.0.0.1", 0))
@@ -78,7 +107,15 @@ def _make_bed(tmp_path: Path) -> Iterator[Bed]:
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
         yield Bed(
-            tmp_path, project, outside, secret, profile, listener.getsockname()[1], udp, sleeper
+            tmp_path,
+            project,
+            outside,
+            secret,
+            profile,
+            listener.getsockname()[1],
+            udp,
+            sleeper,
+            kind,
         )
     finally:
         listener.close()
@@ -88,24 +125,46 @@ def _make_bed(tmp_path: Path) -> Iterator[Bed]:
 
 
 def run_probe(bed: Bed, attempt: str, *args: str, jail: bool = True, **off: bool) -> dict[str, Any]:
-    """Run the probe in the jail (or not); off={"seccomp": True} drops that layer, and
-    off={"pins": True} the self-binds that keep protected paths' parents in place."""
+    """Run the probe in the bed's jail kind (or not); off={"seccomp": True} drops that
+    layer, "landlock" the jail kind's Landlock rules, "pins" (full) the self-binds that
+    keep protected paths' parents in place, "seal" (reduced) the sealed directories and
+    their broker, "blocked" (reduced) the block on user namespaces around the jail (the
+    profile's jail = "reduced" then chooses it)."""
     argv = [sys.executable, PROBE, attempt, *args]
     if not jail:
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, cwd=bed.project)
         return _verdict(out.stdout, out.returncode)
     spec = jail_for(bed, argv)
-    for layer in ("seccomp", "landlock"):
-        if off.get(layer):
-            spec[layer] = None
+    if off.get("seccomp"):
+        spec["seccomp"] = None
+    if off.get("landlock"):
+        if bed.reduced:
+            spec["reduced"]["landlock"] = None
+        else:
+            spec["landlock"] = None
     if off.get("pins"):
         spec["pins"] = []
+    if off.get("seal"):
+        spec["reduced"]["sealed"] = {}
+    if off.get("blocked"):
+        spec["jail"] = REDUCED
     return _run_spec(spec)
 
 
-def _run_spec(spec: dict[str, Any]) -> dict[str, Any]:
-    child = launch.start_jailed(spec)
+def start(spec: dict[str, Any]) -> launch.Jailed:
+    """Start the jail the spec asks for and check it got that kind: jail = "any" (the
+    reduced bed) starts where user namespaces are blocked, so it must be the reduced one."""
+    if spec["jail"] == "any":
+        child = in_blocked_thread(launch.start_jailed, spec)
+    else:
+        child = launch.start_jailed(spec)
     child.wait_ready()
+    assert child.kind == (FULL if spec["jail"] == FULL else REDUCED), child.note
+    return child
+
+
+def _run_spec(spec: dict[str, Any]) -> dict[str, Any]:
+    child = start(spec)
     out, _ = child.process.communicate(timeout=30)
     return _verdict(out.decode(), child.process.returncode)
 
@@ -132,8 +191,11 @@ def stopped(result: dict[str, Any]) -> bool:
 
 
 def test_secrets_in_home_are_not_there(bed: Bed) -> None:
+    """Full: not in the new root. Reduced: on the host's tree, and Landlock refuses it."""
     assert stopped(run_probe(bed, "read_file", str(bed.secret)))
     assert not stopped(run_probe(bed, "read_file", str(bed.secret), jail=False))
+    if bed.reduced:
+        assert not stopped(run_probe(bed, "read_file", str(bed.secret), landlock=True))
 
 
 @pytest.mark.parametrize("path", ["/run", "/var/lib", "/etc/shadow", "/etc/ssh", "/boot"])
@@ -153,12 +215,16 @@ def test_the_home_directory_shows_only_the_runtime_bound_from_it(bed: Bed) -> No
 
 
 def test_a_read_grant_is_read_only(bed: Bed) -> None:
+    """Full: Landlock and a read-only bind. Reduced (weaker): Landlock alone, no mount
+    behind it."""
     target = str(bed.project / "readonly.txt")
     assert not stopped(run_probe(bed, "read_file", target))
     assert stopped(run_probe(bed, "write_file", target))
-    assert stopped(run_probe(bed, "write_file", target, landlock=True)), (
-        "the mount is read-only too"
-    )
+    without_landlock = run_probe(bed, "write_file", target, landlock=True)
+    if bed.reduced:
+        assert not stopped(without_landlock), "the reduced jail has Landlock alone"
+    else:
+        assert stopped(without_landlock), "the mount is read-only too"
     assert not stopped(run_probe(bed, "write_file", target, jail=False))
 
 
@@ -167,6 +233,8 @@ def test_writing_outside_the_grants_fails(bed: Bed) -> None:
     assert stopped(run_probe(bed, "write_file", target))
     assert not stopped(run_probe(bed, "write_file", target, jail=False))
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "out" / "ok.txt")))
+    if bed.reduced:
+        assert not stopped(run_probe(bed, "write_file", target, landlock=True))
 
 
 def test_symlinks_and_hardlinks_do_not_lead_out(bed: Bed) -> None:
@@ -177,6 +245,9 @@ def test_symlinks_and_hardlinks_do_not_lead_out(bed: Bed) -> None:
     assert stopped(run_probe(bed, "hardlink_out", readonly, out))
     (bed.project / "out" / "hardlink").unlink(missing_ok=True)
     assert not stopped(run_probe(bed, "hardlink_out", readonly, out, jail=False))
+    if bed.reduced:  # one filesystem, no mounts between: Landlock's refer rule stops it
+        (bed.project / "out" / "hardlink").unlink(missing_ok=True)
+        assert not stopped(run_probe(bed, "hardlink_out", readonly, out, landlock=True))
 
 
 def _grant_write_on_the_project(bed: Bed) -> None:
@@ -216,22 +287,31 @@ def test_protected_paths_stay_read_only_under_a_write_grant(var_bed: Bed) -> Non
     ]
     for target in targets:
         assert stopped(run_probe(bed, "write_file", str(bed.project / target))), target
-        assert stopped(run_probe(bed, "write_file", str(bed.project / target), landlock=True))
+        if not bed.reduced:
+            assert stopped(run_probe(bed, "write_file", str(bed.project / target), landlock=True))
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "fine.txt")))
     assert (bed.project / ".git" / "config").read_text() == "original\n"
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "fine.txt"), jail=False))
+    if bed.reduced:  # no read-only binds: the seal (Landlock) is the one wall
+        config = str(bed.project / ".git/config")
+        assert not stopped(run_probe(bed, "write_file", config, landlock=True))
 
 
 def test_a_protected_path_cannot_be_replaced_by_moving_its_parent_aside(var_bed: Bed) -> None:
-    """`mv .git .git.moved && mkdir -p .git/hooks` would plant a hook: the jail binds .git
-    onto itself, and a mount point cannot be renamed."""
+    """`mv .git .git.moved && mkdir -p .git/hooks` would plant a hook. Full: the jail binds
+    .git onto itself, and a mount point cannot be renamed. Reduced: the project is sealed
+    (Landlock withholds the rename rights) and the broker refuses to move a protected
+    path's ancestor."""
     bed = var_bed
     _make_protected(bed)
     _grant_write_on_the_project(bed)
     hook, git = str(bed.project / ".git/hooks/pre-commit"), str(bed.project / ".git")
     assert stopped(run_probe(bed, "plant", hook, git))
     assert not (bed.project / ".git.moved").exists()
-    assert not stopped(run_probe(bed, "plant", hook, git, pins=True)), "the pin is what stops it"
+    if bed.reduced:
+        assert not stopped(run_probe(bed, "plant", hook, git, landlock=True, seal=True))
+    else:
+        assert not stopped(run_probe(bed, "plant", hook, git, pins=True)), "the pin stops it"
     assert (bed.project / ".git.moved" / "config").read_text() == "original\n"
 
 
@@ -251,9 +331,10 @@ def test_a_protected_path_that_does_not_exist_cannot_be_created(var_bed: Bed, ta
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "readonly.txt")))
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "out" / "new.txt")))
     assert not stopped(run_probe(bed, "write_file", str(bed.project / "new.txt"))), "brokered"
-    assert not stopped(run_probe(bed, "plant", str(bed.project / target), landlock=True)), (
-        "Landlock's seal is what stops it"
-    )
+    # the reduced jail's broker refuses the name too: the control lifts seal and broker
+    assert not stopped(
+        run_probe(bed, "plant", str(bed.project / target), landlock=True, seal=bed.reduced)
+    ), "Landlock's seal is what stops it"
 
 
 def test_a_missing_protected_path_deeper_down_seals_only_its_way_there(var_bed: Bed) -> None:
@@ -267,7 +348,7 @@ def test_a_missing_protected_path_deeper_down_seals_only_its_way_there(var_bed: 
     assert stopped(run_probe(bed, "plant", hook, str(bed.project / ".git")))
     assert not (bed.project / ".git" / "hooks").exists()
     assert not stopped(run_probe(bed, "write_file", str(bed.project / ".git/objects/x")))
-    assert not stopped(run_probe(bed, "plant", hook, landlock=True))
+    assert not stopped(run_probe(bed, "plant", hook, landlock=True, seal=bed.reduced))
 
 
 def test_a_setuid_binary_gives_no_other_uid(bed: Bed) -> None:
@@ -275,7 +356,8 @@ def test_a_setuid_binary_gives_no_other_uid(bed: Bed) -> None:
     runs with the caller's uid: the binds are nosuid and no_new_privs is set. As root the
     test makes a setuid copy of `sleep` owned by nobody, and the same attempt outside the
     jail does get nobody's uid; as an ordinary user it cannot chown, so it checks that
-    every mount the server can execute from is nosuid."""
+    every mount the server can execute from is nosuid. Reduced (weaker): the host's own
+    mounts, not all nosuid; no_new_privs alone keeps the uid."""
     install = bed.tmp / "install"
     install.mkdir()
     copy = install / "suidsleep"
@@ -287,12 +369,17 @@ def test_a_setuid_binary_gives_no_other_uid(bed: Bed) -> None:
     spec = jail_for(bed, [sys.executable, PROBE, "setuid_exec", str(copy)])
     spec["binds"].append([str(install), "rx"])
     spec["landlock"]["execute"].append(str(install))
+    if bed.reduced:
+        spec["reduced"]["landlock"]["execute"].append(str(install))
     result = _run_spec(spec)
     assert result["escaped"] is False and result["returncode"] == 0, result
     assert result["detail"].startswith("uid real"), f"the copy must have run: {result}"
     spec = jail_for(bed, [sys.executable, PROBE, "exec_mounts_nosuid"])
     nosuid = _run_spec(spec)
-    assert nosuid["escaped"] is False, nosuid["detail"]
+    if bed.reduced:
+        assert nosuid["escaped"] is True, "documented: the host's mounts, suid-capable"
+    else:
+        assert nosuid["escaped"] is False, nosuid["detail"]
 
 
 def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:
@@ -304,9 +391,18 @@ def test_the_interpreter_cannot_be_rewritten(bed: Bed) -> None:
 
 def test_the_server_has_the_same_uid_and_no_capabilities_at_all(bed: Bed) -> None:
     """As an ordinary user and as root alike: every capability set empty (securebits keep
-    uid 0 from regaining any at exec), no_new_privs, a seccomp filter, the caller's uid."""
+    uid 0 from regaining any at exec), no_new_privs, a seccomp filter, the caller's uid.
+    Reduced, as an ordinary user: the bounding set stays (emptying it takes CAP_SETPCAP,
+    which only a user namespace would give); moot under no_new_privs, asserted here."""
     result = run_probe(bed, "privileges", str(os.getuid()))
-    assert result["escaped"] is False, result["detail"]
+    found = json.loads(result["detail"])
+    if bed.reduced and not ROOT:
+        caps = found["caps"]
+        assert not any(caps[k] for k in ("CapInh", "CapPrm", "CapEff", "CapAmb")), found
+        assert caps["CapBnd"] != 0, "documented: the bounding set is the user's"
+        assert (found["no_new_privs"], found["seccomp"], found["uid"]) == ("1", "2", os.getuid())
+    else:
+        assert result["escaped"] is False, result["detail"]
     assert (
         json.loads(run_probe(bed, "privileges", str(os.getuid()), jail=False)["detail"])["seccomp"]
         == "0"
@@ -314,12 +410,25 @@ def test_the_server_has_the_same_uid_and_no_capabilities_at_all(bed: Bed) -> Non
 
 
 def test_host_processes_are_invisible_and_unreachable(bed: Bed) -> None:
-    assert stopped(run_probe(bed, "host_processes"))
+    """Full: a pid namespace. Reduced: no pid namespace, so /proc lists the host's
+    processes (weaker, documented); signals are stopped by Landlock scoping (ABI 6+),
+    below it they get through (weaker, documented)."""
+    seen = run_probe(bed, "host_processes")
+    if bed.reduced:
+        assert not stopped(seen), "documented: the reduced jail's /proc shows them"
+    else:
+        assert stopped(seen)
     assert not stopped(run_probe(bed, "host_processes", jail=False))
     pid = str(bed.sleeper.pid)
+    if bed.reduced and not SCOPING:
+        assert not stopped(run_probe(bed, "signal_host", pid)), "documented: no scoping"
+        return
     assert stopped(run_probe(bed, "signal_host", pid))
     assert bed.sleeper.poll() is None, "the canary process must still run"
-    assert not stopped(run_probe(bed, "signal_host", pid, jail=False))
+    if bed.reduced:
+        assert not stopped(run_probe(bed, "signal_host", pid, landlock=True)), "scoping"
+    else:
+        assert not stopped(run_probe(bed, "signal_host", pid, jail=False))
 
 
 # Stopped by seccomp. "jail": with the filter off, the same call gets through inside the
@@ -343,9 +452,13 @@ SECCOMP = [
 
 @pytest.mark.parametrize(("attempt", "control"), SECCOMP, ids=[a for a, _ in SECCOMP])
 def test_seccomp_stops(bed: Bed, attempt: str, control: str) -> None:
+    """The same in both kinds. The reduced jail's control for a new user namespace runs
+    without the test's own block on them (jail = "reduced" chooses it), which would
+    otherwise stop the attempt with the jail's filter off."""
     assert stopped(run_probe(bed, attempt))
     if control == "jail":
-        assert not stopped(run_probe(bed, attempt, seccomp=True))
+        unblock = bed.reduced and attempt == "new_user_namespace"
+        assert not stopped(run_probe(bed, attempt, seccomp=True, blocked=unblock))
     elif ROOT:
         assert not stopped(run_probe(bed, attempt, jail=False))
 
@@ -375,18 +488,42 @@ def test_limits_stop_fork_bombs_and_memory_hogs(bed: Bed) -> None:
 
 
 def test_no_tcp_to_host_loopback(bed: Bed) -> None:
+    """Full: a network namespace of its own. Reduced: the host's network; seccomp refuses
+    the socket (network = "none") and, without it, Landlock's TCP rules the port."""
     port = str(bed.tcp_port)
     assert stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port))
     assert not stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port, jail=False))
+    if bed.reduced:
+        assert stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port, seccomp=True))
+        both = {"seccomp": True, "landlock": True}
+        assert not stopped(run_probe(bed, "tcp_connect", "127.0.0.1", port, **both))
+
+
+def test_a_port_allowed_for_tcp_is_allowed_on_every_address(bed: Bed) -> None:
+    """network = "allowlist" lets the server's TCP reach mcpwrap's proxy ports. Full: on
+    the jail's own loopback only. Reduced (weaker, documented): a Landlock rule names a
+    port, not an address, so a host service listening on that port number at another
+    address is reachable too. Here the bed's listener stands for it: the spec allows its
+    port as a proxy port would be, and stream sockets as allowlist's filter does."""
+    spec = jail_for(bed, [sys.executable, PROBE, "tcp_connect", "127.0.0.1", str(bed.tcp_port)])
+    spec["tcp_connect"] = [bed.tcp_port]
+    if bed.reduced:
+        spec["reduced"]["seccomp_net"] = "stream"
+        assert not stopped(_run_spec(dict(spec))), "documented: the port is open on every address"
+        spec["tcp_connect"] = []
+    assert stopped(_run_spec(spec))
 
 
 def test_no_udp_to_host_loopback(bed: Bed) -> None:
     port = str(bed.udp.getsockname()[1])
     run_probe(bed, "udp_send", "127.0.0.1", port)
     with pytest.raises(TimeoutError):
-        bed.udp.recvfrom(64)  # the jail's loopback is its own: nothing arrives here
+        bed.udp.recvfrom(64)  # full: the jail's loopback is its own; reduced: seccomp
     run_probe(bed, "udp_send", "127.0.0.1", port, jail=False)
     assert bed.udp.recvfrom(64)[0] == b"escaped"
+    if bed.reduced:  # the host's loopback: nothing but the filter is in the way
+        run_probe(bed, "udp_send", "127.0.0.1", port, seccomp=True)
+        assert bed.udp.recvfrom(64)[0] == b"escaped"
 
 
 def test_no_unix_sockets_of_host_services(bed: Bed) -> None:
@@ -402,6 +539,10 @@ def test_no_unix_sockets_of_host_services(bed: Bed) -> None:
         for target in (path, "@" + name):
             assert stopped(run_probe(bed, "unix_connect", target)), target
             assert not stopped(run_probe(bed, "unix_connect", target, jail=False)), target
+        if bed.reduced:  # seccomp; for the abstract name, Landlock scoping as well
+            assert not stopped(run_probe(bed, "unix_connect", path, seccomp=True))
+            abstract_off = run_probe(bed, "unix_connect", "@" + name, seccomp=True)
+            assert stopped(abstract_off) is SCOPING
     finally:
         server.close()
         abstract.close()
@@ -426,7 +567,5 @@ def test_cpu_limit_ends_a_spinning_server(bed: Bed) -> None:
     result = run_probe(bed, "memory_hog", "1", jail=True)  # a quick one first: the jail works
     assert result["returncode"] == 0
     spin = [sys.executable, "-c", "while True: pass"]
-    spec = jail_for(bed, spin)
-    child = launch.start_jailed(spec)
-    child.wait_ready()
+    child = start(jail_for(bed, spin))
     assert child.process.wait(timeout=20) in (-signal.SIGXCPU, -signal.SIGKILL)

@@ -182,6 +182,7 @@ def test_the_server_is_pid_1_and_mcpwrap_dying_kills_the_namespace(tmp_path: Pat
         "import subprocess, sys, json, os\n"
         "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)', sys.argv[1]],"
         " start_new_session=True)\n"
+        "sys.stdin.readline()\n"  # the request first: an earlier answer is dropped as unknown
         "print(json.dumps({'jsonrpc': '2.0', 'id': 0, 'result': {'pid': os.getpid()}}), flush=True)\n"
         "import time; time.sleep(600)\n"
     )

@@ -23,6 +23,7 @@ from test_escape import PROBE, Bed, _make_bed, _make_protected, _run_spec, jail_
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
 from mcpwrap import launch
+from mcpwrap.sandbox import account, landlock
 
 NOUSERNS = [sys.executable, str(Path(__file__).parent / "nouserns.py")]
 REDUCED = "reduced"
@@ -248,6 +249,7 @@ if os.fork() == 0:
     if os.fork() == 0:
         os.execv(sys.executable, [sys.executable, "-c", "import time; time.sleep(600)", marker])
     os._exit(0)
+sys.stdin.readline()  # the request first: an answer before it would be dropped as unknown
 print(json.dumps({"jsonrpc": "2.0", "id": 0, "result": {}}), flush=True)
 """
 
@@ -342,3 +344,47 @@ def test_tcp_outside_the_allowed_ports(bed: Bed) -> None:
     assert stopped(probe(bed, "tcp_connect", "127.0.0.1", port, seccomp=True)), "Landlock TCP"
     both = {"seccomp": True, "landlock": True}
     assert not stopped(probe(bed, "tcp_connect", "127.0.0.1", port, **both))
+
+
+# --- the account: README, doctor and check say the same -----------------------------------
+
+
+def test_the_readme_table_is_the_account() -> None:
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert account.readme_table() in readme, "README's reduced-jail table differs"
+    assert "| class | in the reduced jail |" not in readme.replace(account.readme_table(), "")
+
+
+def test_doctor_prints_the_account_where_user_namespaces_are_blocked(tmp_path: Path) -> None:
+    abi = landlock.abi_version()
+    blocked = subprocess.run(
+        [*NOUSERNS, *MCPWRAP, "doctor"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert "FAIL namespaces" in blocked.stdout, blocked.stdout + blocked.stderr
+    for line in account.lines(abi):
+        assert f"  {line}\n" in blocked.stdout
+    assert f"{'holds':6} signals to other processes" in blocked.stdout, "ABI 6+ here"
+    # the control: where user namespaces work and no profile accepts the reduced jail
+    free = subprocess.run(
+        [*MCPWRAP, "doctor"], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert "ok   namespaces" in free.stdout and "the reduced jail" not in free.stdout
+    # ...and where a profile accepts it
+    profile = write_profile(tmp_path, '[policy]\ndefault = "allow"\n')
+    with_jail(profile, "any")
+    accepted = subprocess.run(
+        [*MCPWRAP, "doctor", "--profile", str(profile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert account.lines(abi)[0] in accepted.stdout, accepted.stdout + accepted.stderr
+
+
+def test_check_quotes_the_weaker_rows() -> None:
+    from mcpwrap import check
+
+    for row in account.ACCOUNT:
+        quoted = f"{row.escape}: {row.how}" in check._WEAKER
+        assert quoted is (row.result in (account.WEAKER, account.SCOPED)), row
