@@ -26,7 +26,10 @@ def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
         check=True,
     )
     lines = out.stdout.splitlines()
-    assert "floor relay" in lines[1] and "mcpwrap" in lines[1] and "jail+lock" in lines[1]
+    assert "load average" in lines[0]
+    for path in ("floor relay", "mcpwrap", "mcpwrap+jail", "reduced jail", "jail+lock"):
+        assert path in lines[1], path
+    assert "reduced vs mcpwrap" in lines[1]
     for measure in (
         "start to first reply",
         "round trip p50",
@@ -35,6 +38,9 @@ def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
         "peak RSS",
     ):
         assert any(measure in line for line in lines), measure
+    reduced = lines[-1]
+    assert reduced.startswith("reduced jail's added start over mcpwrap: ")
+    assert "target <= 30 ms: " in reduced and reduced.endswith(("met", "not met"))
 
 
 def test_the_egress_benchmark_runs_all_three_paths(repo_root: Path) -> None:
