@@ -12,9 +12,13 @@ import ctypes
 import errno
 import marshal
 import os
-from collections.abc import Sequence
 
 from mcpwrap import sha
+
+# The trampoline imports this module: no collections (or typing) at run time.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 _libc = ctypes.CDLL(None, use_errno=True)
 
