@@ -23,7 +23,7 @@ from test_escape import PROBE, Bed, _make_bed, _make_protected, _run_spec, jail_
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
 from mcpwrap import launch
-from mcpwrap.sandbox import account, landlock
+from mcpwrap.sandbox import account, landlock, reduced
 
 NOUSERNS = [sys.executable, str(Path(__file__).parent / "nouserns.py")]
 REDUCED = "reduced"
@@ -146,6 +146,31 @@ def test_private_home_and_tmp(bed: Bed) -> None:
     home = out.decode().strip()
     assert "/mcpwrap-jail-" in home and home.endswith("/home")
     assert not os.path.exists(os.path.dirname(home)), "removed at the end of the run"
+
+
+def test_the_private_directory_is_removed_without_following_links(tmp_path: Path) -> None:
+    """The server may leave symlinks in its private directory: its removal takes the links,
+    never what they point to."""
+    outside = tmp_path / "outside"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "keep.txt").write_text("keep")
+    (outside / "sub" / "keep.txt").write_text("keep")
+    private = tmp_path / "mcpwrap-jail-1-x"
+    (private / "home" / "deep").mkdir(parents=True)
+    (private / "tmp").mkdir()
+    (private / "home" / "deep" / "file").write_text("x")
+    (private / "home" / "to-dir").symlink_to(outside)
+    (private / "tmp" / "to-file").symlink_to(outside / "keep.txt")
+    (private / "tmp" / "dangling").symlink_to(tmp_path / "nowhere")
+    # control: the links do lead outside
+    assert (private / "home" / "to-dir" / "sub" / "keep.txt").read_text() == "keep"
+    reduced._remove_tree(str(private))
+    assert not private.exists() and not private.is_symlink()
+    assert sorted(p.relative_to(outside).as_posix() for p in outside.rglob("*")) == [
+        "keep.txt",
+        "sub",
+        "sub/keep.txt",
+    ]
 
 
 def test_protected_paths_that_exist(bed: Bed) -> None:

@@ -145,12 +145,30 @@ def _sweep(base: str) -> None:
 
 
 def _remove_tree(path: str) -> None:
-    """Best effort, never following a symlink the server left there."""
-    import shutil  # at teardown only: not on the start path
-
+    """Best effort, never following a symlink the server left there: os.fwalk does not
+    enter one, and unlink removes the link itself. Not shutil: with re, enum, bz2 and lzma
+    it cost every run's teardown ~15 ms."""
     try:
-        if os.stat(path, follow_symlinks=False).st_uid == os.getuid():
-            shutil.rmtree(path, ignore_errors=True)
+        if os.stat(path, follow_symlinks=False).st_uid != os.getuid():
+            return
+        for _, dirs, files, fd in os.fwalk(path, topdown=False):
+            for name in files:
+                _unlink(name, fd)
+            for name in dirs:  # a symlink to a directory is listed here, not entered
+                try:
+                    os.rmdir(name, dir_fd=fd)
+                except NotADirectoryError:
+                    _unlink(name, fd)
+                except OSError:
+                    pass
+        os.rmdir(path)
+    except OSError:
+        pass
+
+
+def _unlink(name: str, fd: int) -> None:
+    try:  # noqa: SIM105 - contextlib would import collections and functools here
+        os.unlink(name, dir_fd=fd)
     except OSError:
         pass
 
