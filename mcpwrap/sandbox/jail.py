@@ -33,8 +33,9 @@ import sys
 import time
 
 # Imported here, before anything: after pivot_root mcpwrap's own files may not be in the
-# new root at all, and after Landlock no import could read them anyway.
-from mcpwrap.sandbox import kernel, landlock, unotify
+# new root at all, and after Landlock no import could read them anyway. bpf (the seccomp
+# cache, both jails) too: imported while the trampoline still waits for its spec.
+from mcpwrap.sandbox import bpf, kernel, landlock, unotify
 from mcpwrap.sandbox.kernel import SetupError
 
 # _signal, not signal (which pulls in enum), and no typing at run time (~8 ms): both would
@@ -231,8 +232,6 @@ def prepare_seccomp(spec: dict[str, Any], net: str) -> Any:
     mode = spec.get("seccomp")
     if not mode:
         return None
-    from mcpwrap.sandbox import bpf
-
     cache = spec.get("seccomp_cache") or ""
     key = bpf.cache_key(f"{mode}/{net}")
     path = os.path.join(cache, f"seccomp-{mode}-{net}-{key}.marshal") if cache else ""
