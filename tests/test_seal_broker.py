@@ -11,6 +11,13 @@ same call succeeds once the name is not protected (the broker is given a list wi
 it), or, for what Landlock alone refuses, with Landlock off. The real server-filesystem
 on a git repository is in tests/test_curated_servers.py. Runs as root and, in CI, as an
 ordinary user.
+
+Every test in the jail runs in both kinds ([full] and [reduced], the `jail_kind`
+fixture), the reduced one had as tests/test_escape.py has it: the profile says
+`jail = "any"` and user namespaces are blocked for the thread that starts it
+(tests/nouserns.py). The reduced jail's seals are read-only (no mounts), so its broker
+also answers removals and renames out of a seal ("removals and moves out of a seal"
+below). Where the kinds differ, the test says how.
 """
 
 from __future__ import annotations
