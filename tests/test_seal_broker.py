@@ -676,7 +676,10 @@ def test_an_ordinary_name_leaves_a_sealed_directory(project: Project, kind: str)
     seen = {"proceed": 1} if kind == "rename_out" else {}
     assert result["broker"] == ({"perform": 1} if project.reduced else seen), result
     if project.reduced:
-        target.write_text("bye\n") if kind != "rmdir" else target.mkdir()
+        if kind == "rmdir":
+            target.mkdir()
+        else:
+            target.write_text("bye\n")
         if kind == "rename_out":
             moved.unlink()
         child = start(jail(project, "after_line", "make", *args))
