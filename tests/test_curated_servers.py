@@ -13,6 +13,10 @@ too wide, run against a server told to allow more than the project, still cannot
 canary outside the project: the jail does not hold it. Fetch talks only to loopback and
 to the test host of tests/nethosts.py (a network namespace at documentation-range
 addresses); names reach it through MCPWRAP_TEST_HOSTS.
+
+server-filesystem at the root of a git repository (a sealed root, mcpwrap's seal broker
+making the server's new names) runs in both jail kinds: the reduced one (no namespaces)
+as tests/test_escape.py has it, user namespaces blocked by tests/nouserns.py.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import os
 import sqlite3
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,7 +33,7 @@ import nethosts
 import pytest
 from egress_harness import hello_server
 from nethosts import NetHost
-from wrapped import REPO, Wrapped, audit_records, py_peer
+from wrapped import MCPWRAP, REPO, Wrapped, audit_records, py_peer
 
 FS_TOOLS = [
     "create_directory",
@@ -60,6 +65,7 @@ GIT_TOOLS = [
 ]
 SQLITE_TOOLS = ["create_table", "describe_table", "list_tables", "read_query", "write_query"]
 CANARY = "canary: this must never reach the server\n"
+NOUSERNS = [sys.executable, str(REPO / "tests" / "nouserns.py")]
 
 
 # --- helpers --------------------------------------------------------------------------
@@ -238,16 +244,46 @@ def test_filesystem_jail_holds_when_the_profile_allows_too_much(
     assert canary.read_text() == CANARY
 
 
+@pytest.fixture(params=["full", "reduced"])
+def fs_jail(request: pytest.FixtureRequest, layout: tuple[Path, Path]) -> dict[str, Any]:
+    """How server-filesystem is started at a repository root, in each jail kind: "full" is
+    the curated profile; "reduced" a copy of it that accepts the reduced jail
+    (jail = "any"), run by mcpwrap with user namespaces blocked (tests/nouserns.py), as
+    tests/test_escape.py has it."""
+    if request.param == "full":
+        return {"profile": Path("server-filesystem"), "kind": "full"}
+    where = layout[0].parent
+    profile = widened("server-filesystem", where, {'jail = "full"': 'jail = "any"'})
+    return {"profile": profile, "mcpwrap": [*NOUSERNS, *MCPWRAP], "kind": "reduced"}
+
+
+def fs_wrapped(fs_jail: dict[str, Any], server: list[str], project: Path) -> Wrapped:
+    """--project: the reduced copy lives beside the project, not in it (where it would be
+    a protected path of its own), so {project} is named rather than found."""
+    extra = ["--project", str(project)]
+    return Wrapped(
+        fs_jail["profile"], server, extra=extra, cwd=project, mcpwrap=fs_jail.get("mcpwrap")
+    )
+
+
+def jail_kind_of_the_session() -> str:
+    sessions = [r for r in audit() if r.get("event") == "session" and "jail" in r]
+    assert sessions, audit()
+    return str(sessions[-1]["jail"])
+
+
 def test_filesystem_edits_the_root_of_a_git_repository(
-    layout: tuple[Path, Path], node_exe: str, fs_script: str
+    layout: tuple[Path, Path], node_exe: str, fs_script: str, fs_jail: dict[str, Any]
 ) -> None:
     """An ordinary repository: .git exists, .mcp.json, .vscode/ and the like do not, so the
     root is sealed. The server writes a temporary file beside its target and renames it
-    over; mcpwrap's broker makes those new names, so every write tool works at the root."""
+    over; mcpwrap's broker makes those new names, so every write tool works at the root.
+    The same in both jail kinds (the reduced one's broker also moves names out of the
+    read-only root)."""
     project, _ = layout
     make_repo(project, "first commit")
     (project / "README").chmod(0o640)
-    with Wrapped(Path("server-filesystem"), [node_exe, fs_script, "."], cwd=project) as w:
+    with fs_wrapped(fs_jail, [node_exe, fs_script, "."], project) as w:
         w.initialize()
         ok(w.call("write_file", {"path": "README", "content": "# demo\nrewritten\n"}))
         edit = {"path": "README", "edits": [{"oldText": "rewritten", "newText": "edited"}]}
@@ -264,18 +300,24 @@ def test_filesystem_edits_the_root_of_a_git_repository(
     assert (project / "manual" / "guide.md").read_text() == "guide\n"
     assert (project / "TODO.md").read_text() == "notes\n"
     assert sorted(p.name for p in project.iterdir()) == [".git", "README", "TODO.md", "manual"]
-    assert f"so {project} is sealed" in stderr, stderr
+    if fs_jail["kind"] == "full":
+        assert f"so {project} is sealed" in stderr, stderr
+    else:  # no mounts: .git, on the way to .git/config and .git/hooks, is sealed too
+        assert f"so {project}, {project}/.git are sealed" in stderr, stderr
     calls = [r for r in audit() if r.get("event") == "call"]
     assert [r["outcome"] for r in calls] == ["ok"] * 8, calls
     assert not [r for r in audit() if r.get("event") == "seal"]
+    assert jail_kind_of_the_session() == fs_jail["kind"]
 
 
 def test_filesystem_cannot_make_a_protected_name_at_the_root(
-    layout: tuple[Path, Path], node_exe: str, fs_script: str
+    layout: tuple[Path, Path], node_exe: str, fs_script: str, fs_jail: dict[str, Any]
 ) -> None:
     """The policy lets these calls through (every path is inside the project); the jail
     refuses each and the audit log says so. Control: the same calls with names that are
-    not protected succeed, in the same session."""
+    not protected succeed, in the same session. The same in both jail kinds; what exists
+    (.git and its config, hooks) the full jail keeps by read-only mounts, the reduced one
+    by its broker, whose refusals are recorded as well."""
     project, _ = layout
     make_repo(project, "first commit")
     (project / "draft.md").write_text("draft\n")
@@ -295,7 +337,7 @@ def test_filesystem_cannot_make_a_protected_name_at_the_root(
         ("move_file", {"source": ".git", "destination": "git-moved"}),
     ]
     config = (project / ".git" / "config").read_text()
-    with Wrapped(Path("server-filesystem"), [node_exe, fs_script, "."], cwd=project) as w:
+    with fs_wrapped(fs_jail, [node_exe, fs_script, "."], project) as w:
         w.initialize()
         for tool, arguments in attempts + existing:
             reply = w.call(tool, arguments)
@@ -316,6 +358,7 @@ def test_filesystem_cannot_make_a_protected_name_at_the_root(
     refused = {Path(r["path"]).name for r in refusals}
     assert {".mcp.json", ".envrc", ".vscode", ".cursor", ".claude", ".mcpwrap"} <= refused
     assert any(r["call"] == "rename" and r.get("source") for r in refusals), refusals
+    assert jail_kind_of_the_session() == fs_jail["kind"]
 
 
 # --- mcp-server-git ----------------------------------------------------------------------

@@ -11,6 +11,13 @@ same call succeeds once the name is not protected (the broker is given a list wi
 it), or, for what Landlock alone refuses, with Landlock off. The real server-filesystem
 on a git repository is in tests/test_curated_servers.py. Runs as root and, in CI, as an
 ordinary user.
+
+Every test in the jail runs in both kinds ([full] and [reduced], the `jail_kind`
+fixture), the reduced one had as tests/test_escape.py has it: the profile says
+`jail = "any"` and user namespaces are blocked for the thread that starts it
+(tests/nouserns.py). The reduced jail's seals are read-only (no mounts), so its broker
+also answers removals and renames out of a seal ("removals and moves out of a seal"
+below). Where the kinds differ, the test says how.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nouserns import in_blocked_thread
 
 from mcpwrap import launch
 from mcpwrap.profile import load_profile
@@ -33,6 +41,7 @@ from mcpwrap.sandbox import spec as jail_spec
 from mcpwrap.sandbox.sealrules import AT_FDCWD, Action, Call, End, Facts, Kind
 
 PROBE = str(Path(__file__).parent / "fixtures" / "seal_probe.py")
+FULL, REDUCED = "full", "reduced"
 
 # --- the rules, as tables -------------------------------------------------------------------
 
@@ -370,12 +379,25 @@ class Project:
     root: Path
     profile: Path
     tmp: Path
+    kind: str = FULL
+
+    @property
+    def reduced(self) -> bool:
+        return self.kind == REDUCED
+
+
+@pytest.fixture(params=[FULL, REDUCED])
+def jail_kind(request: pytest.FixtureRequest) -> str:
+    """Which jail the project's tests run in (not `kind`: that names the call tried)."""
+    return str(request.param)
 
 
 @pytest.fixture
-def project(var_tmp_path: Path) -> Project:
+def project(var_tmp_path: Path, jail_kind: str) -> Project:
     """A project whose root is sealed: write granted on it, no protected path there.
-    Under /var/tmp: the jail's private /tmp would pass its rights down to it."""
+    Under /var/tmp: the jail's private /tmp would pass its rights down to it. REDUCED:
+    the profile accepts the reduced jail (jail = "any") and start() runs it where user
+    namespaces are blocked, as tests/test_escape.py does."""
     root = var_tmp_path / "project"
     (root / "src").mkdir(parents=True)
     (root / "out").mkdir()
@@ -383,40 +405,60 @@ def project(var_tmp_path: Path) -> Project:
     profile = root / "p.toml"
     profile.write_text(
         'version = 1\n[sandbox]\nread = ["{project}"]\nwrite = ["{project}"]\n'
-        f'[audit]\npath = "{var_tmp_path}/audit.jsonl"\n'
+        + ('jail = "any"\n' if jail_kind == REDUCED else "")
+        + f'[audit]\npath = "{var_tmp_path}/audit.jsonl"\n'
     )
-    return Project(root, profile, var_tmp_path)
+    return Project(root, profile, var_tmp_path, jail_kind)
 
 
 def jail(
     p: Project, *args: str, drop: tuple[str, ...] = (), landlock_on: bool = True
 ) -> dict[str, Any]:
     """The spec mcpwrap would give the probe; `drop` leaves protected paths out of the list
-    the broker gets (not the seal), landlock_on=False drops Landlock (and with it the
-    broker's map of rules: it then lets every call through)."""
+    the broker gets (not the seal), landlock_on=False drops the kind's Landlock rules (and
+    with them the broker's map of rules: it then lets every call through)."""
     loaded = load_profile(str(p.profile), state_dir=str(p.tmp / "state"))
     argv = [sys.executable, PROBE, *args]
     spec = jail_spec.build(
         loaded, argv, {"PATH": os.environ["PATH"]}, str(p.root), state_dir=str(p.tmp / "state")
     )
-    assert spec["sealed"], "the project root must be sealed for these tests"
+    sealed = spec["reduced"]["sealed"] if p.reduced else spec["sealed"]
+    assert str(p.root) in sealed, "the project root must be sealed for these tests"
     gone = [str(p.root / d) for d in drop]
     spec["protect"] = [
         x for x in spec["protect"] if not any(x == g or x.startswith(f"{g}/") for g in gone)
     ]
     if not landlock_on:
-        spec["landlock"] = None
+        if p.reduced:
+            spec["reduced"]["landlock"] = None
+        else:
+            spec["landlock"] = None
     return spec
 
 
-def run(spec: dict[str, Any], stdin: bytes = b"") -> dict[str, Any]:
-    child = launch.start_jailed(spec)
+def start(spec: dict[str, Any]) -> launch.Jailed:
+    """Start the jail and check its kind: jail = "any" (the reduced project) starts where
+    user namespaces are blocked (tests/nouserns.py), so it must be the reduced one."""
+    if spec["jail"] == "any":
+        child = in_blocked_thread(launch.start_jailed, spec)
+    else:
+        child = launch.start_jailed(spec)
     child.wait_ready()
+    assert child.kind == (FULL if spec["jail"] == FULL else REDUCED), child.note
+    return child
+
+
+def run(spec: dict[str, Any], stdin: bytes = b"") -> dict[str, Any]:
+    child = start(spec)
     out, err = child.process.communicate(stdin, timeout=60)
     lines = out.decode().strip().splitlines()
     assert lines, err.decode()
     result: dict[str, Any] = json.loads(lines[-1])
     result["broker"] = child.broker.counts if child.broker else None
+    records: list[dict[str, Any]] = []
+    if child.broker:
+        child.broker.attach(records.append)
+    result["records"] = records
     return result
 
 
@@ -559,10 +601,18 @@ def test_links_and_nodes_of_ordinary_names_are_refused_in_a_sealed_directory_too
     project: Project, kind: str
 ) -> None:
     """The price of leaving them to Landlock: no link, symlink or node at a sealed root;
-    in a subdirectory they work."""
+    in a subdirectory they work. Reduced: the root is read-only, so a hard link of its
+    README.md into src/ is refused too (the file would gain write rights there: Landlock
+    refuses with EXDEV); a file of src/ links there."""
     source = project.root / "README.md"
     assert made(project, kind, project.root / "ordinary", source)["escaped"] is False
-    assert made(project, kind, project.root / "src" / "ordinary", source)["escaped"] is True
+    result = made(project, kind, project.root / "src" / "ordinary", source)
+    if project.reduced and kind == "link":
+        assert (result["escaped"], result["detail"]) == (False, "EXDEV"), result
+        source = project.root / "src" / "file"
+        source.write_text("in src\n")
+        result = made(project, kind, project.root / "src" / "ordinary", source)
+    assert result["escaped"] is True, result
 
 
 def test_a_sealed_directory_below_the_root_keeps_its_place(project: Project) -> None:
@@ -584,15 +634,136 @@ def test_a_sealed_directory_below_the_root_keeps_its_place(project: Project) -> 
 
 
 def test_a_mount_point_is_never_moved_by_the_broker(project: Project) -> None:
-    """The profile is bound read-only onto itself: renaming it (or onto it) into the sealed
-    root is refused with EBUSY, as the kernel would in the jail's own namespace."""
+    """Full: the profile is bound read-only onto itself: renaming it (or onto it) into the
+    sealed root is refused with EBUSY, as the kernel would in the jail's own namespace.
+    Reduced: no mounts; the profile is a protected name in the sealed root, so moving it
+    is refused with EACCES (as renaming onto it is in both)."""
     src = project.root / "src" / "x"
     src.write_text("x\n")
     result = made(project, "rename", project.root / "p.toml", src)
     assert (result["escaped"], result["detail"]) == (False, "EACCES"), "protected: p.toml"
     result = made(project, "rename", project.root / "profile-moved", project.profile)
-    assert (result["escaped"], result["detail"]) == (False, "EBUSY"), result
+    refusal = "EACCES" if project.reduced else "EBUSY"
+    assert (result["escaped"], result["detail"]) == (False, refusal), result
     assert project.profile.exists() and not (project.root / "profile-moved").exists()
+
+
+# --- removals and moves out of a seal ----------------------------------------------------------
+# The reduced jail's seals are read-only to Landlock (no mount keeps a protected path in
+# place), so its broker answers unlink, unlinkat, rmdir and renames out of a sealed
+# directory too. The full jail's seals keep the remove rights: the kernel answers these
+# there, and read-only mounts keep the protected paths.
+
+REMOVALS = ["unlink", "unlinkat", "rmdir", "rename_out"]
+
+
+@pytest.mark.parametrize("kind", REMOVALS)
+def test_an_ordinary_name_leaves_a_sealed_directory(project: Project, kind: str) -> None:
+    """Full: the kernel removes (or moves out) the file, the broker sees nothing. Reduced:
+    the broker does it. Control (reduced): with the broker's listener closed, the same call
+    fails (ENOSYS) and the file stays, so the broker is what made it work."""
+    target = project.root / ("gone" if kind == "rmdir" else "gone.txt")
+    if kind == "rmdir":
+        target.mkdir()
+    else:
+        target.write_text("bye\n")
+    moved = project.root / "src" / "gone.txt"
+    args = ("rename", str(moved), str(target)) if kind == "rename_out" else (kind, str(target))
+    result = run(jail(project, "make", *args))
+    assert result["escaped"] is True, result
+    assert not target.exists() and moved.exists() is (kind == "rename_out")
+    # full: the broker is asked about renames only, and lets this one through
+    seen = {"proceed": 1} if kind == "rename_out" else {}
+    assert result["broker"] == ({"perform": 1} if project.reduced else seen), result
+    if project.reduced:
+        if kind == "rmdir":
+            target.mkdir()
+        else:
+            target.write_text("bye\n")
+        if kind == "rename_out":
+            moved.unlink()
+        child = start(jail(project, "after_line", "make", *args))
+        assert child.broker is not None
+        child.broker.close()
+        out, _ = child.process.communicate(b"go\n", timeout=60)
+        assert json.loads(out) == {"escaped": False, "detail": "ENOSYS"}
+        assert target.exists() and not moved.exists()
+
+
+def _existing_protected(p: Project) -> None:
+    """.mcp.json, .git/config, .git/hooks/pre-commit and an empty .vscode/ exist; .envrc
+    and others do not, so the root stays sealed in both kinds."""
+    (p.root / ".git" / "hooks").mkdir(parents=True)
+    (p.root / ".git" / "config").write_text("[core]\n")
+    (p.root / ".git" / "hooks" / "pre-commit").write_text("#!/bin/sh\n")
+    (p.root / ".mcp.json").write_text("{}\n")
+    (p.root / ".vscode").mkdir()
+
+
+# (what is removed, how, the full jail's refusal: its read-only mounts, the protected path)
+PROTECTED_REMOVALS = [
+    (".mcp.json", "unlink", "EBUSY", ".mcp.json"),
+    (".mcp.json", "unlinkat", "EBUSY", ".mcp.json"),
+    (".git/config", "unlink", "EBUSY", ".git/config"),
+    (".git/hooks/pre-commit", "unlink", "EROFS", ".git/hooks"),  # reduced: by its inode
+    (".vscode", "rmdir", "EBUSY", ".vscode"),
+]
+
+
+@pytest.mark.parametrize(("name", "kind", "full_errno", "listed"), PROTECTED_REMOVALS)
+def test_a_protected_path_is_never_removed(
+    project: Project, name: str, kind: str, full_errno: str, listed: str
+) -> None:
+    """Full: each is (or is in) a read-only mount, the kernel refuses. Reduced: the broker
+    refuses (EACCES) and records it; control: given a list without that path (the seal
+    stays), the broker makes the very same removal, so the refusal is the path's."""
+    _existing_protected(project)
+    target = project.root / name
+    result = run(jail(project, "make", kind, str(target)))
+    refusal = "EACCES" if project.reduced else full_errno
+    assert (result["escaped"], result["detail"]) == (False, refusal), result
+    assert target.exists()
+    if not project.reduced:
+        assert "refuse" not in result["broker"], "the kernel's refusal, not the broker's"
+        return
+    assert result["broker"] == {"refuse": 1}, result
+    passed = target.name if kind == "unlinkat" else str(target)  # the path as the call has it
+    assert [(r["decision"], r["call"], r["path"]) for r in result["records"]] == [
+        ("refuse", kind, passed)
+    ]
+    control = run(jail(project, "make", kind, str(target), drop=(listed,)))
+    assert control["escaped"] is True and control["broker"] == {"perform": 1}, control
+    assert not target.exists()
+
+
+def test_a_protected_directory_is_not_moved_aside(project: Project) -> None:
+    """`mv .git git-moved` (then a fresh .git/hooks would be planted). Full: .git is pinned
+    (bound onto itself): EBUSY; without the pins the broker refuses to move a protected
+    name out (EACCES); control: without the pins and Landlock (so no broker map) it moves.
+    Reduced: .git is sealed, the broker refuses (EACCES) and records it; control: without
+    the seal (Landlock's and the broker's) it moves."""
+    _existing_protected(project)
+    git, moved = project.root / ".git", project.root / "git-moved"
+    result = run(jail(project, "make", "rename", str(moved), str(git)))
+    refusal = "EACCES" if project.reduced else "EBUSY"
+    assert (result["escaped"], result["detail"]) == (False, refusal), result
+    assert (git / "config").exists() and not moved.exists()
+    if project.reduced:
+        assert result["broker"] == {"refuse": 1}, result
+        assert [r["source"] for r in result["records"]] == [str(git)]
+        spec = jail(project, "make", "rename", str(moved), str(git), landlock_on=False)
+        spec["reduced"]["sealed"] = {}
+    else:
+        spec = jail(project, "make", "rename", str(moved), str(git))
+        spec["pins"] = []
+        unpinned = run(spec)
+        assert (unpinned["escaped"], unpinned["detail"]) == (False, "EACCES"), unpinned
+        assert unpinned["broker"] == {"refuse": 1}, unpinned
+        spec = jail(project, "make", "rename", str(moved), str(git), landlock_on=False)
+        spec["pins"] = []
+    control = run(spec)
+    assert control["escaped"] is True, control
+    assert (moved / "config").exists() and not git.exists()
 
 
 # --- racing threads --------------------------------------------------------------------------
@@ -646,8 +817,7 @@ def test_without_its_broker_the_jail_creates_nothing(project: Project, where: st
     in the seal and outside it alike. Control: the same probe with the broker serving."""
     target = project.root / where
     spec = jail(project, "after_line", "make", "open", str(target))
-    child = launch.start_jailed(spec)
-    child.wait_ready()
+    child = start(spec)
     assert child.broker is not None
     child.broker.close()
     out, _ = child.process.communicate(b"go\n", timeout=60)
@@ -684,8 +854,7 @@ def test_refusals_are_recorded(project: Project, capsys: pytest.CaptureFixture[s
     """mcpwrap run hands the broker's records to the audit log (event "seal"); attach()
     replays those made before it was called. Each is a line on stderr too."""
     spec = jail(project, "make", "mkdir", str(project.root / ".vscode"))
-    child = launch.start_jailed(spec)
-    child.wait_ready()
+    child = start(spec)
     child.process.communicate(timeout=60)
     assert child.broker is not None
     records: list[dict[str, Any]] = []
@@ -707,15 +876,16 @@ def test_refusals_are_recorded(project: Project, capsys: pytest.CaptureFixture[s
 def test_the_listener_stays_in_mcpwrap(project: Project) -> None:
     """Close-on-exec in mcpwrap: a program mcpwrap starts later must not be able to answer
     the jail's calls."""
-    child = launch.start_jailed(jail(project, "make", "open", str(project.root / "x")))
-    child.wait_ready()
+    child = start(jail(project, "make", "open", str(project.root / "x")))
     assert child.broker is not None
     assert not os.get_inheritable(child.broker._listener.fd)
     child.process.communicate(timeout=60)
 
 
 def test_no_broker_without_a_seal(project: Project) -> None:
-    """Nothing sealed, nothing stopped: no filter, no thread, no cost."""
+    """Full: with every protected path there (each a read-only mount), nothing is sealed,
+    nothing stopped: no filter, no thread, no cost. Reduced: no mounts, so the project
+    stays sealed read-only to keep them so, and the broker makes the new file."""
     for sub in (".mcpwrap", ".vscode", ".cursor", ".claude", ".git/hooks"):
         (project.root / sub).mkdir(parents=True)
     for name in (".mcp.json", ".envrc", ".git/config", "p.lock"):
@@ -730,8 +900,11 @@ def test_no_broker_without_a_seal(project: Project) -> None:
         state_dir=str(project.tmp / "state"),
     )
     assert not spec["sealed"]
-    child = launch.start_jailed(spec)
-    child.wait_ready()
-    assert child.broker is None
+    assert bool(spec["reduced"] and spec["reduced"]["sealed"]) is project.reduced
+    child = start(spec)
     out, _ = child.process.communicate(timeout=60)
     assert json.loads(out)["escaped"] is True
+    if project.reduced:
+        assert child.broker is not None and child.broker.counts == {"perform": 1}
+    else:
+        assert child.broker is None
