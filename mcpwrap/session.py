@@ -107,14 +107,16 @@ class Session:
         )
         if profile_change is not None:
             self.relay.record_event("profile", **profile_change)
+        # Before any thread relays: a client that saw a reply may signal mcpwrap at once,
+        # and a signal that came before the handlers killed mcpwrap outright.
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
         server_pump = self._thread(self.relay.pump_server, "server")
         if self.relay.profile.sandbox.cpu is not None:
             self._thread(self._watch_cpu, "cpu")
         self._thread(self.relay.pump_deadlines, "deadlines")
         self._thread(self._pump_stderr, "stderr")
         self._thread(self._pump_client, "client")
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self._on_signal)
         status = self.child.process.wait()
         server_pump.join(DRAIN_GRACE)
         self.child.signal_group(signal.SIGKILL)  # nothing of the server outlives it

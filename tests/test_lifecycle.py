@@ -174,7 +174,13 @@ def test_unjailed_a_daemonised_grandchild_does_not_outlive_mcpwrap(
         with _unjailed(tmp_path, marker) as w:
             w.request("ping", {}, msg_id=1)
             assert w.recv()["id"] == 1
-            daemons = [p for p in processes_with(marker) if _is_daemon(p)]
+            # The server daemonises as it starts: under load the daemon may come after
+            # the ping's answer.
+            deadline = time.monotonic() + 10
+            while not (daemons := [p for p in processes_with(marker) if _is_daemon(p)]):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             assert len(daemons) == 1, "the daemon must be running before the stop"
             assert os.getsid(daemons[0]) == daemons[0]  # in a session of its own
             assert os.getpgid(daemons[0]) != os.getpgid(server_pid(w))
