@@ -413,3 +413,37 @@ def test_check_quotes_the_weaker_rows() -> None:
     for row in account.ACCOUNT:
         quoted = f"{row.escape}: {row.how}" in check._WEAKER
         assert quoted is (row.result in (account.WEAKER, account.SCOPED)), row
+
+
+# Degrading by Landlock ABI: this machine has ABI 7, so the older kernels' answers are
+# checked on the decision itself (a pure function of the spec and the ABI).
+ABI_TABLE = [
+    # abi, egress (allowlist), host network, refused?, missing layers named (besides namespaces)
+    (0, False, False, "Landlock", []),
+    (3, True, False, "ABI 4", []),
+    (3, False, False, None, ["Landlock TCP rules", "Landlock scoping"]),
+    (3, False, True, None, ["Landlock scoping"]),
+    (4, True, False, None, ["Landlock scoping"]),
+    (5, False, False, None, ["Landlock scoping"]),
+    (6, True, False, None, []),
+    (7, False, False, None, []),
+]
+
+
+@pytest.mark.parametrize(("abi", "egress", "host", "refused", "named"), ABI_TABLE)
+def test_a_missing_layer_is_named_or_refused_by_abi(
+    abi: int, egress: bool, host: bool, refused: str | None, named: list[str]
+) -> None:
+    from mcpwrap.sandbox import reduced
+    from mcpwrap.sandbox.kernel import SetupError
+
+    spec = {"egress": {"forwards": []} if egress else None, "host_network": host}
+    if refused is not None:
+        with pytest.raises(SetupError) as caught:
+            reduced._missing(spec, abi, "blocked")
+        assert refused in str(caught.value)
+        return
+    missing = reduced._missing(spec, abi, "blocked")
+    assert missing[0].startswith("namespaces") and "blocked" in missing[0]
+    assert len(missing) == 1 + len(named), missing
+    assert all(m.startswith(n) for m, n in zip(missing[1:], named, strict=True)), missing
