@@ -40,6 +40,7 @@ from mcpwrap.profile import (
     AuthSpec,
     Constraint,
     Descriptions,
+    JailKind,
     Network,
     PolicySpec,
     Profile,
@@ -491,6 +492,8 @@ COMPARED: Mapping[type, Mapping[str, Compare]] = {
         "open_files": _value(_limit(str)),
         "file_size": _value(_limit(_size)),
         "syscalls": _value(_ranked(Syscalls.STRICT, Syscalls.DEFAULT)),
+        # Accepting the reduced jail (no namespaces) where the full one was required widens.
+        "jail": _value(_ranked(JailKind.FULL, JailKind.ANY, JailKind.REDUCED)),
         "egress_connections": _value(_limit(str)),
         "egress_idle": _value(_limit(_duration)),
         "egress_bytes": _value(_limit(_size)),

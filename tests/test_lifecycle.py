@@ -200,7 +200,10 @@ def test_unjailed_a_daemonised_grandchild_does_not_outlive_mcpwrap(
 def _zombies(pid: int) -> list[int]:
     found = []
     for child in proctree.children(pid):
-        stat = Path(f"/proc/{child}/stat").read_bytes()
+        try:
+            stat = Path(f"/proc/{child}/stat").read_bytes()
+        except FileNotFoundError:
+            continue  # reaped between the listing and the read
         if stat[stat.rfind(b")") + 2 :].startswith(b"Z"):
             found.append(child)
     return found

@@ -216,6 +216,18 @@ CASES: dict[str, Case] = {
         ['sandbox.syscalls: "strict" -> "default"'],
         [],
     ),
+    "jail": Case(
+        '[sandbox]\njail = "any"\n',
+        '[sandbox]\njail = "reduced"\n',
+        ['sandbox.jail: "any" -> "reduced"'],
+        [],
+    ),
+    "jail narrowed": Case(
+        '[sandbox]\njail = "any"\n',
+        "[sandbox]\n",
+        [],
+        ['sandbox.jail: "any" -> "full"'],
+    ),
     "egress proxy limits": Case(
         ALLOWLIST + 'egress_connections = 16\negress_idle = "60s"\negress_bytes = "100MiB"\n',
         ALLOWLIST + 'egress_connections = 8\negress_idle = "1h"\n',
