@@ -482,7 +482,11 @@ def _enter_cwd(cwd: str, home: str) -> None:
     if os.path.isdir(cwd):
         os.chdir(cwd)
         return
-    # Not granted: the server starts in its private home and sees nothing of the host.
+    start_in_home(cwd, home)
+
+
+def start_in_home(cwd: str, home: str) -> None:
+    """Not granted: the server starts in its private home and sees nothing of the host."""
     os.chdir(home)
     note = (
         f"mcpwrap: the server's working directory {cwd} is not in its grants; it starts in "

@@ -280,12 +280,7 @@ def _enter_cwd(cwd: str, home: str, report: landlock.Report) -> None:
             return
         except OSError:
             pass
-    os.chdir(home)
-    note = (
-        f"mcpwrap: the server's working directory {cwd} is not in its grants; it starts in "
-        "its private home instead (add the directory to [sandbox] read to share it)\n"
-    )
-    os.write(2, note.encode())
+    jail.start_in_home(cwd, home)
 
 
 # --- the supervisor ------------------------------------------------------------------------

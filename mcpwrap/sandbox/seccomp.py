@@ -46,7 +46,7 @@ import enum
 import errno
 import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from mcpwrap.sandbox.bpf import Prepared, SeccompError
 
@@ -165,20 +165,23 @@ def build(mode: str, net: str = Net.ANY) -> Prepared:
     return Prepared(programs, lines)
 
 
+E = TypeVar("E", bound=enum.Enum)
+
+
 def _mode(mode: str) -> Mode:
-    try:
-        return Mode(mode)
-    except ValueError:
-        names = ", ".join(m.value for m in Mode)
-        raise SeccompError("build", f"mode {mode!r}", hint=f"use one of: {names}") from None
+    return _choice(Mode, "mode", mode)
 
 
 def _net(net: str) -> Net:
+    return _choice(Net, "net", net)
+
+
+def _choice(kind: type[E], what: str, value: str) -> E:
     try:
-        return Net(net)
+        return kind(value)
     except ValueError:
-        names = ", ".join(n.value for n in Net)
-        raise SeccompError("build", f"net {net!r}", hint=f"use one of: {names}") from None
+        names = ", ".join(m.value for m in kind)
+        raise SeccompError("build", f"{what} {value!r}", hint=f"use one of: {names}") from None
 
 
 def _import() -> Any:
