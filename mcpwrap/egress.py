@@ -29,9 +29,6 @@ from typing import NamedTuple
 
 from mcpwrap import netpolicy, proxyauth, tlshello
 from mcpwrap.netpolicy import IP, Entry, Verdict
-from mcpwrap.proxyauth import HostListeners, host_listeners
-
-__all__ = ["Egress", "HostListeners", "Limits", "Listener", "host_listeners"]
 
 _HEAD_LIMIT = 64 * 1024  # an HTTP request head larger than this is refused
 _CHUNK = 64 * 1024  # a pump's first buffer, and the read size before relaying starts

@@ -226,7 +226,7 @@ class Jailed(Child):
         import socket
 
         with self._egress:
-            msg, fds, _, _ = socket.recv_fds(self._egress, 65536, 64)
+            msg, fds = _receive_fds(self._egress, 64)  # close-on-exec, as the broker's
         kinds = marshal.loads(msg)  # noqa: S302 - from our own trampoline
         if len(kinds) != len(fds):
             for fd in fds:
@@ -389,14 +389,14 @@ def _compile_trampoline(here: str) -> None:
             return  # a read-only install: the trampoline compiles in memory, as before
 
 
-def _receive_fds(channel: Any) -> tuple[bytes, list[int]]:
+def _receive_fds(channel: Any, most: int = 4) -> tuple[bytes, list[int]]:
     """One message and the fds that came with it (SCM_RIGHTS, made close-on-exec), with
     _socket alone."""
     import _socket
     import array
 
     fds = array.array("i")
-    space = _socket.CMSG_SPACE(4 * fds.itemsize)
+    space = _socket.CMSG_SPACE(most * fds.itemsize)
     msg, ancillary, _, _ = channel.recvmsg(1 << 20, space, _socket.MSG_CMSG_CLOEXEC)
     for level, kind, data in ancillary:
         if (level, kind) == (_socket.SOL_SOCKET, _socket.SCM_RIGHTS):

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import binascii
 import os
-import socket
 from typing import NamedTuple
 
 USER = "mcpwrap"
@@ -88,47 +87,3 @@ def check_userpass(request: UserPass, secret: str) -> str | None:
     if not request.user and not request.password:
         return NO_CREDENTIALS
     return None if _matches(request.user, request.password, secret) else WRONG_CREDENTIALS
-
-
-class HostListeners(NamedTuple):
-    listeners: list[tuple[str, socket.socket]]  # ("http" | "socks", bound and listening)
-    ports: list[int]  # the ports Landlock lets the server connect to
-    env: dict[str, str]  # the proxy variables for the server, credentials in the URLs
-    secret: str
-
-
-def proxy_env(http_port: int, socks_port: int, secret: str) -> dict[str, str]:
-    """The variables that point a server at its proxies (as the full jail sets them)."""
-    auth = f"{USER}:{secret}@127.0.0.1"
-    http, socks = f"http://{auth}:{http_port}", f"socks5h://{auth}:{socks_port}"
-    env: dict[str, str] = {}
-    # ALL_PROXY names the HTTP proxy, not SOCKS: see jail.py _egress_listeners (httpx).
-    for name, value in (
-        ("http_proxy", http),
-        ("https_proxy", http),
-        ("all_proxy", http),
-        ("socks_proxy", socks),
-        ("no_proxy", "localhost,127.0.0.1,::1"),
-    ):
-        env[name] = env[name.upper()] = value
-    env["NODE_USE_ENV_PROXY"] = "1"  # Node >= 22.21 / 24.5: fetch honours the variables
-    # git asks libcurl for any method, so it tries each request without credentials first
-    # and gets a 407 (an audited refusal) before it sends them; basic sends them at once.
-    env["GIT_HTTP_PROXY_AUTHMETHOD"] = "basic"
-    return env
-
-
-def host_listeners() -> HostListeners:
-    """The reduced jail's proxy listeners, bound by mcpwrap itself on the host's loopback
-    for one run, with that run's secret. Non-inheritable: the server never holds them."""
-    made: list[tuple[str, socket.socket]] = []
-    try:
-        for kind in ("http", "socks"):
-            made.append((kind, socket.create_server(("127.0.0.1", 0), backlog=128)))
-    except OSError:
-        for _, sock in made:
-            sock.close()
-        raise
-    ports = [sock.getsockname()[1] for _, sock in made]
-    secret = new_secret()
-    return HostListeners(made, ports, proxy_env(ports[0], ports[1], secret), secret)

@@ -148,3 +148,33 @@ def _settle(timeout: float = 10.0) -> None:
     for thread in threading.enumerate():
         if thread.name == "egress-conn":
             thread.join(max(0.0, deadline - time.monotonic()))
+
+
+class HostListeners(NamedTuple):
+    listeners: list[tuple[str, socket.socket]]  # ("http" | "socks", bound and listening)
+    ports: list[int]
+    env: dict[str, str]  # the proxy variables the server is given, with the secret
+    secret: str
+
+
+def host_listeners() -> HostListeners:
+    """The reduced jail's proxy listeners on the host's loopback, as its trampoline binds
+    them (jail.egress_listeners with host=True, handed over a socketpair as in a run), with
+    a run's secret and the environment the server gets."""
+    import marshal
+
+    from mcpwrap import proxyauth
+    from mcpwrap.sandbox import jail
+
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    secret = proxyauth.new_secret()
+    spec: dict[str, Any] = {
+        "egress": {"forwards": [], "secret": secret, "fd": theirs.detach()},
+        "env": {},
+    }
+    with ours:
+        ports = jail.egress_listeners(spec, host=True)
+        msg, fds = launch._receive_fds(ours)  # as Jailed.egress_listeners receives them
+    kinds = marshal.loads(msg)
+    listeners = [(kind, socket.socket(fileno=fd)) for (kind, _), fd in zip(kinds, fds, strict=True)]
+    return HostListeners(listeners, ports, spec["env"], secret)

@@ -1,7 +1,7 @@
 """Per-run proxy credentials: the egress listeners on the host's loopback (the reduced
 jail, no network namespace) serve only clients that present the run's secret.
 
-Real parts: a real Egress on host_listeners(), real clients (curl, httpx, undici) run
+Real parts: a real Egress on the reduced jail's own listeners (host_listeners()), real clients (curl, httpx, undici) run
 from the test with the proxy variables host_listeners() gives the server, and a loopback
 upstream the allowlist admits. The control (secret=None) shows the same unauthenticated
 request gets through, so it is the credentials check that stops it.
@@ -21,7 +21,7 @@ from typing import Any, NamedTuple
 import httpx
 import pytest
 from conftest import NODE_MODULES
-from egress_harness import Upstream, _settle, hello_server
+from egress_harness import HostListeners, Upstream, _settle, hello_server, host_listeners
 
 from mcpwrap import egress, netpolicy, proxyauth
 from mcpwrap.proxyauth import NO_CREDENTIALS, WRONG_CREDENTIALS, UserPass
@@ -31,7 +31,7 @@ NAME = "upstream.test"  # mapped to 127.0.0.1 for the proxy; no_proxy does not s
 
 class Proxy(NamedTuple):
     upstream: Upstream
-    hosts: proxyauth.HostListeners
+    hosts: HostListeners
     records: list[dict[str, Any]]
 
     @property
@@ -51,7 +51,7 @@ def serve(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, secret: bool) -> I
     (tmp_path / "hosts").write_text(f"127.0.0.1 {NAME}\n")
     monkeypatch.setenv("MCPWRAP_TEST_HOSTS", str(tmp_path / "hosts"))
     with hello_server() as upstream:
-        hosts = egress.host_listeners()
+        hosts = host_listeners()
         records: list[dict[str, Any]] = []
         port = upstream.port
         rules = [netpolicy.parse_entry(e) for e in (f"{NAME}:{port}", f"127.0.0.1:{port}")]
@@ -93,7 +93,7 @@ def refusals(records: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
 
 
 def test_host_listeners_are_loopback_listeners_named_in_the_environment() -> None:
-    hosts = egress.host_listeners()
+    hosts = host_listeners()
     try:
         assert [kind for kind, _ in hosts.listeners] == ["http", "socks"]
         for (_, sock), port in zip(hosts.listeners, hosts.ports, strict=True):
@@ -106,7 +106,7 @@ def test_host_listeners_are_loopback_listeners_named_in_the_environment() -> Non
         assert hosts.env["NO_PROXY"] == "localhost,127.0.0.1,::1"
         assert hosts.env["NODE_USE_ENV_PROXY"] == "1"
         assert hosts.env["GIT_HTTP_PROXY_AUTHMETHOD"] == "basic"
-        assert len(hosts.secret) >= 32 and hosts.secret != egress.host_listeners().secret
+        assert len(hosts.secret) >= 32 and hosts.secret != host_listeners().secret
     finally:
         for _, sock in hosts.listeners:
             sock.close()
