@@ -27,8 +27,8 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
+from mcpwrap.entrypoints import node_modules_of, script_of
 from mcpwrap.errors import MCPWrapError
-from mcpwrap.sandbox.spec import _node_modules, _script
 from mcpwrap.sha import sha256
 
 ROLES = ("executable", "interpreter", "script")
@@ -475,7 +475,7 @@ def collect(
         roots += _venvs(interpreter)
         if _is_js(real):  # a node script started directly: Node resolves from its directory
             roots += _nearest_node_modules(exe)
-    for arg in _script(exe, argv[1:]):
+    for arg in script_of(exe, argv[1:]):
         script = os.path.join(cwd, arg)
         if os.path.isfile(script):
             real = os.path.realpath(script)
@@ -563,7 +563,7 @@ def _venvs(path: str) -> Iterator[tuple[str, str]]:
 
 def _containing_node_modules(path: str) -> Iterator[tuple[str, str]]:
     for candidate in {os.path.abspath(path), os.path.realpath(path)}:
-        for tree in _node_modules(candidate):
+        for tree in node_modules_of(candidate):
             if os.path.isdir(tree):
                 yield "node_modules", os.path.realpath(tree)
 

@@ -12,9 +12,7 @@ them, would cost tens of times the cap.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-import fcntl
 import json
 import mmap
 import os
@@ -25,9 +23,6 @@ DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 READ_CHUNK = 1 << 20
 PEEK_BYTES = 4096
 SMALL_PIECE = 64 * 1024
-# Big pipe buffers mean fewer syscalls per multi-MB message; 1 MiB is the unprivileged max.
-PIPE_SIZE = 1 << 20
-_F_SETPIPE_SZ = 1031
 
 
 class Oversize(NamedTuple):
@@ -168,12 +163,6 @@ def write_line(fd: int, line: bytes) -> None:
     written = os.writev(fd, (line, b"\n"))
     if written < total:
         write_all(fd, (line + b"\n")[written:])
-
-
-def widen_pipe(fd: int) -> None:
-    """Raise a pipe's buffer to PIPE_SIZE where allowed; anything else keeps its default."""
-    with contextlib.suppress(OSError):
-        fcntl.fcntl(fd, _F_SETPIPE_SZ, PIPE_SIZE)
 
 
 _WS = b" \t\r\n"

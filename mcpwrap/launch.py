@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcpwrap import paths
 from mcpwrap.errors import MCPWrapError, UsageError
-from mcpwrap.framing import widen_pipe
+from mcpwrap.pipes import widen_pipe
 from mcpwrap.profile import Profile
 
 if TYPE_CHECKING:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from mcpwrap.entrypoints import script_of
 from mcpwrap.launch import LaunchError
 from mcpwrap.profile import load_profile
 from mcpwrap.sandbox import spec
@@ -24,11 +25,11 @@ from mcpwrap.sandbox import spec
     ],
 )
 def test_only_an_interpreters_script_counts(args: list[str], script: list[str]) -> None:
-    assert spec._script(sys.executable, args) == script
+    assert script_of(sys.executable, args) == script
 
 
 def test_a_non_interpreter_brings_no_argument_in() -> None:
-    assert spec._script("/usr/bin/true", ["/home/u/.ssh/id_ed25519"]) == []
+    assert script_of("/usr/bin/true", ["/home/u/.ssh/id_ed25519"]) == []
 
 
 def test_files_named_in_arguments_are_not_bound(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from mcpwrap.entrypoints import node_modules_of, script_of
 from mcpwrap.profile import JailKind, Network, Profile
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -90,7 +91,7 @@ def build(
     code (bytecode.py), bound read-only and protected like the state dir: no write grant
     can reach into it."""
     exe = _which(argv[0], env.get("PATH", ""))
-    runtime = sorted(set(_runtime_dirs([exe, *_script(exe, argv[1:])], cwd)))
+    runtime = sorted(set(_runtime_dirs([exe, *script_of(exe, argv[1:])], cwd)))
     binds = _system_binds() + [[d, "rx"] for d in runtime if not _covered(d)]
     _refuse_whole_host(profile)
     binds += [[p, "ro"] for p in profile.sandbox.read if os.path.exists(p)]
@@ -227,26 +228,6 @@ def _system_binds() -> list[list[str]]:
     return binds
 
 
-_INTERPRETERS = ("python", "node", "nodejs", "deno", "bun", "ruby", "perl", "php", "sh", "bash")
-
-
-def _script(exe: str, args: Sequence[str]) -> list[str]:
-    """An interpreter's script: its first argument that is not an option. Only the
-    executable and this script bring their install trees in; any other file the command
-    names (a config, a key) is the profile's to grant, never implied."""
-    name = os.path.basename(os.path.realpath(exe))
-    if not name.startswith(_INTERPRETERS):
-        return []
-    for i, arg in enumerate(args):
-        if arg in ("-m", "-c", "-e", "--eval"):
-            return []
-        if not arg.startswith("-") and (
-            i == 0 or args[i - 1] not in ("-W", "-X", "-r", "--require")
-        ):
-            return [arg]
-    return []
-
-
 def _runtime_dirs(args: Iterable[str], cwd: str) -> Iterable[str]:
     """Install trees the command needs: for the executable and its script, the prefix,
     the prefix of what it links to, a venv's base and .pth paths, and the node_modules
@@ -257,7 +238,7 @@ def _runtime_dirs(args: Iterable[str], cwd: str) -> Iterable[str]:
             continue
         for candidate in {os.path.abspath(path), os.path.realpath(path)}:
             yield _prefix(candidate)
-            yield from _node_modules(candidate)
+            yield from node_modules_of(candidate)
             yield from _interpreter_of(candidate)
         yield from _venv_paths(os.path.abspath(path))
 
@@ -265,12 +246,6 @@ def _runtime_dirs(args: Iterable[str], cwd: str) -> Iterable[str]:
 def _prefix(path: str) -> str:
     parent = os.path.dirname(path)
     return os.path.dirname(parent) if os.path.basename(parent) == "bin" else parent
-
-
-def _node_modules(path: str) -> Iterable[str]:
-    parts = path.split("/")
-    if "node_modules" in parts:
-        yield "/".join(parts[: len(parts) - parts[::-1].index("node_modules")])
 
 
 def _interpreter_of(path: str) -> Iterable[str]:
