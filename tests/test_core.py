@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,9 +111,12 @@ class Bed:
             arguments=profile.audit.arguments,
             clock=options.clock,
         )
+
         # Requests carry the index of the upstream they are for in their id's tens: 11 and
         # 12 go to upstream 1, 2 to upstream 0.
-        route: Callable[[dict[str, Any]], Upstream] = lambda msg: self.ups[msg["id"] // 10]
+        def route(msg: dict[str, Any]) -> Upstream:
+            return self.ups[msg["id"] // 10]
+
         self.core = Core(
             profile,
             front=self.front,
@@ -191,8 +194,12 @@ def test_server_requests_with_the_same_id_reach_the_client_apart(bed: Bed) -> No
     # The client answers in the other order; each answer reaches its asker with id 7.
     bed.client({"id": seen[1], "result": {"from": "client", "n": 1}})
     bed.client({"id": seen[0], "result": {"from": "client", "n": 0}})
-    assert bed.ups[0].decoded() == [{"jsonrpc": "2.0", "id": 7, "result": {"from": "client", "n": 0}}]
-    assert bed.ups[1].decoded() == [{"jsonrpc": "2.0", "id": 7, "result": {"from": "client", "n": 1}}]
+    assert bed.ups[0].decoded() == [
+        {"jsonrpc": "2.0", "id": 7, "result": {"from": "client", "n": 0}}
+    ]
+    assert bed.ups[1].decoded() == [
+        {"jsonrpc": "2.0", "id": 7, "result": {"from": "client", "n": 1}}
+    ]
     # Answered once: a second answer is to an unknown id and reaches nobody.
     bed.client({"id": seen[0], "result": {}})
     assert len(bed.ups[0].sent) == 1 and len(bed.ups[1].sent) == 1
@@ -279,7 +286,9 @@ def test_one_upstream_gets_and_gives_the_bytes_as_they_came(tmp_path: Path) -> N
         b.client(call)
         b.client(ping)
         assert b.ups[0].sent == [call, ping]
-        reply = b'{"id":3,  "result":{"content":[{"type":"text","text":"\\u00e9"}]},"jsonrpc":"2.0"}'
+        reply = (
+            b'{"id":3,  "result":{"content":[{"type":"text","text":"\\u00e9"}]},"jsonrpc":"2.0"}'
+        )
         pong = b'{"result":{},"id":"p1","jsonrpc":"2.0"}'
         asks = b'{"id": 1 ,"method":"ping","jsonrpc":"2.0"}'
         note = b'{"method":"notifications/message","params":{"level":"info","data":"x"},"jsonrpc":"2.0"}'
