@@ -212,7 +212,7 @@ class Core:
         """Why records cannot be written (every further call is refused), or None."""
         return self._rec.audit_broken
 
-    # --- pumps ---------------------------------------------------------------------------
+    # --- messages in ---------------------------------------------------------------------
 
     def from_client(self, item: bytes | Oversize) -> None:
         """One message from the client (Front.run's deliver): never raises."""
@@ -867,7 +867,7 @@ class Core:
         if held and failure is not None:
             self._release(held, failure)
         elif held:
-            # A thread of its own: the server pump must not block writing to the server.
+            # A thread of its own: the upstream's reader must not block sending to it.
             threading.Thread(target=self._release, args=(held, None), daemon=True).start()
 
     def _release(
