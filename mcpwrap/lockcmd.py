@@ -19,11 +19,9 @@ import sys
 from collections.abc import Callable
 from typing import NamedTuple
 
-from mcpwrap import artifacts, launch, lockstate, paths, pins, portable, store
-from mcpwrap.audit import AuditWriter
+from mcpwrap import artifacts, launch, lockstate, paths, pins, portable, recorder, store
 from mcpwrap.errors import LockError
 from mcpwrap.profile import Profile
-from mcpwrap.records import Agent
 from mcpwrap.synccmd import (
     Here,
     bytecode_for,
@@ -238,18 +236,12 @@ def _confirmed(yes: bool, ask: Callable[[str], str]) -> bool:
 
 
 def _record(profile: Profile, lock: pins.Lock, changes: list[str], decision: str) -> None:
-    with AuditWriter(profile.audit.path, session=os.urandom(16).hex()) as audit:
-        audit.write(
-            {
-                "event": "pins",
-                "server": profile.name,
-                "agent": Agent.of_parent().as_record(),
-                "token": None,
-                "decision": decision,
-                "rule": f"pins.{decision}",
-                "lock": lock.path,
-                "version": lock.version or None,
-                "tools": sorted(lock.tools),
-                "changes": [c.splitlines()[0] for c in changes],
-            }
-        )
+    recorder.lock_written(
+        profile.audit.path,
+        server=profile.name,
+        decision=decision,
+        lock=lock.path,
+        version=lock.version or None,
+        tools=sorted(lock.tools),
+        changes=[c.splitlines()[0] for c in changes],
+    )

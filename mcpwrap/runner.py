@@ -103,7 +103,7 @@ def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
     if token is not None:
         from mcpwrap.auth import TokenState
 
-        session.relay.set_token(TokenState(token))
+        session.core.set_token(TokenState(token))
         session.watch_token(options.token_name, paths.state_dir())
     try:
         return session.run(argv, sandbox=sandbox, jail=jail, profile_change=changed)
@@ -133,8 +133,8 @@ def _serve_jail(profile: Profile, child: launch.Jailed, session: Any) -> Any:
     """mcpwrap's side of the jail: the seal broker's refusals join the audit log, and the
     egress proxy (returned) serves the listeners the jail bound."""
     if child.broker is not None:
-        relay = session.relay
-        child.broker.attach(lambda record: relay.record_event("seal", **record))
+        recorder = session.recorder
+        child.broker.attach(lambda record: recorder.event("seal", **record))
     return _start_egress(profile, child, session)
 
 
@@ -145,19 +145,19 @@ def _start_egress(profile: Profile, child: launch.Jailed, session: Any) -> Any:
         return None
     from mcpwrap import egress, netpolicy
 
-    relay = session.relay
+    core, recorder = session.core, session.recorder
     box = profile.sandbox
     proxy = egress.Egress(
         netpolicy.entries(profile),
         [egress.Listener(kind, sock, target) for kind, sock, target in listeners],
-        record=relay.record_event,
-        in_flight=relay.calls_in_flight,
+        record=recorder.event,
+        in_flight=core.calls_in_flight,
         limits=egress.Limits(box.egress_connections, box.egress_idle, box.egress_bytes),
-        broken=lambda: relay.audit_broken,
+        broken=lambda: recorder.audit_broken,
         # On the host's loopback (the reduced jail) only the server knows the secret.
         secret=child.egress_secret if child.kind == "reduced" else None,
     )
-    relay.on_call_end = proxy.call_ended
+    core.on_call_end = proxy.call_ended
     proxy.start()
     return proxy
 
@@ -315,9 +315,9 @@ def _refuse_start(
     profile: Profile, audit: AuditWriter, rule: str, reason: str, **extra: str
 ) -> None:
     """The pins record of a run stopped before anything of the server started."""
-    record = {"event": "pins", "server": profile.name, "agent": None, "token": None}
-    audit.write({**record, "decision": "refuse", "rule": rule, **extra, "reason": reason})
-    audit.close()
+    from mcpwrap import recorder
+
+    recorder.refuse_start(audit, server=profile.name, rule=rule, reason=reason, **extra)
 
 
 def _refuse_unlocked_download(
@@ -472,24 +472,16 @@ def _refused_at_start(
 ) -> None:
     """The audit record of a token refused before anything started (best effort: a
     profile that needs the token's tenant to load has no log to write to)."""
+    from mcpwrap import recorder
     from mcpwrap.errors import MCPWrapError
 
     try:
         if profile is None:
             assert options is not None
             profile = _load(options, guard=False)
-        with AuditWriter(profile.audit.path, session=os.urandom(16).hex()) as audit:
-            audit.write(
-                {
-                    "event": "session",
-                    "server": profile.name,
-                    "agent": None,
-                    "token": token_id,
-                    "decision": "refuse",
-                    "rule": rule,
-                    "reason": reason,
-                }
-            )
+        recorder.refuse_token(
+            profile.audit.path, server=profile.name, token=token_id, rule=rule, reason=reason
+        )
     except MCPWrapError:
         pass
 

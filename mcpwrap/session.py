@@ -22,12 +22,15 @@ from mcpwrap import launch, paths
 from mcpwrap.audit import AuditWriter
 from mcpwrap.errors import MCPWrapError
 from mcpwrap.framing import LineReader, Oversize, write_all
+from mcpwrap.processend import ProcessUpstream
 from mcpwrap.proctree import ProcessTree
 from mcpwrap.profile import Profile
 from mcpwrap.ratelimit import RateLimiter
+from mcpwrap.recorder import Recorder
 from mcpwrap.records import Agent
-from mcpwrap.relay import Relay, RelayOptions
+from mcpwrap.relaycore import Core, RelayOptions
 from mcpwrap.sanitize import clean_line
+from mcpwrap.stdioend import StdioFront
 from mcpwrap.toolgate import Gate
 
 
@@ -67,19 +70,30 @@ class Session:
     ) -> None:
         self._redact = redact
         self.child = child
-        self.audit = audit
         server_in, server_out, self.server_err = child.fds()
-        self.relay = Relay(
-            profile,
-            client_in=sys.stdin.fileno(),
-            client_out=sys.stdout.fileno(),
-            server_in=server_in,
-            server_out=server_out,
-            audit=audit,
-            limiter=RateLimiter(os.path.join(paths.state_dir(), "state.sqlite3")),
+        options = RelayOptions(max_message=max_message, cwd=cwd)
+        self.front = StdioFront(sys.stdin.fileno(), sys.stdout.fileno(), max_message=max_message)
+        self.upstream = ProcessUpstream(
+            server_in,
+            server_out,
+            max_message=max_message,
             tree=ProcessTree(child.server_pid()),
+            name=profile.name,
+        )
+        self.recorder = Recorder(
+            audit,
+            server=profile.name,
             agent=Agent.of_parent(),
-            options=RelayOptions(max_message=max_message, cwd=cwd),
+            arguments=profile.audit.arguments,
+            clock=options.clock,
+        )
+        self.core = Core(
+            profile,
+            front=self.front,
+            upstreams=[self.upstream],
+            recorder=self.recorder,
+            limiter=RateLimiter(os.path.join(paths.state_dir(), "state.sqlite3")),
+            options=options,
             gate=gate,
             redact=redact,
         )
@@ -96,37 +110,38 @@ class Session:
     ) -> int:
         """jail: the jail's kind and, when reduced, its layers applied and missing."""
         _return_big_buffers_to_the_os()
-        self.relay.record_session(
+        profile = self.core.profile
+        self.recorder.session(
             decision="start",
             command=argv,
-            profile=self.relay.profile.source,
-            profile_digest=self.relay.profile.digest,
+            profile=profile.source,
+            profile_digest=profile.digest,
             sandbox=sandbox,
             **(jail or {}),
             child_pid=self.child.pid,
         )
         if profile_change is not None:
-            self.relay.record_event("profile", **profile_change)
+            self.recorder.event("profile", **profile_change)
         # Before any thread relays: a client that saw a reply may signal mcpwrap at once,
         # and a signal that came before the handlers killed mcpwrap outright.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._on_signal)
-        server_pump = self._thread(self.relay.pump_server, "server")
-        if self.relay.profile.sandbox.cpu is not None:
+        server_pump = self._thread(self._pump_server, "server")
+        if profile.sandbox.cpu is not None:
             self._thread(self._watch_cpu, "cpu")
-        self._thread(self.relay.pump_deadlines, "deadlines")
+        self._thread(self.core.run_deadlines, "deadlines")
         self._thread(self._pump_stderr, "stderr")
         self._thread(self._pump_client, "client")
         status = self.child.process.wait()
         server_pump.join(DRAIN_GRACE)
         self.child.signal_group(signal.SIGKILL)  # nothing of the server outlives it
-        self.relay.fail_pending(f"the MCP server exited (status {status}) before answering")
-        self.relay.close()
+        self.core.fail_pending(f"the MCP server exited (status {status}) before answering")
+        self.core.close()
         code = self._exit_code(status)
-        self.relay.record_session(
+        self.recorder.session(
             decision="stop", exit_status=status, exit_code=code, signal=self._signal
         )
-        self.audit.close()
+        self.recorder.close()
         return code
 
     def watch_token(self, name: str | None, state_dir: str) -> None:
@@ -140,7 +155,7 @@ class Session:
 
         registry = tokens.Registry(os.path.join(state_dir, "tokens.sqlite3"))
         while not self._stopping.wait(TOKEN_POLL):
-            state = self.relay.tokens
+            state = self.core.tokens
             token = state.token
             if token is None:
                 return
@@ -149,8 +164,8 @@ class Session:
                 if name is not None and (revoked or tokens.needs_rotation(token, time.time())):
                     successor = self._successor(registry, token, name, state_dir)
                     if successor is not None:
-                        self.relay.set_token(auth.TokenState(successor))
-                        self.relay.record_event(
+                        self.core.set_token(auth.TokenState(successor))
+                        self.recorder.event(
                             "token",
                             decision="rotated",
                             rule="token.rotation",
@@ -159,17 +174,15 @@ class Session:
                         )
                         continue
                 if revoked and not state.revoked:
-                    self.relay.set_token(auth.TokenState(token, revoked=True))
-                    self.relay.record_event(
+                    self.core.set_token(auth.TokenState(token, revoked=True))
+                    self.recorder.event(
                         "token",
                         decision="revoked",
                         rule="token.revoked",
                         reason=f"token {token.id} was revoked: every further call is refused",
                     )
             except MCPWrapError as exc:  # the registry or keyring failed: say so, keep polling
-                self.relay.record_event(
-                    "token", decision="error", rule="token.watch", reason=str(exc)
-                )
+                self.recorder.event("token", decision="error", rule="token.watch", reason=str(exc))
 
     @staticmethod
     def _successor(registry: Any, token: Any, name: str, state_dir: str) -> Any:
@@ -189,9 +202,14 @@ class Session:
         thread.start()
         return thread
 
+    def _pump_server(self) -> None:
+        """Server to client, until the server closes its stdout."""
+        self.upstream.run(self.core.deliverer(self.upstream))
+
     def _pump_client(self) -> None:
+        """Client to server, until the client closes its end."""
         try:
-            self.relay.pump_client()
+            self.front.run(self.core.from_client)
         finally:
             self._stop()  # the client closed its end: the server gets EOF and then signals
 
@@ -216,12 +234,13 @@ class Session:
         """[sandbox] cpu is CPU seconds of the whole tree. RLIMIT_CPU holds each process
         to it; this holds their sum: a server that spreads work over children is stopped
         too."""
-        limit = self.relay.profile.sandbox.cpu
+        limit = self.core.profile.sandbox.cpu
         assert limit is not None
         while not self._stopping.wait(0.5):
-            used = self.relay.tree_cpu_seconds()
+            usage = self.upstream.usage()
+            used = usage.cpu_ms / 1000.0 if usage is not None else 0.0
             if used >= limit:
-                self.relay.record_session(
+                self.recorder.session(
                     decision="kill",
                     rule="sandbox.cpu",
                     reason=f"the server's processes used {used:.1f} s of CPU, over the "
@@ -238,7 +257,7 @@ class Session:
         if self._stopping.is_set():
             return
         self._stopping.set()
-        self.relay.close_server_stdin()
+        self.upstream.close()
         threading.Thread(
             target=self.child.stop,
             kwargs={"eof_grace": EOF_GRACE, "term_grace": TERM_GRACE},

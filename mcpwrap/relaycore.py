@@ -1,18 +1,31 @@
-"""The relay: two pumps between the client's stdio and the server's, with policy between.
+"""The relay's core: decoded messages in, decisions and routed messages out.
 
-Every line is parsed (policy needs the method and id) but forwarded as the original bytes
-unless policy rewrites it (capabilities, filtered listings, refused input requests). Each
-direction has its own id space, so client requests and server requests live in separate
-tables keyed by (type, id): 1 and "1" are different requests, and 0 is a valid id.
+The core holds everything a relay decides with: the id tables, the pending calls and their
+deadlines, listings and the tool gate, server-to-client requests, tallies. It never touches
+an fd, a process or /proc: messages arrive through from_client / from_upstream (called by
+each end's reader thread, see ends.py) and leave through the ends' send(); resource figures
+come from Upstream.usage(); every record goes through a recorder.Recorder.
 
-Threads: one per pump, one for the child's stderr, one for deadlines. Shared tables sit
-behind one lock; each output stream has its own write lock so that a message is never
-interleaved with another.
+Every message is parsed (policy needs the method and id) but forwarded as the original
+bytes unless policy rewrites it (capabilities, filtered listings, refused input requests).
+Each direction has its own id space, so client requests and server requests live in
+separate tables keyed by (type, id): 1 and "1" are different requests, and 0 is a valid id.
+
+Routing. Each client request goes to the upstream `route` picks (default: the first);
+its reply goes back to the client, and a reply from another upstream with that id is an
+unknown id. Client notifications go to every upstream; a cancel only to the upstream that
+holds the request. A server request from upstream U is answered back to U: the table is
+keyed by (U, id), and with more than one upstream the id the client sees is rewritten to
+one of mcpwrap's own (restored in the client's answer), so that two upstreams' ids never
+collide. With one upstream no id is rewritten: the bytes are exactly the peers'.
+mcpwrap's own tools/list (the tool gate's listing) goes to the first upstream.
+
+Threads: each end's reader, one for deadlines, one per upstream for queued sends. Shared
+tables sit behind one lock; the ends serialise their own writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import heapq
 import itertools
 import os
@@ -21,19 +34,18 @@ import sys
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 
 from mcpwrap import auth, jsontext, policy
-from mcpwrap.audit import AuditWriter, encode_fields
 from mcpwrap.constraints import Resolver
+from mcpwrap.ends import Front, Upstream
 from mcpwrap.errors import MCPWrapError
-from mcpwrap.framing import PEEK_BYTES, LineReader, Oversize, peek_id, write_line
+from mcpwrap.framing import PEEK_BYTES, Oversize, peek_id
 from mcpwrap.policy import Refusal, Verdict
-from mcpwrap.proctree import ProcessTree
 from mcpwrap.profile import Profile, ToolSpec
 from mcpwrap.ratelimit import RateLimiter
-from mcpwrap.records import Agent, arguments_field
+from mcpwrap.recorder import TALLY_WINDOW, Recorder, tool_fields
 from mcpwrap.sanitize import (
     clean_line,
     clean_prompt_result,
@@ -45,12 +57,12 @@ from mcpwrap.toolgate import Alert, Gate, Status
 from mcpwrap.units import Rate
 
 Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different requests
+Route = Callable[[dict[str, Any]], Upstream]  # the upstream that serves a client request
 _REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
 _LISTING_ID = "mcpwrap-pins-"  # ids of mcpwrap's own tools/list requests to the server
+_ALIAS_ID = "mcpwrap-up-"  # server request ids the client sees, with several upstreams
 _LISTING_PAGES = 1000  # a server that pages forever does not hold calls forever
 _MAX_WAIT = 3600.0  # the deadline thread wakes at least this often (threading caps waits)
-_TALLY_WINDOW = 1.0  # seconds: drops of one kind beyond _TALLY_EACH in it are counted
-_TALLY_EACH = 10
 
 
 def _key(msg_id: object) -> Key:
@@ -62,7 +74,7 @@ def _valid_id(msg_id: object) -> bool:
 
 
 class Pending:
-    """A client request forwarded to the server and not answered yet."""
+    """A client request forwarded to an upstream and not answered yet."""
 
     __slots__ = (
         "arguments",
@@ -76,6 +88,7 @@ class Pending:
         "progress",
         "started",
         "tool",
+        "upstream",
     )
 
     def __init__(
@@ -86,6 +99,7 @@ class Pending:
         bytes_in: int,
         tool: ToolSpec | None = None,
     ) -> None:
+        self.upstream: Upstream | None = None  # set when it is forwarded
         self.msg_id = msg_id
         self.method = method
         self.started = started
@@ -113,53 +127,6 @@ class _Listing:
         self.timer: threading.Timer | None = None
 
 
-class _Tally:
-    """Drops of one kind (event, rule, method) past _TALLY_EACH in a window are counted,
-    not written one by one: 100k stray progress notifications make a few records and one
-    count per window, and the count is written when its window ends (or at close)."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        # kind -> [window start, seen in it, the last record of that kind]
-        self._kinds: dict[tuple[object, ...], list[Any]] = {}
-
-    def note(self, kind: tuple[object, ...], now: float, record: dict[str, Any]) -> list[Any]:
-        """The records to write for this drop: itself while under the cap, and the count
-        of the window before, if one was being counted."""
-        with self._lock:
-            entry = self._kinds.get(kind)
-            out = []
-            if entry is None or now - entry[0] >= _TALLY_WINDOW:
-                if entry is not None:
-                    out += self._summary(entry)
-                entry = self._kinds[kind] = [now, 0, record]
-            entry[1] += 1
-            entry[2] = record
-            if entry[1] <= _TALLY_EACH:
-                out.append(record)
-            return out
-
-    def pending(self) -> bool:
-        with self._lock:  # the server pump adds kinds meanwhile
-            return any(e[1] > _TALLY_EACH for e in self._kinds.values())
-
-    def flush(self, now: float, write: Callable[[dict[str, Any]], None]) -> None:
-        """Write the count of every window that has ended by `now`."""
-        with self._lock:
-            ended = [k for k, e in self._kinds.items() if now - e[0] >= _TALLY_WINDOW]
-            out = [r for k in ended for r in self._summary(self._kinds.pop(k))]
-        for record in out:
-            write(record)
-
-    @staticmethod
-    def _summary(entry: list[Any]) -> list[dict[str, Any]]:
-        more = entry[1] - _TALLY_EACH
-        if more <= 0:
-            return []
-        reason = f"{more} more like this within {_TALLY_WINDOW:g} s, counted, not written each"
-        return [{**entry[2], "count": more, "reason": reason}]
-
-
 class RelayOptions(NamedTuple):
     max_message: int
     cwd: str
@@ -167,53 +134,69 @@ class RelayOptions(NamedTuple):
     clock: Callable[[], float] = time.monotonic
 
 
-class Relay:
+class _FromServer(NamedTuple):
+    """A server request forwarded to the client, not answered yet."""
+
+    upstream: Upstream
+    msg_id: object  # as the upstream sent it
+    method: str
+
+
+class Core:
+    """The relay between one client (`front`) and its upstreams (the first one is where
+    mcpwrap's own requests go). Callers run front.run(core.from_client), one
+    upstream.run(core.deliverer(upstream)) per upstream and run_deadlines(), each in a
+    thread of its own."""
+
     def __init__(
         self,
         profile: Profile,
         *,
-        client_in: int,
-        client_out: int,
-        server_in: int,
-        server_out: int,
-        audit: AuditWriter,
+        front: Front,
+        upstreams: Sequence[Upstream],
+        recorder: Recorder,
         limiter: RateLimiter,
-        tree: ProcessTree | None,
-        agent: Agent,
         options: RelayOptions,
         log: TextIO = sys.stderr,
         gate: Gate | None = None,
         redact: Callable[[str], str] = str,
+        route: Route | None = None,
     ) -> None:
+        if not upstreams:
+            raise ValueError("the relay's core needs at least one upstream")
         self._redact = redact  # masks secret values in server text shown on stderr
         # The run's token; replaced by the session's watcher when it is revoked or rotated.
         self.tokens = auth.TokenState(None)
         self._auth_on = profile.auth.required is not None
         self.profile = profile
-        self._client_in, self._client_out = client_in, client_out
-        self._server_in, self._server_out = server_in, server_out
-        self._audit, self._limiter, self._tree = audit, limiter, tree
-        self.agent = agent
+        self._front = front
+        self._upstreams = tuple(upstreams)
+        self._first = self._upstreams[0]
+        self._route = route if len(self._upstreams) > 1 else None  # one: nothing to choose
+        self._aliased = len(self._upstreams) > 1  # server request ids rewritten for the client
+        self._rec = recorder
+        self.agent = recorder.agent
+        self._limiter = limiter
         self._opt = options
         self._log = log
         self._lock = threading.Lock()
-        self._client_write = threading.Lock()
-        self._server_write = threading.Lock()
         self._pending: dict[Key, Pending] = {}
         self._in_flight: dict[str, int] = {}
         self._calls_in_flight = 0
-        self._progress: set[Key] = set()
+        self._calls_on: dict[Upstream, int] = {}  # tools/call in flight on each upstream
+        self._progress: dict[Key, Upstream] = {}  # progress token -> who may report on it
         self._local: OrderedDict[Key, str] = OrderedDict()  # answered by us, never forwarded
-        self._from_server: dict[Key, str] = {}  # server requests forwarded to the client
-        self._refused_server: OrderedDict[Key, str] = OrderedDict()
+        # Server requests forwarded to the client, by the id the client sees.
+        self._from_server: dict[Key, _FromServer] = {}
+        # With several upstreams: (upstream, the id it sent) -> the id the client sees.
+        self._alias_of: dict[tuple[Upstream, Key], Key] = {}
+        self._alias_seq = itertools.count(1)
+        self._refused_server: OrderedDict[tuple[Upstream, Key], str] = OrderedDict()
         self._deadlines: list[tuple[float, int, Key]] = []
         self._deadline_seq = itertools.count()
         self._deadline_wake = threading.Condition(self._lock)
         self._closed = threading.Event()
-        self._server_stdin_open = True
-        self._server_queue: queue.SimpleQueue[bytes] | None = None  # see _server_later
-        self._tally = _Tally()
-        self.audit_broken: str | None = None
+        self._queues: dict[Upstream, queue.SimpleQueue[bytes]] = {}  # see _send_later
         self._gate = gate or Gate(None, profile.policy.descriptions)
         self._listing: _Listing | None = None
         self._listing_seq = itertools.count(1)
@@ -224,32 +207,36 @@ class Relay:
         # closes connections held open only by that call); must not block.
         self.on_call_end: Callable[[object], None] | None = None
 
-    # --- pumps ---------------------------------------------------------------------------
+    @property
+    def audit_broken(self) -> str | None:
+        """Why records cannot be written (every further call is refused), or None."""
+        return self._rec.audit_broken
 
-    def pump_client(self) -> None:
-        """Client to server, until the client closes its end."""
-        self._pump(self._client_in, self._client_line, self._client_oversize, "client")
+    # --- messages in ---------------------------------------------------------------------
 
-    def pump_server(self) -> None:
-        """Server to client, until the server closes its stdout."""
-        self._pump(self._server_out, self._server_line, self._server_oversize, "server")
+    def from_client(self, item: bytes | Oversize) -> None:
+        """One message from the client (Front.run's deliver): never raises."""
+        try:
+            if isinstance(item, Oversize):
+                self._client_oversize(item)
+            else:
+                self._client_line(item)
+        except Exception as exc:  # one message must never stop a direction
+            self._unhandled("client", item, exc)
 
-    def _pump(
-        self,
-        fd: int,
-        on_line: Callable[[bytes], None],
-        on_oversize: Callable[[Oversize], None],
-        side: str,
-    ) -> None:
-        reader = LineReader(fd, self._opt.max_message)
-        while (item := reader.read()) is not None:
-            try:
-                if isinstance(item, Oversize):
-                    on_oversize(item)
-                else:
-                    on_line(item)
-            except Exception as exc:  # one message must never stop a direction
-                self._unhandled(side, item, exc)
+    def from_upstream(self, upstream: Upstream, item: bytes | Oversize) -> None:
+        """One message from `upstream`: never raises."""
+        try:
+            if isinstance(item, Oversize):
+                self._server_oversize(upstream, item)
+            else:
+                self._server_line(upstream, item)
+        except Exception as exc:  # one message must never stop a direction
+            self._unhandled("server", item, exc)
+
+    def deliverer(self, upstream: Upstream) -> Callable[[bytes | Oversize], None]:
+        """The `deliver` to give upstream.run()."""
+        return lambda item: self.from_upstream(upstream, item)
 
     def _unhandled(self, side: str, item: bytes | Oversize, exc: BaseException) -> None:
         """A message that broke its handler: recorded; a client request that was not
@@ -259,7 +246,7 @@ class Relay:
         reason = clean_text_short(reason)
         try:
             self._warn(reason)
-            self._record(
+            self._rec.record(
                 "protocol", decision="drop", rule="protocol.internal", reason=reason, side=side
             )
             msg_id = peek_id(head)
@@ -269,14 +256,14 @@ class Relay:
                 forwarded = _key(msg_id) in self._pending
             if not forwarded:
                 self._remember_local(msg_id)
-                self._to_client(_encode(_error(msg_id, policy.INTERNAL_ERROR, reason)))
+                self._front.send(_encode(_error(msg_id, policy.INTERNAL_ERROR, reason)))
         except Exception as again:  # the report itself failed: say so, keep pumping
             self._warn(f"{reason}; and reporting it failed: {again!r}")
 
-    def pump_deadlines(self) -> None:
-        """Expire requests whose deadline passed, until close(). It never writes to the
-        server (a server that stopped reading would hold it): cancels go through
-        _server_later. It also writes the tallies of flooded drops once a second."""
+    def run_deadlines(self) -> None:
+        """Expire requests whose deadline passed, until close(). It never writes to an
+        upstream (a server that stopped reading would hold it): cancels go through
+        _send_later. It also writes the tallies of flooded drops once a second."""
         while True:
             with self._lock:
                 if self._closed.is_set():
@@ -289,11 +276,11 @@ class Relay:
                     self._send_timeout(pending)
                 except Exception as exc:  # one failed timeout must not end every deadline
                     self._warn(f"could not time out request {pending.msg_id!r}: {exc!r}")
-            self._tally.flush(self._opt.clock(), self._write)
+            self._rec.flush(self._opt.clock())
 
     def _next_wake(self) -> float:
         """Seconds until the next deadline or tally flush; the caller holds the lock."""
-        wake = _MAX_WAIT if not self._tally.pending() else _TALLY_WINDOW
+        wake = _MAX_WAIT if not self._rec.tally_pending() else TALLY_WINDOW
         if self._deadlines:
             wake = min(wake, max(0.0, self._deadlines[0][0] - self._opt.clock()))
         return wake
@@ -315,7 +302,7 @@ class Relay:
         with self._lock:
             self._closed.set()
             self._deadline_wake.notify_all()
-        self._tally.flush(float("inf"), self._write)
+        self._rec.flush(float("inf"))
 
     # --- client to server ----------------------------------------------------------------
 
@@ -376,7 +363,7 @@ class Relay:
         pending = Pending(msg["id"], method, self._opt.clock(), len(line))
         # A server that never answers (initialize included) must not hold the client.
         pending.deadline = pending.started + self.profile.policy.timeout
-        self._forward(pending, params, line)
+        self._forward(pending, msg, params, line)
 
     def _client_call(self, msg: dict[str, Any], params: object, line: bytes) -> None:
         decided = policy.decide_call(
@@ -384,10 +371,9 @@ class Relay:
         )
         tool, verdict = decided.tool, decided.verdict
         arguments = params.get("arguments") if isinstance(params, dict) else None
-        if verdict.allowed and self.audit_broken is not None:
-            verdict = policy.refuse_result(
-                "audit", f"the audit log cannot be written: {self.audit_broken}"
-            )
+        broken = self._rec.audit_broken
+        if verdict.allowed and broken is not None:
+            verdict = policy.refuse_result("audit", f"the audit log cannot be written: {broken}")
         if verdict.allowed and tool is not None and self._auth_on:
             verdict = auth.call_verdict(self.profile.auth, self.tokens, tool, time.time())
         if verdict.allowed and tool is not None and self._gate.active:
@@ -413,7 +399,7 @@ class Relay:
         pending = Pending(msg["id"], "tools/call", now, len(line), tool)
         pending.deadline = now + policy.call_timeout(self.profile, tool)
         pending.arguments = arguments
-        if self._forward(pending, params, line):
+        if self._forward(pending, msg, params, line):
             # While the server works: encode the record's fixed fields now, so the reply's
             # path only encodes the outcome. A reply that wins the race makes its own.
             pending.prefix = self._call_prefix(pending)
@@ -462,8 +448,10 @@ class Relay:
             return policy.allow(rule)
         return policy.refuse_result(rule, f"the token's rate is used up; retry in {wait:.1f} s")
 
-    def _forward(self, pending: Pending, params: object, line: bytes) -> bool:
+    def _forward(self, pending: Pending, msg: dict[str, Any], params: object, line: bytes) -> bool:
         key = _key(pending.msg_id)
+        upstream = self._first if self._route is None else self._route(msg)
+        pending.upstream = upstream
         pending.progress = _progress_token(params)
         pending.modern = _is_modern(params)
         with self._lock:
@@ -478,23 +466,25 @@ class Relay:
                 pending.msg_id, policy.INVALID_REQUEST, reason, "protocol.duplicate_id", len(line)
             )
             return False
-        self._to_server(line)
+        upstream.send(line)
         return True
 
     def _register(self, key: Key, pending: Pending) -> None:
         """Add a pending request; the caller holds the lock."""
+        upstream = pending.upstream
+        assert upstream is not None
         self._pending[key] = pending
         if pending.progress is not None:
-            self._progress.add(_key(pending.progress))
+            self._progress[_key(pending.progress)] = upstream
         if pending.tool is not None:
             self._in_flight[pending.tool.name] = self._in_flight.get(pending.tool.name, 0) + 1
             self._calls_in_flight += 1
-        if pending.tool is not None and self._tree is not None:
-            # Members were refreshed when the last call ended; a process the server starts
-            # during this call is found at its end, and its CPU time still counts in full.
-            if self._calls_in_flight == 1:
-                self._tree.reset_peaks()  # only when alone: a reset would cut a running call's peak
-            pending.cpu_start = self._tree.cpu_ms()
+            calls = self._calls_on[upstream] = self._calls_on.get(upstream, 0) + 1
+            if calls == 1:
+                upstream.reset_peaks()  # only when alone: a reset would cut a running call's peak
+            usage = upstream.usage(full=False)
+            if usage is not None:
+                pending.cpu_start = usage.cpu_ms
         if pending.deadline is not None:
             self._prune_deadlines()
             earliest = self._deadlines[0][0] if self._deadlines else None
@@ -524,33 +514,45 @@ class Relay:
         if pending is None:
             return None
         if pending.progress is not None:
-            self._progress.discard(_key(pending.progress))
+            self._progress.pop(_key(pending.progress), None)
         if pending.tool is not None:
             self._in_flight[pending.tool.name] -= 1
             self._calls_in_flight -= 1
+            if pending.upstream is not None:  # always: set by _forward
+                self._calls_on[pending.upstream] -= 1
             if self.on_call_end is not None:
                 self.on_call_end(pending.msg_id)
         return pending
+
+    def _unregister_from(self, upstream: Upstream, key: Key) -> Pending | None:
+        """Remove a pending request if `upstream` holds it (a reply from another is to an
+        unknown id); the caller holds the lock."""
+        pending = self._pending.get(key)
+        if pending is None or pending.upstream is not upstream:
+            return None
+        return self._unregister(key)
 
     def _client_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
         verdict = policy.decide_client_notification(self.profile.policy, method)
         if not verdict.allowed:
             self._drop_notification(method, verdict)
             return
-        if method == "notifications/cancelled" and not self._client_cancel(msg.get("params")):
+        if method == "notifications/cancelled":
+            holder = self._client_cancel(msg.get("params"))
+            if holder is not None:
+                holder.send(line)
             return
-        self._to_server(line)
+        for upstream in self._upstreams:
+            upstream.send(line)
 
-    def _client_cancel(self, params: object) -> bool:
-        """True if the cancel should reach the server: only for requests it has."""
+    def _client_cancel(self, params: object) -> Upstream | None:
+        """The upstream the cancel should reach: only the one that has the request."""
         request_id = params.get("requestId") if isinstance(params, dict) else None
         key = _key(request_id)
         with self._lock:
             pending = self._unregister(key)
             if pending is None:
-                return (
-                    False  # answered by us, timed out, or unknown: the server has nothing to stop
-                )
+                return None  # answered by us, timed out, or unknown: nothing to stop
             self._local[key] = "cancelled"
             self._trim(self._local)
         if pending.tool is not None:
@@ -560,22 +562,26 @@ class Relay:
                 bytes_out=0,
                 rule="protocol.cancelled",
             )
-        return True
+        return pending.upstream
 
     def _client_response(self, msg: dict[str, Any], line: bytes) -> None:
         """The client's answer to a request the server made."""
         key = _key(msg.get("id"))
         with self._lock:
-            method = self._from_server.pop(key, None)
-        if method is None:
-            self._record(
+            asked = self._from_server.pop(key, None)
+            if asked is not None and self._aliased:
+                self._alias_of.pop((asked.upstream, _key(asked.msg_id)), None)
+        if asked is None:
+            self._rec.record(
                 "protocol",
                 decision="drop",
                 rule="protocol.unknown_id",
                 reason=f"client answered unknown server request id {msg.get('id')!r}",
             )
             return
-        self._to_server(line)
+        if self._aliased:  # the id the upstream sent, in place of the one the client saw
+            line = _encode({**msg, "id": asked.msg_id})
+        asked.upstream.send(line)
 
     def _note_identity(self, method: str, params: object) -> None:
         if not isinstance(params, dict):
@@ -612,7 +618,7 @@ class Relay:
 
     # --- server to client ----------------------------------------------------------------
 
-    def _server_line(self, line: bytes) -> None:
+    def _server_line(self, upstream: Upstream, line: bytes) -> None:
         try:
             msg = _decode(line)
         except ValueError as exc:
@@ -623,21 +629,21 @@ class Relay:
             return
         method = msg.get("method")
         if method is None and _valid_id(msg.get("id")) and ("result" in msg or "error" in msg):
-            self._server_response(msg, line)
+            self._server_response(upstream, msg, line)
         elif isinstance(method, str) and "id" in msg and _valid_id(msg["id"]):
-            self._server_request(msg, method, line)
+            self._server_request(upstream, msg, method, line)
         elif isinstance(method, str) and "id" not in msg:
-            self._server_notification(msg, method, line)
+            self._server_notification(upstream, msg, method, line)
         else:
             self._server_garbage(line, "not a valid JSON-RPC message")
 
-    def _server_response(self, msg: dict[str, Any], line: bytes) -> None:
+    def _server_response(self, upstream: Upstream, msg: dict[str, Any], line: bytes) -> None:
         ours = isinstance(msg["id"], str) and msg["id"].startswith(_LISTING_ID)
-        if ours and self._listing_reply(msg):
+        if ours and upstream is self._first and self._listing_reply(msg):
             return
         key = _key(msg["id"])
         with self._lock:
-            pending = self._unregister(key)
+            pending = self._unregister_from(upstream, key)
             answered = self._local.get(key)
         if pending is None:
             reason = (
@@ -645,7 +651,7 @@ class Relay:
                 if answered
                 else "reply to an unknown request id"
             )
-            self._record_drop(
+            self._rec.drop(
                 "protocol",
                 decision="drop",
                 rule="protocol.unknown_id",
@@ -662,7 +668,7 @@ class Relay:
             out = _encode(msg)
         if pending.tool is not None:
             self._finish_call(pending, msg, len(out))
-        self._to_client(out)
+        self._front.send(out)
         self._send_notes()
 
     def _shape_response(self, pending: Pending, msg: dict[str, Any], line: bytes) -> bytes | None:
@@ -761,6 +767,7 @@ class Relay:
     def set_token(self, state: auth.TokenState) -> None:
         """The session's watcher: the token was given, revoked or rotated."""
         self.tokens = state
+        self._rec.token = state.token.id if state.token is not None else None
         self._auth_on = self.profile.auth.required is not None or state.token is not None
 
     def _filtered(
@@ -805,7 +812,7 @@ class Relay:
                 listing.timer.daemon = True
                 listing.timer.start()
             request = {"jsonrpc": "2.0", "id": listing.msg_id, "method": "tools/list"}
-        self._to_server(_encode({**request, "params": params}))
+        self._first.send(_encode({**request, "params": params}))
 
     def _listing_reply(self, msg: dict[str, Any]) -> bool:
         """True if `msg` answers mcpwrap's own listing (and was handled here)."""
@@ -860,7 +867,7 @@ class Relay:
         if held and failure is not None:
             self._release(held, failure)
         elif held:
-            # A thread of its own: the server pump must not block writing to the server.
+            # A thread of its own: the upstream's reader must not block sending to it.
             threading.Thread(target=self._release, args=(held, None), daemon=True).start()
 
     def _release(
@@ -895,7 +902,7 @@ class Relay:
         log notification to the client, sent after the reply being shaped."""
         for alert in alerts:
             event = "pins" if alert.rule.startswith("pins.") else "descriptions"
-            self._record(
+            self._rec.record(
                 event,
                 decision=alert.decision,
                 rule=alert.rule,
@@ -920,7 +927,7 @@ class Relay:
         with self._lock:
             notes, self._notes = self._notes, []
         for note in notes:
-            self._to_client(note)
+            self._front.send(note)
 
     def _input_requests(
         self, pending: Pending, msg: dict[str, Any], result: dict[str, Any]
@@ -950,37 +957,55 @@ class Relay:
             rule=f"tools.{pending.tool.name}" if pending.tool else "",
         )
 
-    def _server_request(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+    def _server_request(
+        self, upstream: Upstream, msg: dict[str, Any], method: str, line: bytes
+    ) -> None:
         key = _key(msg["id"])
         verdict = policy.decide_server_request(self.profile.policy, method)
         if not verdict.allowed:
             with self._lock:
-                self._refused_server[key] = method
+                self._refused_server[(upstream, key)] = method
                 self._trim(self._refused_server)
             self._record_refusal("server_request", verdict, method=method, bytes_in=len(line))
-            self._to_server(_encode(_error(msg["id"], verdict.code, verdict.reason)))
+            upstream.send(_encode(_error(msg["id"], verdict.code, verdict.reason)))
+            return
+        asked = _FromServer(upstream, msg["id"], method)
+        if not self._aliased:
+            with self._lock:
+                self._from_server[key] = asked
+            self._front.send(line)
             return
         with self._lock:
-            self._from_server[key] = method
-        self._to_client(line)
+            # An id of mcpwrap's own: two upstreams may both ask with id 1.
+            alias = f"{_ALIAS_ID}{next(self._alias_seq)}"
+            before = self._alias_of.pop((upstream, key), None)
+            if before is not None:  # the upstream reused an id still open: the new one wins
+                self._from_server.pop(before, None)
+            self._alias_of[(upstream, key)] = _key(alias)
+            self._from_server[_key(alias)] = asked
+        self._front.send(_encode({**msg, "id": alias}))
 
-    def _server_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
+    def _server_notification(
+        self, upstream: Upstream, msg: dict[str, Any], method: str, line: bytes
+    ) -> None:
         verdict = policy.decide_server_notification(self.profile.policy, method)
         params = msg.get("params")
         if verdict.allowed and method == "notifications/progress":
             token = params.get("progressToken") if isinstance(params, dict) else None
             with self._lock:
-                known = _key(token) in self._progress
+                known = self._progress.get(_key(token)) is upstream
             if not known:
                 verdict = policy.refuse(
                     "protocol.progress", "progress for a request that is not in flight"
                 )
         if verdict.allowed and method == "notifications/cancelled":
             request_id = params.get("requestId") if isinstance(params, dict) else None
-            with self._lock:
-                forwarded = self._from_server.pop(_key(request_id), None) is not None
-            if not forwarded:
+            alias = self._server_cancel(upstream, request_id)
+            if alias is None:
                 return  # it cancels a request we refused: the client never saw it
+            if self._aliased:
+                assert isinstance(params, dict)  # it named a request: params is an object
+                line = _encode({**msg, "params": {**params, "requestId": alias[1]}})
         if not verdict.allowed:
             self._drop_notification(method, verdict)
             return
@@ -990,25 +1015,28 @@ class Relay:
             cleaned = clean_value(params)
             if cleaned is not params:
                 line = _encode({**msg, "params": cleaned})
-        self._to_client(line)
+        self._front.send(line)
+
+    def _server_cancel(self, upstream: Upstream, request_id: object) -> Key | None:
+        """The id the client knows a server request by, now cancelled by `upstream`;
+        None if the client never saw it."""
+        key = _key(request_id)
+        with self._lock:
+            if self._aliased:
+                alias = self._alias_of.pop((upstream, key), None)
+                if alias is None:
+                    return None
+                return alias if self._from_server.pop(alias, None) is not None else None
+            asked = self._from_server.pop(key, None)
+            return key if asked is not None else None
 
     def _drop_notification(self, method: str, verdict: Verdict) -> None:
-        self._record_drop(
+        self._rec.drop(
             "notification", decision="drop", method=method, rule=verdict.rule, reason=verdict.reason
         )
 
-    def _record_drop(self, event: str, **fields: Any) -> bool:
-        """A dropped message's record, counted rather than written when they flood; True
-        if this one was written."""
-        record = {"event": event, **self._common(), **fields}
-        kind = (event, fields.get("rule"), fields.get("method"))
-        out = self._tally.note(kind, self._opt.clock(), record)
-        for each in out:
-            self._write(each)
-        return bool(out) and out[-1] is record
-
     def _server_garbage(self, line: bytes, what: str) -> None:
-        written = self._record_drop(
+        written = self._rec.drop(
             "protocol",
             decision="drop",
             rule="protocol.server_output",
@@ -1019,13 +1047,13 @@ class Relay:
             shown = self._redact(clean_line(line[:200]))
             self._warn(f"dropped a server message that is {what}: {shown!r}")
 
-    def _server_oversize(self, item: Oversize) -> None:
+    def _server_oversize(self, upstream: Upstream, item: Oversize) -> None:
         what = f"a {item.size}-byte message over the {self._opt.max_message}-byte limit"
         self._warn(f"dropped {what} from the server")
         msg_id = peek_id(item.head)
         with self._lock:
-            pending = self._unregister(_key(msg_id)) if _valid_id(msg_id) else None
-        self._record(
+            pending = self._unregister_from(upstream, _key(msg_id)) if _valid_id(msg_id) else None
+        self._rec.record(
             "protocol",
             decision="drop",
             rule="protocol.max_message",
@@ -1041,7 +1069,7 @@ class Relay:
                 bytes_out=item.size,
                 rule="protocol.max_message",
             )
-        self._to_client(
+        self._front.send(
             _encode(_error(pending.msg_id, policy.INTERNAL_ERROR, f"the server sent {what}"))
         )
 
@@ -1064,7 +1092,7 @@ class Relay:
     def _protocol_refusal(
         self, msg_id: object, code: int, reason: str, rule: str, size: int
     ) -> None:
-        self._record(
+        self._rec.record(
             "protocol",
             decision="refuse",
             rule=rule,
@@ -1074,12 +1102,12 @@ class Relay:
         )
         if msg_id is not None:
             self._remember_local(msg_id)
-        self._to_client(_encode(_error(msg_id, code, reason)))
+        self._front.send(_encode(_error(msg_id, code, reason)))
 
     def _refuse_request(self, msg_id: object, method: str, verdict: Verdict, size: int) -> None:
         self._record_refusal("request", verdict, method=method, bytes_in=size, request_id=msg_id)
         self._remember_local(msg_id)
-        self._to_client(_encode(_error(msg_id, verdict.code, verdict.reason)))
+        self._front.send(_encode(_error(msg_id, verdict.code, verdict.reason)))
 
     def _refuse_call(
         self,
@@ -1098,8 +1126,8 @@ class Relay:
             tool=name,
             bytes_in=size,
             request_id=msg_id,
-            **self._tool_fields(tool),
-            **arguments_field(self.profile.audit.arguments, arguments),
+            **tool_fields(tool),
+            **self._rec.arguments(arguments),
         )
         self._remember_local(msg_id)
         answer = (
@@ -1107,7 +1135,7 @@ class Relay:
             if verdict.refusal is Refusal.RESULT
             else _error(msg_id, verdict.code, verdict.reason)
         )
-        self._to_client(_encode(answer))
+        self._front.send(_encode(answer))
 
     def _remember_local(self, msg_id: object) -> None:
         with self._lock:
@@ -1115,7 +1143,7 @@ class Relay:
             self._trim(self._local)
 
     @staticmethod
-    def _trim(table: OrderedDict[Key, str]) -> None:
+    def _trim(table: OrderedDict[Any, str]) -> None:
         while len(table) > _REMEMBERED:
             table.popitem(last=False)
 
@@ -1133,7 +1161,7 @@ class Relay:
         else:
             seconds = self.profile.policy.timeout
             reason = f"the server did not answer {pending.method} within {seconds:g} s"
-            self._record(
+            self._rec.record(
                 "request",
                 decision="allow",
                 rule="policy.timeout",
@@ -1144,35 +1172,43 @@ class Relay:
             )
             answer = _error(pending.msg_id, policy.INTERNAL_ERROR, reason)
             verdict = policy.refuse("policy.timeout", reason)
-        self._to_client(_encode(answer))
+        self._front.send(_encode(answer))
         cancel = {
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
             "params": {"requestId": pending.msg_id, "reason": verdict.reason},
         }
-        self._server_later(_encode(cancel))
+        assert pending.upstream is not None  # it was forwarded
+        self._send_later(pending.upstream, _encode(cancel))
 
-    def _server_later(self, line: bytes) -> None:
-        """Write to the server from a thread of its own: whoever queues never blocks."""
+    def _send_later(self, upstream: Upstream, line: bytes) -> None:
+        """Send to an upstream from a thread of its own: whoever queues never blocks."""
         with self._lock:
-            if self._server_queue is None:
-                self._server_queue = queue.SimpleQueue()
-                threading.Thread(target=self._pump_server_queue, daemon=True).start()
-            self._server_queue.put(line)
+            later = self._queues.get(upstream)
+            if later is None:
+                later = self._queues[upstream] = queue.SimpleQueue()
+                threading.Thread(
+                    target=self._send_queued, args=(upstream, later), daemon=True
+                ).start()
+            later.put(line)
 
-    def _pump_server_queue(self) -> None:
-        assert self._server_queue is not None
+    def _send_queued(self, upstream: Upstream, later: queue.SimpleQueue[bytes]) -> None:
         while not self._closed.is_set():
-            self._to_server(self._server_queue.get())
+            upstream.send(later.get())
 
-    def fail_pending(self, reason: str) -> None:
-        """Answer every request still in flight: the server is gone."""
+    def fail_pending(self, reason: str, upstream: Upstream | None = None) -> None:
+        """Answer every request still in flight at `upstream` (None: at every upstream):
+        it is gone."""
         with self._lock:
-            listing = self._listing
+            listing = self._listing if upstream in (None, self._first) else None
         if listing is not None:
             self._end_listing(listing, reason)
         with self._lock:
-            pendings = [self._unregister(k) for k in list(self._pending)]
+            pendings = [
+                self._unregister(k)
+                for k, p in list(self._pending.items())
+                if upstream is None or p.upstream is upstream
+            ]
         for pending in pendings:
             if pending is None:
                 continue
@@ -1183,115 +1219,35 @@ class Relay:
                     bytes_out=0,
                     rule="protocol.server_exit",
                 )
-            self._to_client(_encode(_error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
+            self._front.send(_encode(_error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
 
-    # --- output and records --------------------------------------------------------------
-
-    def _to_client(self, line: bytes) -> None:
-        # A client that left shows up as EOF on its stdin, which ends the run.
-        with self._client_write, contextlib.suppress(BrokenPipeError):
-            write_line(self._client_out, line)
-
-    def _to_server(self, line: bytes) -> None:
-        with self._server_write:
-            if not self._server_stdin_open:
-                return
-            try:
-                write_line(self._server_in, line)
-            except BrokenPipeError:
-                self._server_stdin_open = False  # the server exited; its EOF ends the run
-
-    def close_server_stdin(self) -> None:
-        with self._server_write:
-            if self._server_stdin_open:
-                self._server_stdin_open = False
-                os.close(self._server_in)
-
-    def _tool_fields(self, tool: ToolSpec | None) -> dict[str, Any]:
-        if tool is None:
-            return {"class": None, "effects": []}
-        return {"class": tool.cls.value, "effects": list(tool.effects)}
+    # --- records ------------------------------------------------------------------------
 
     def _call_prefix(self, pending: Pending) -> bytes:
         """The fixed fields of an allowed call's record, encoded."""
-        return encode_fields(
-            {
-                **self._common(),
-                "event": "call",
-                "decision": "allow",
-                "tool": pending.tool.name if pending.tool else None,
-                "request_id": pending.msg_id,
-                "bytes_in": pending.bytes_in,
-                **self._tool_fields(pending.tool),
-                **arguments_field(self.profile.audit.arguments, pending.arguments),
-            }
+        return self._rec.call_prefix(
+            tool=pending.tool,
+            request_id=pending.msg_id,
+            bytes_in=pending.bytes_in,
+            arguments=pending.arguments,
         )
 
     def _record_call(self, pending: Pending, *, outcome: str, bytes_out: int, rule: str) -> None:
         duration = (self._opt.clock() - pending.started) * 1000.0
-        usage: dict[str, Any] = {"cpu_ms": None, "peak_rss_kb": None}
-        if self._tree is not None:
-            with self._lock:  # the tree's member table is shared by every pump
-                self._tree.refresh()
-                usage = {
-                    "cpu_ms": round(self._tree.cpu_ms() - pending.cpu_start, 1),
-                    "peak_rss_kb": self._tree.peak_rss_kb(),
-                }
-        dynamic = {
-            "rule": rule,
-            "outcome": outcome,
-            "duration_ms": round(duration, 3),
-            "bytes_out": bytes_out,
-            **usage,
-        }
-        self._write(dynamic, pending.prefix or self._call_prefix(pending))
-
-    def _common(self) -> dict[str, Any]:
-        token = self.tokens.token
-        return {
-            "server": self.profile.name,
-            "agent": self.agent.as_record(),
-            "token": token.id if token is not None else None,
-        }
+        usage = pending.upstream.usage() if pending.upstream is not None else None
+        self._rec.call_end(
+            pending.prefix or self._call_prefix(pending),
+            rule=rule,
+            outcome=outcome,
+            duration_ms=round(duration, 3),
+            bytes_out=bytes_out,
+            cpu_ms=round(usage.cpu_ms - pending.cpu_start, 1) if usage is not None else None,
+            peak_rss_kb=usage.peak_rss_kb if usage is not None else None,
+        )
 
     def _record_refusal(self, event: str, verdict: Verdict, **fields: Any) -> None:
         """The record of a message mcpwrap answered (or dropped) instead of relaying."""
-        self._record(
-            event,
-            decision="refuse",
-            rule=verdict.rule,
-            reason=verdict.reason,
-            outcome="refused",
-            **fields,
-        )
-
-    def _record(self, event: str, **fields: Any) -> None:
-        self._write({"event": event, **self._common(), **fields})
-
-    def _write(self, record: dict[str, Any], prefix: bytes = b"") -> None:
-        try:
-            # The writer is thread-safe and chains across processes.
-            self._audit.write(record, prefix=prefix)
-        except (MCPWrapError, OSError) as exc:
-            # Fail closed: no further call is allowed once decisions cannot be recorded.
-            if self.audit_broken is None:
-                self._warn(f"audit log write failed, refusing further calls: {exc}")
-            self.audit_broken = str(exc)
-
-    def tree_cpu_seconds(self) -> float:
-        """CPU time of the server's whole process tree so far."""
-        if self._tree is None:
-            return 0.0
-        with self._lock:  # the tree's member table is shared by every pump
-            self._tree.refresh()
-            return self._tree.cpu_ms() / 1000.0
-
-    def record_session(self, *, rule: str = "session", **fields: Any) -> None:
-        self._record("session", rule=rule, **fields)
-
-    def record_event(self, event: str, **fields: Any) -> None:
-        """A record of another part of mcpwrap (the egress proxy), in this chain."""
-        self._record(event, **fields)
+        self._rec.refusal(event, verdict.rule, verdict.reason, **fields)
 
     def calls_in_flight(self) -> list[tuple[str, object]]:
         """(tool, call id) of every tools/call forwarded and not answered yet."""
