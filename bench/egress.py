@@ -3,7 +3,7 @@
     python bench/egress.py [--mb 200] [--connects 200] [--rounds 3]
 
 With `[sandbox] network = "allowlist"` a jailed server's only way out is mcpwrap's egress
-proxy (mcpwrap/egress.py). This starts upstreams on the host's loopback (an HTTP server
+proxy (mcpwrap/sandbox/egress.py). This starts upstreams on the host's loopback (an HTTP server
 answering --mb MiB from one 1 MiB buffer, and a TCP echo server: bench/egress_peers.py
 serve, a process of its own) and one jailed client, wired the way `mcpwrap run` wires
 them (profile, jail spec, start_jailed, the listeners the jail hands over, Egress), with
@@ -102,9 +102,10 @@ class Jail:
     wired as `mcpwrap run` does (and as tests/test_egress.py's jailed() does)."""
 
     def __init__(self, tmp: str, ports: tuple[int, int]) -> None:
-        from mcpwrap import egress, launch, netpolicy
-        from mcpwrap.audit import AuditWriter
-        from mcpwrap.profile import load_profile
+        from mcpwrap.audit.writer import AuditWriter
+        from mcpwrap.config.profile import load_profile
+        from mcpwrap.policy import network as netpolicy
+        from mcpwrap.sandbox import egress, launch
         from mcpwrap.sandbox import spec as jail_spec
 
         listed = ", ".join(

@@ -84,8 +84,8 @@ def make_project(base: Path, name: str, sealed: bool) -> Path:
 
 def create_in_jail(project: Path, where: str, count: int) -> tuple[float, dict[str, int]]:
     """Seconds for `count` creations at `where`, and the broker's answers by action."""
-    from mcpwrap import launch
-    from mcpwrap.profile import load_profile
+    from mcpwrap.config.profile import load_profile
+    from mcpwrap.sandbox import launch
     from mcpwrap.sandbox import spec as jail_spec
 
     state = str(project.parent / "state")

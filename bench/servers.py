@@ -131,7 +131,7 @@ def lock(server: Server, state: str, env: dict[str, str]) -> tuple[str, list[str
     )
     if done.returncode != 0:
         sys.exit(f"mcpwrap lock for {server.name} failed:\n{done.stderr}{done.stdout}")
-    from mcpwrap import store
+    from mcpwrap.supply import store
 
     root = os.path.join(env["XDG_CACHE_HOME"], "mcpwrap", "store")
     record = store.load_synced(root, os.path.splitext(profile)[0] + ".lock")

@@ -2,6 +2,6 @@
 
 import sys
 
-from mcpwrap.cli import main
+from mcpwrap.commands.cli import main
 
 sys.exit(main())

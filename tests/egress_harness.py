@@ -21,8 +21,9 @@ from typing import Any, NamedTuple
 
 import pytest
 
-from mcpwrap import egress, launch, netpolicy
-from mcpwrap.profile import load_profile
+from mcpwrap.config.profile import load_profile
+from mcpwrap.policy import network as netpolicy
+from mcpwrap.sandbox import egress, launch
 from mcpwrap.sandbox import spec as jail_spec
 
 
@@ -163,8 +164,7 @@ def host_listeners() -> HostListeners:
     a run's secret and the environment the server gets."""
     import marshal
 
-    from mcpwrap import proxyauth
-    from mcpwrap.sandbox import jail
+    from mcpwrap.sandbox import jail, proxyauth
 
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     secret = proxyauth.new_secret()

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 from wrapped import MCPWRAP, REPO
 
-from mcpwrap import doctor, usernsfix
-from mcpwrap.sandbox import apparmor
-from mcpwrap.usernsfix import Facts
+from mcpwrap.commands import doctor
+from mcpwrap.sandbox import apparmor, usernsfix
+from mcpwrap.sandbox.usernsfix import Facts
 
 UBUNTU = Facts(apparmor_restrict=1, userns_clone=None, max_user_namespaces=62000)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.artifacts import (
+from mcpwrap.basics.errors import MCPWrapError
+from mcpwrap.supply.artifacts import (
     ArtifactError,
     Artifacts,
     FileArtifact,
@@ -31,7 +32,6 @@ from mcpwrap.artifacts import (
     from_data,
     to_data,
 )
-from mcpwrap.errors import MCPWrapError
 
 PATH = "/usr/bin:/bin"
 SITE = f"lib/python{sys.version_info.major}.{sys.version_info.minor}/site-packages"
@@ -689,7 +689,7 @@ def _collect_unprivileged(argv: list[str]) -> str:
     namespace with no uid mapped: root's files then keep only their owner bits."""
     code = (
         "import json, sys\n"
-        "from mcpwrap.artifacts import ArtifactError, collect\n"
+        "from mcpwrap.supply.artifacts import ArtifactError, collect\n"
         "try:\n"
         f"    collect({argv!r}, cwd='/', path_env={PATH!r})\n"
         "except ArtifactError as exc:\n"
@@ -721,7 +721,7 @@ def test_unreadable_files_and_directories_are_errors(venv: Path) -> None:
 def test_hashing_does_not_load_openssl(shared_venv: Path) -> None:
     code = (
         "import sys\n"
-        "from mcpwrap.artifacts import collect\n"
+        "from mcpwrap.supply.artifacts import collect\n"
         f"collect([{str(shared_venv / 'bin' / 'demo-server')!r}], cwd='/', path_env='/bin')\n"
         "print('_hashlib' in sys.modules)\n"
     )

@@ -1,4 +1,4 @@
-"""The audit writer (mcpwrap.audit) and reader (mcpwrap.auditread), on real files."""
+"""The audit writer (mcpwrap.audit.writer) and reader (mcpwrap.audit.read), on real files."""
 
 from __future__ import annotations
 
@@ -23,9 +23,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpwrap.audit import GENESIS, RESERVED, AuditWriter
-from mcpwrap.auditread import Kind, Problem, format_record, iter_records, tail, verify
-from mcpwrap.errors import AuditError
+from mcpwrap.audit.read import Kind, Problem, format_record, iter_records, tail, verify
+from mcpwrap.audit.writer import GENESIS, RESERVED, AuditWriter
+from mcpwrap.basics.errors import AuditError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -270,7 +270,7 @@ def test_forked_child_reopens_the_file(log: Path) -> None:
 
 _LOCKSTEP_CHILD = """
 import os, sys
-from mcpwrap.audit import AuditWriter
+from mcpwrap.audit.writer import AuditWriter
 writer = AuditWriter(sys.argv[1], session=sys.argv[2])
 while sys.stdin.buffer.read(1):  # one write per byte from the parent
     writer.write({"event": "call", "writer": sys.argv[2], "pad": "x" * 300})
@@ -280,7 +280,7 @@ writer.close()
 
 _BURST_CHILD = """
 import sys
-from mcpwrap.audit import AuditWriter
+from mcpwrap.audit.writer import AuditWriter
 writer = AuditWriter(sys.argv[1], session=sys.argv[2])
 sys.stdin.buffer.read(1)  # all start together
 for _ in range(200):
@@ -290,7 +290,7 @@ writer.close()
 
 _LOOP_CHILD = """
 import os, sys
-from mcpwrap.audit import AuditWriter
+from mcpwrap.audit.writer import AuditWriter
 writer = AuditWriter(sys.argv[1], session="loop")
 n = 0
 while True:

@@ -1,4 +1,4 @@
-"""The byte code of a locked uv install (mcpwrap/bytecode.py): compiled by lock, approve and
+"""The byte code of a locked uv install (mcpwrap/supply/bytecode.py): compiled by lock, approve and
 sync from the verified sources, read-only in the jail, and never used once it differs from
 what this machine verified.
 
@@ -24,9 +24,9 @@ import pytest
 from offline import TIME, TIME_VERSION, offline_env
 from wrapped import MCPWRAP, Wrapped, audit_records, processes_with
 
-from mcpwrap import bytecode, launch, store
-from mcpwrap.profile import load_profile
-from mcpwrap.sandbox import spec
+from mcpwrap.config.profile import load_profile
+from mcpwrap.sandbox import launch, spec
+from mcpwrap.supply import bytecode, store
 
 COMMAND = ["uvx", f"{TIME}=={TIME_VERSION}", "--local-timezone", "UTC"]
 RUN_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin"}

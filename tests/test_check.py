@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from wrapped import MCPWRAP, RAW_SERVER, write_profile
 
-from mcpwrap.check import ERROR, NOTE, findings, limit_findings
-from mcpwrap.profile import Placeholders, Profile, parse_profile
+from mcpwrap.commands.check import ERROR, NOTE, findings, limit_findings
+from mcpwrap.config.profile import Placeholders, Profile, parse_profile
 
 HOME = "/home/u"
 PROJECT = "/work/proj"
@@ -135,8 +135,8 @@ def test_a_profile_that_does_not_load_is_exit_2_with_file_line_and_key(tmp_path:
 
 
 def _locked(tmp_path: Path, tools: list[dict[str, object]]) -> Path:
-    from mcpwrap import pins
-    from mcpwrap.artifacts import Artifacts
+    from mcpwrap.supply import pins
+    from mcpwrap.supply.artifacts import Artifacts
 
     profile = tmp_path / "srv.toml"
     profile.write_text("version = 1\n")
@@ -179,8 +179,8 @@ def test_a_lock_edited_by_hand_is_an_error(tmp_path: Path) -> None:
 
 
 def test_long_lived_tokens_in_force_are_noted() -> None:
-    from mcpwrap.check import token_findings
-    from mcpwrap.tokens import Scope, Token
+    from mcpwrap.commands.check import token_findings
+    from mcpwrap.identity.tokens import Scope, Token
 
     now = 2_000_000_000.0
     day = 86400
@@ -281,7 +281,7 @@ MATURITY = [
 
 @pytest.mark.parametrize(("body", "locked", "level", "missing"), MATURITY)
 def test_maturity_steps(body: str, locked: bool, level: int, missing: list[str]) -> None:
-    from mcpwrap.maturity import assess
+    from mcpwrap.commands.maturity import assess
 
     places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
     profile = parse_profile("version = 1\n" + body, source="/w/p.toml", places=places)

@@ -171,7 +171,7 @@ def _parser_surface() -> list[str]:
     """Every subcommand and long option the parser knows."""
     import argparse
 
-    from mcpwrap.cli import build_parser
+    from mcpwrap.commands.cli import build_parser
 
     found: list[str] = []
 
@@ -209,7 +209,7 @@ def test_man_pages_render_without_warnings(repo_root: Path, page: str) -> None:
 def test_the_run_only_parser_is_the_whole_parsers_run() -> None:
     """`mcpwrap run` builds only its own parser (a start-up saving): same help, same
     parse, and what the whole parser rejects is rejected too."""
-    from mcpwrap.cli import build_parser
+    from mcpwrap.commands.cli import build_parser
 
     def run_help(parser: object) -> str:
         sub = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]

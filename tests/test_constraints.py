@@ -1,4 +1,4 @@
-"""mcpwrap.constraints: argument checks of [tools.NAME.args].
+"""mcpwrap.policy.constraints: argument checks of [tools.NAME.args].
 
 Paths are checked against a real directory tree with real symlinks, resolved by
 os.path.realpath exactly as in production; constraints come from parse_profile so the
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.constraints import (
+from mcpwrap.config.profile import Constraint, Placeholders, parse_profile
+from mcpwrap.policy.constraints import (
     check_value,
     host_matches,
     normalise_host,
     path_within,
     url_host_allowed,
 )
-from mcpwrap.profile import Constraint, Placeholders, parse_profile
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,13 @@ from typing import Any
 
 import pytest
 
-from mcpwrap.audit import AuditWriter
-from mcpwrap.ends import Deliver, Front, Upstream, Usage
-from mcpwrap.profile import Placeholders, parse_profile
-from mcpwrap.ratelimit import RateLimiter
-from mcpwrap.recorder import Recorder
-from mcpwrap.records import Agent
-from mcpwrap.relaycore import Core, RelayOptions
+from mcpwrap.audit.recorder import Recorder
+from mcpwrap.audit.records import Agent
+from mcpwrap.audit.writer import AuditWriter
+from mcpwrap.config.profile import Placeholders, parse_profile
+from mcpwrap.relay.core import Core, RelayOptions
+from mcpwrap.relay.ends import Deliver, Front, Upstream, Usage
+from mcpwrap.relay.ratelimit import RateLimiter
 
 PROFILE = """
 version = 1

@@ -31,10 +31,10 @@ def test_every_curated_profile_has_no_error_finding(path: Path, var_tmp_path: Pa
     assert report["level"]["value"] >= 3  # isolated, and least privilege
 
 
-@pytest.mark.parametrize("path", [*PROFILES, REPO / "mcpwrap" / "demo" / "demo.toml"])
+@pytest.mark.parametrize("path", [*PROFILES, REPO / "mcpwrap" / "commands" / "demo" / "demo.toml"])
 def test_every_bundled_profile_goes_by_the_name_profile_takes(path: Path, tmp_path: Path) -> None:
     """The audit log's `server` is the profile's name: the one a person types."""
-    from mcpwrap.profile import load_profile
+    from mcpwrap.config.profile import load_profile
 
     loaded = load_profile(path, state_dir=str(tmp_path), builtin_dir=str(path.parent))
     assert loaded.name == path.stem

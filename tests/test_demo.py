@@ -15,8 +15,8 @@ from typing import Any
 
 from wrapped import REPO, Wrapped, audit_records
 
-DEMO_SERVER = [sys.executable, "-m", "mcpwrap.demo.server"]
-DEMO_PROFILE = REPO / "mcpwrap" / "demo" / "demo.toml"
+DEMO_SERVER = [sys.executable, "-m", "mcpwrap.commands.demo.server"]
+DEMO_PROFILE = REPO / "mcpwrap" / "commands" / "demo" / "demo.toml"
 
 
 def _project(tmp_path: Path, sandbox: str = "") -> tuple[Path, dict[str, str]]:

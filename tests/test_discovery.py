@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.discovery import close_names, find_profile, profile_name_for_command
-from mcpwrap.errors import DiscoveryError
+from mcpwrap.basics.errors import DiscoveryError
+from mcpwrap.config.discovery import close_names, find_profile, profile_name_for_command
 
 # --- discovery -----------------------------------------------------------------------------
 

@@ -23,8 +23,9 @@ import pytest
 from conftest import NODE_MODULES
 from egress_harness import HostListeners, Upstream, _settle, hello_server, host_listeners
 
-from mcpwrap import egress, netpolicy, proxyauth
-from mcpwrap.proxyauth import NO_CREDENTIALS, WRONG_CREDENTIALS, UserPass
+from mcpwrap.policy import network as netpolicy
+from mcpwrap.sandbox import egress, proxyauth
+from mcpwrap.sandbox.proxyauth import NO_CREDENTIALS, WRONG_CREDENTIALS, UserPass
 
 NAME = "upstream.test"  # mapped to 127.0.0.1 for the proxy; no_proxy does not skip it
 

@@ -1,6 +1,6 @@
 """The egress proxy's limits and the life of tool-scoped connections.
 
-These drive mcpwrap.egress.Egress directly with real sockets on the host's loopback: a
+These drive mcpwrap.sandbox.egress.Egress directly with real sockets on the host's loopback: a
 listener the test binds stands in for the one the jail binds in its namespace and hands
 over (tests/test_egress.py covers that hand-over with the real jail). Every limit is shown
 ending a connection, with a control that the same traffic passes without it.
@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 from egress_harness import EchoServer
 
-from mcpwrap import egress, netpolicy
+from mcpwrap.policy import network as netpolicy
+from mcpwrap.sandbox import egress
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ import threading
 
 import pytest
 
-from mcpwrap import egress
+from mcpwrap.sandbox import egress
 
 
 def http(request: bytes) -> tuple[str, int, bytes, bytes]:

@@ -12,11 +12,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcpwrap.ends import Front, Upstream, Usage
-from mcpwrap.framing import Oversize
-from mcpwrap.processend import ProcessUpstream
-from mcpwrap.proctree import ProcessTree
-from mcpwrap.stdioend import StdioFront
+from mcpwrap.relay.ends import Front, Upstream, Usage
+from mcpwrap.relay.framing import Oversize
+from mcpwrap.relay.process import ProcessUpstream
+from mcpwrap.relay.stdio import StdioFront
+from mcpwrap.sandbox.proctree import ProcessTree
 
 
 @pytest.fixture

@@ -36,9 +36,8 @@ from typing import Any
 import pytest
 from nouserns import in_blocked_thread
 
-from mcpwrap import launch
-from mcpwrap.profile import load_profile
-from mcpwrap.sandbox import landlock
+from mcpwrap.config.profile import load_profile
+from mcpwrap.sandbox import landlock, launch
 from mcpwrap.sandbox import spec as jail_spec
 
 PROBE = str(Path(__file__).parent / "fixtures" / "escape_probe.py")

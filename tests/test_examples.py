@@ -36,7 +36,7 @@ from mcp.client.stdio import stdio_client
 from offline import offline_env
 from wrapped import REPO
 
-from mcpwrap.cli import build_parser
+from mcpwrap.commands.cli import build_parser
 
 # --- what cannot run exactly as written, and why -------------------------------------------
 
@@ -623,7 +623,7 @@ def _invisible_error(world: World, sample: str) -> None:
 def _swapped_log(world: World, sample: str) -> None:
     """30 records, lines 5 and 10 swapped. The last hash depends on the records' times:
     the sample's is cut short ("3f1c..."), so only what comes before it is compared."""
-    from mcpwrap.audit import AuditWriter
+    from mcpwrap.audit.writer import AuditWriter
 
     log = world.project / "audit.jsonl"
     with AuditWriter(str(log), session="example") as writer:

@@ -1,4 +1,4 @@
-"""mcpwrap.fetch: `npx PKG` / `uvx PKG` resolved and installed once, then run offline;
+"""mcpwrap.supply.fetch: `npx PKG` / `uvx PKG` resolved and installed once, then run offline;
 and installed again, on another machine, from what a lock pins (`fetch.install`).
 
 Real npm and uv, and no network: they install from the project-local caches that
@@ -24,9 +24,10 @@ from mcp.client.stdio import stdio_client
 from offline import FILESYSTEM, FILESYSTEM_VERSION, TIME, TIME_VERSION, offline_env
 from wrapped import MCPWRAP
 
-from mcpwrap import artifacts, discovery, fetch, portable
-from mcpwrap.errors import LockError
-from mcpwrap.store import root as store_root
+from mcpwrap.basics.errors import LockError
+from mcpwrap.config import discovery
+from mcpwrap.supply import artifacts, fetch, portable
+from mcpwrap.supply.store import root as store_root
 
 EXACT = re.compile(r"^\d+(\.\d+)+$")
 

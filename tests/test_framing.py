@@ -1,4 +1,4 @@
-"""mcpwrap.framing: newline-delimited messages over raw file descriptors.
+"""mcpwrap.relay.framing: newline-delimited messages over raw file descriptors.
 
 Split on b"\\n" only, bounded memory past the cap, the id of an oversized request, and
 writes that survive partial os.write() calls. Pipes are real; threads stand in for peers.
@@ -18,7 +18,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpwrap.framing import (
+from mcpwrap.relay.framing import (
     DEFAULT_MAX_MESSAGE,
     PEEK_BYTES,
     READ_CHUNK,

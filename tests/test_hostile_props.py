@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from wrapped import RAW_SERVER, Wrapped, audit_records, server_log, write_profile
 
-from mcpwrap.auditread import verify
+from mcpwrap.audit.read import verify
 
 BODY = """
 [server]

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from wrapped import MCPWRAP, Wrapped
 
-from mcpwrap.profile import ToolClass, load_profile
-from mcpwrap.suggest import guess_args, guess_class
+from mcpwrap.commands.suggest import guess_args, guess_class
+from mcpwrap.config.profile import ToolClass, load_profile
 
 
 def _init(

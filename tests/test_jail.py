@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
-from mcpwrap import launch
-from mcpwrap.profile import load_profile
+from mcpwrap.config.profile import load_profile
+from mcpwrap.sandbox import launch
 from mcpwrap.sandbox import spec as jail_spec
 
 BLOCK_USERNS = 'echo 0 > /proc/sys/user/max_user_namespaces && exec "$@"'
@@ -246,7 +246,7 @@ def test_enforce_on_a_system_without_the_jail_refuses(
 ) -> None:
     """Not Linux: stand-in by patching sys.platform in-process (the only way to be another
     OS on this machine); the run must refuse before any server starts."""
-    from mcpwrap import runner
+    from mcpwrap.commands import run as runner
 
     profile = write_profile(tmp_path, "")
     monkeypatch.setattr(sys, "platform", "darwin")
@@ -276,7 +276,7 @@ def test_the_trampolines_byte_code_is_written_once_where_none_was_installed(
     """uv installs no byte code and mcpwrap never imports jail.py itself: without this,
     the trampoline (run with -B) compiled its modules from source at every start."""
     sandbox = tmp_path / "mcpwrap" / "sandbox"
-    shutil.copytree(Path(launch.__file__).parent / "sandbox", sandbox)
+    shutil.copytree(Path(launch.__file__).parent, sandbox)  # launch is in mcpwrap/sandbox
     shutil.rmtree(sandbox / "__pycache__", ignore_errors=True)
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     launch._compile_trampoline(str(tmp_path))

@@ -37,7 +37,7 @@ from offline import CACHE, FILESYSTEM, TIME, offline_env
 from peer import Peer
 from wrapped import MCPWRAP, REPO
 
-from mcpwrap.clients import LAUNCHD_PATH
+from mcpwrap.clients.apps import LAUNCHD_PATH
 
 _XDG = ("XDG_STATE_HOME", "XDG_CONFIG_HOME", "XDG_CACHE_HOME", "XDG_DATA_HOME")
 VSCODE = """\
@@ -280,6 +280,6 @@ async def test_a_developers_day(day: dict[str, Path], peer: Peer) -> None:
 
 def _json_with_comments(text_: str) -> Any:
     """VS Code's JSON with comments and trailing commas, as mcpwrap's own reader sees it."""
-    from mcpwrap.clientconfig import parse, plain
+    from mcpwrap.clients.configfile import parse, plain
 
     return plain(parse(text_, "mcp.json"))

@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from mcpwrap import jsontext
+from mcpwrap.basics import jsontext
 
 
 @pytest.mark.parametrize(

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
-from mcpwrap import proctree
-from mcpwrap.auditread import verify
+from mcpwrap.audit.read import verify
+from mcpwrap.sandbox import proctree
 
 PROFILE = """
 [server]

@@ -6,7 +6,7 @@ import ipaddress
 
 import pytest
 
-from mcpwrap.netpolicy import (
+from mcpwrap.policy.network import (
     Entry,
     decide,
     decide_server_name,

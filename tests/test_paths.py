@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from platformdirs import user_config_dir, user_state_dir
 
-from mcpwrap import paths
+from mcpwrap.config import paths
 
 
 @pytest.mark.parametrize("value", [None, "", "   ", "relative/dir", "/abs/xdg", "/abs/with space/"])

@@ -1,4 +1,4 @@
-"""mcpwrap.pins: canonical hashes, drift, and a lock file that round-trips, names no path
+"""mcpwrap.supply.pins: canonical hashes, drift, and a lock file that round-trips, names no path
 of the machine that wrote it, and refuses to load when edited by hand or written by an
 older mcpwrap."""
 
@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from mcpwrap import pins
-from mcpwrap.artifacts import Artifacts, FileArtifact, Package, Tree
-from mcpwrap.errors import LockError
-from mcpwrap.pins import Drift
-from mcpwrap.store import Install, Wheel
+from mcpwrap.basics.errors import LockError
+from mcpwrap.supply import pins
+from mcpwrap.supply.artifacts import Artifacts, FileArtifact, Package, Tree
+from mcpwrap.supply.pins import Drift
+from mcpwrap.supply.store import Install, Wheel
 
 TOOL = {"name": "echo", "description": "Echo.", "inputSchema": {"type": "object", "a": None}}
 NPM_LOCKFILE = '{\n "packages": {"node_modules/pkg": {"version": "1.2.3"}}\n}\n'

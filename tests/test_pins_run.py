@@ -293,7 +293,7 @@ def test_each_lock_keeps_its_own_hashes_when_another_server_runs(tmp_path: Path)
     for s, _ in servers:
         with s.run() as w:
             w.initialize()
-    from mcpwrap import paths
+    from mcpwrap.config import paths
 
     for s, script in servers:
         cache = Path(paths.artifact_cache(str(s.profile.with_suffix(".lock"))))

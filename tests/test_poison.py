@@ -1,4 +1,4 @@
-"""mcpwrap.poison: published tool-poisoning payloads are found, rule by rule; the real
+"""mcpwrap.policy.poison: published tool-poisoning payloads are found, rule by rule; the real
 descriptions of popular servers (the installed server-everything and mcp-server-time,
 and verbatim copies from the filesystem, github and DesktopCommander servers) are not."""
 
@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from mcpwrap.poison import (
+from mcpwrap.policy.poison import (
     HIDDEN,
     INSTRUCTIONS,
     LENGTH,
@@ -26,7 +26,7 @@ from mcpwrap.poison import (
     text_findings,
     tool_findings,
 )
-from mcpwrap.sanitize import REMOVABLE_CHARS
+from mcpwrap.policy.sanitize import REMOVABLE_CHARS
 
 EVERYTHING = (
     Path(__file__).resolve().parent / "node" / "node_modules" / "@modelcontextprotocol"
@@ -475,7 +475,7 @@ def test_hidden_kinds_are_named() -> None:
 
 
 def test_hidden_kinds_cover_exactly_what_clean_text_removes() -> None:
-    from mcpwrap.poison import _HIDDEN_KINDS
+    from mcpwrap.policy.poison import _HIDDEN_KINDS
 
     every = "".join(map(chr, itertools.chain(range(0xD800), range(0xE000, 0x110000))))
     removable = set(REMOVABLE_CHARS.findall(every))

@@ -1,4 +1,4 @@
-"""mcpwrap.policy: message in, verdict out. Profiles come from TOML through parse_profile.
+"""mcpwrap.policy.decisions: message in, verdict out. Profiles come from TOML through parse_profile.
 
 Rules that depend on an enum (Access, ToolClass) are checked for every member, so a new
 member without a rule fails here.
@@ -13,8 +13,16 @@ from typing import Any
 
 import pytest
 
-from mcpwrap import policy
-from mcpwrap.policy import (
+from mcpwrap.config.profile import (
+    Access,
+    Placeholders,
+    PolicySpec,
+    Profile,
+    ToolClass,
+    parse_profile,
+)
+from mcpwrap.policy import decisions as policy
+from mcpwrap.policy.decisions import (
     INVALID_PARAMS,
     METHOD_NOT_FOUND,
     TASKS_EXTENSION,
@@ -32,7 +40,6 @@ from mcpwrap.policy import (
     server_capabilities,
     visible_tools,
 )
-from mcpwrap.profile import Access, Placeholders, PolicySpec, Profile, ToolClass, parse_profile
 
 PROJECT = "/srv/proj"
 

@@ -1,4 +1,4 @@
-"""mcpwrap.portable: a lock's paths mean the same in every clone, on every machine.
+"""mcpwrap.supply.portable: a lock's paths mean the same in every clone, on every machine.
 
 Pure functions, tested as tables: the command as the lock records it (path arguments
 relative to {project} or {home}, whatever the spelling), back again, and the part of a
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap import portable
-from mcpwrap.artifacts import Artifacts, FileArtifact, Package, Tree, installer_made
+from mcpwrap.supply import portable
+from mcpwrap.supply.artifacts import Artifacts, FileArtifact, Package, Tree, installer_made
 
 PROJECT = "/home/ann/src/app"
 HOME = "/home/ann"

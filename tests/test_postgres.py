@@ -30,7 +30,7 @@ import pytest
 from offline import offline_env
 from wrapped import MCPWRAP, REPO, Wrapped, audit_records, py_peer
 
-from mcpwrap import tokens
+from mcpwrap.identity import tokens
 
 CURATED = REPO / "profiles" / "postgres.toml"
 READ_TOOLS = ["describe_table", "list_schemas", "list_tables", "query"]
@@ -153,7 +153,7 @@ def _calls(state: Path) -> list[dict[str, Any]]:
 
 
 def _token(classes: frozenset[str]) -> str:
-    from mcpwrap import paths
+    from mcpwrap.config import paths
 
     scope = tokens.Scope("acme", ("*",), classes, None, None)
     return tokens.issue(

@@ -1,4 +1,4 @@
-"""mcpwrap.proctree: CPU time and peak memory of a real process tree, read from /proc.
+"""mcpwrap.sandbox.proctree: CPU time and peak memory of a real process tree, read from /proc.
 
 The tree is a python parent (the root) whose child obeys commands on the shared stdin
 and answers each on the shared stdout, so the test waits on answers, never on sleeps.
@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from mcpwrap.proctree import ProcessTree
+from mcpwrap.sandbox.proctree import ProcessTree
 
 ALLOC_MB = 50
 

@@ -1,4 +1,4 @@
-"""mcpwrap.profile: loading, validation and placeholders."""
+"""mcpwrap.config.profile: loading, validation and placeholders."""
 
 from __future__ import annotations
 
@@ -17,10 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpwrap import constraints, policy
-from mcpwrap import profile as profile_module
-from mcpwrap.errors import ProfileError
-from mcpwrap.profile import (
+from mcpwrap.basics.errors import ProfileError
+from mcpwrap.basics.units import Rate
+from mcpwrap.config import profile as profile_module
+from mcpwrap.config.profile import (
     Access,
     ArgumentsMode,
     AuditSpec,
@@ -41,9 +41,10 @@ from mcpwrap.profile import (
     load_profile,
     parse_profile,
 )
-from mcpwrap.ratelimit import take
+from mcpwrap.policy import constraints
+from mcpwrap.policy import decisions as policy
+from mcpwrap.relay.ratelimit import take
 from mcpwrap.sandbox import spec
-from mcpwrap.units import Rate
 
 PLACES = Placeholders(project="/proj", home="/home/u", cwd="/work", state="/state")
 

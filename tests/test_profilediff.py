@@ -1,4 +1,4 @@
-"""mcpwrap.profilediff: which capabilities a profile change widens or narrows."""
+"""mcpwrap.policy.profilediff: which capabilities a profile change widens or narrows."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from typing import NamedTuple
 
 import pytest
 
-from mcpwrap import profilediff
-from mcpwrap.profile import (
+from mcpwrap.config.profile import (
     AuditSpec,
     Constraint,
     Placeholders,
@@ -19,7 +18,8 @@ from mcpwrap.profile import (
     ToolSpec,
     parse_profile,
 )
-from mcpwrap.profilediff import narrowed, widened
+from mcpwrap.policy import profilediff
+from mcpwrap.policy.profilediff import narrowed, widened
 
 PLACES = Placeholders(project="/proj", home="/home/u", cwd="/work", state="/state")
 

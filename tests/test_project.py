@@ -28,8 +28,8 @@ from pathlib import Path
 import pytest
 from wrapped import MCPWRAP, Wrapped
 
-from mcpwrap.errors import UsageError
-from mcpwrap.project import Source, problem, resolve
+from mcpwrap.basics.errors import UsageError
+from mcpwrap.config.project import Source, problem, resolve
 
 REPO = Path(__file__).resolve().parent.parent
 KEY = "-----BEGIN OPENSSH PRIVATE KEY----- canary\n"
@@ -250,8 +250,8 @@ def test_a_profile_that_grants_no_project_starts_anywhere(
 
 
 def test_check_names_the_project_run_would_refuse(tmp_path: Path) -> None:
-    from mcpwrap import paths
-    from mcpwrap.check import ERROR, findings
+    from mcpwrap.commands.check import ERROR, findings
+    from mcpwrap.config import paths
 
     for where, bad in (("/", True), (str(tmp_path), False)):
         profile = paths.load("server-filesystem", project=where, guard=False)

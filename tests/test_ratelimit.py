@@ -1,4 +1,4 @@
-"""mcpwrap.ratelimit: token-bucket arithmetic, and buckets shared through one SQLite file
+"""mcpwrap.relay.ratelimit: token-bucket arithmetic, and buckets shared through one SQLite file
 by every process of the user (real files, real processes, fixed clocks)."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.ratelimit import RateLimiter, RateStateError, take
-from mcpwrap.units import Rate
+from mcpwrap.basics.units import Rate
+from mcpwrap.relay.ratelimit import RateLimiter, RateStateError, take
 
 PER_MIN = Rate(10, 60.0)  # one token every 6 s
 PER_SEC = Rate(2, 1.0)  # one token every 0.5 s
@@ -187,8 +187,8 @@ def test_the_clock_is_read_inside_the_transaction(db_path: str) -> None:
 
 _WORKER = """
 import sys
-from mcpwrap.ratelimit import RateLimiter
-from mcpwrap.units import Rate
+from mcpwrap.relay.ratelimit import RateLimiter
+from mcpwrap.basics.units import Rate
 path, takes, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 limiter = RateLimiter(path)
 limiter.take("warm-up", Rate(1, 1.0), 0.0)  # open and create before the start line
@@ -279,8 +279,8 @@ def test_unusable_state_raises_rate_state_error(tmp_path: Path, kind: str) -> No
 
 _HAMMER = """
 import sys, time
-from mcpwrap.ratelimit import RateLimiter
-from mcpwrap.units import Rate
+from mcpwrap.relay.ratelimit import RateLimiter
+from mcpwrap.basics.units import Rate
 path, seconds, style = sys.argv[1], float(sys.argv[2]), sys.argv[3]
 limiter = RateLimiter(path)
 limiter.take("warm-up", Rate(1, 1.0), 0.0)  # open and create before the start line

@@ -21,7 +21,7 @@ from mcp.client.stdio import stdio_client
 from mcp.shared.exceptions import MCPError
 from wrapped import MCPWRAP, REPO, audit_records
 
-DEMO_SERVER = [sys.executable, "-m", "mcpwrap.demo.server"]
+DEMO_SERVER = [sys.executable, "-m", "mcpwrap.commands.demo.server"]
 
 EVERYTHING = """
 version = 1

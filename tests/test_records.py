@@ -1,4 +1,4 @@
-"""mcpwrap.records: canonical JSON, digests and the arguments field of audit records."""
+"""mcpwrap.audit.records: canonical JSON, digests and the arguments field of audit records."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from mcpwrap.profile import ArgumentsMode
-from mcpwrap.records import Agent, arguments_field, canonical_json, digest
+from mcpwrap.audit.records import Agent, arguments_field, canonical_json, digest
+from mcpwrap.config.profile import ArgumentsMode
 
 
 @pytest.mark.parametrize(

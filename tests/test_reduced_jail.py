@@ -22,8 +22,7 @@ import pytest
 from test_escape import PROBE, Bed, _make_bed, _make_protected, _run_spec, jail_for, stopped
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, processes_with, write_profile
 
-from mcpwrap import launch
-from mcpwrap.sandbox import account, landlock, reduced
+from mcpwrap.sandbox import account, landlock, launch, reduced
 
 NOUSERNS = [sys.executable, str(Path(__file__).parent / "nouserns.py")]
 REDUCED = "reduced"
@@ -408,7 +407,7 @@ def test_doctor_prints_the_account_where_user_namespaces_are_blocked(tmp_path: P
 
 
 def test_check_quotes_the_weaker_rows() -> None:
-    from mcpwrap import check
+    from mcpwrap.commands import check
 
     for row in account.ACCOUNT:
         quoted = f"{row.escape}: {row.how}" in check._WEAKER

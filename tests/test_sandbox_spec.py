@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap.entrypoints import script_of
-from mcpwrap.launch import LaunchError
-from mcpwrap.profile import load_profile
+from mcpwrap.config.profile import load_profile
 from mcpwrap.sandbox import spec
+from mcpwrap.sandbox.launch import LaunchError
+from mcpwrap.supply.entrypoints import script_of
 
 
 @pytest.mark.parametrize(

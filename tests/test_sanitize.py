@@ -1,4 +1,4 @@
-"""mcpwrap.sanitize: what reaches a terminal or a person's eyes carries no escape
+"""mcpwrap.policy.sanitize: what reaches a terminal or a person's eyes carries no escape
 sequences, control characters, bidi overrides or zero-width characters; JSON values and
 MCP results are cleaned after decoding, and the raw-line pre-check never misses one."""
 
@@ -13,7 +13,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from mcpwrap.sanitize import (
+from mcpwrap.policy.sanitize import (
     clean_line,
     clean_prompt_result,
     clean_text,

@@ -34,9 +34,8 @@ from typing import Any
 import pytest
 from nouserns import in_blocked_thread
 
-from mcpwrap import launch
-from mcpwrap.profile import load_profile
-from mcpwrap.sandbox import broker, landlock, sealrules, unotify
+from mcpwrap.config.profile import load_profile
+from mcpwrap.sandbox import broker, landlock, launch, sealrules, unotify
 from mcpwrap.sandbox import spec as jail_spec
 from mcpwrap.sandbox.sealrules import AT_FDCWD, Action, Call, End, Facts, Kind
 

@@ -12,7 +12,7 @@ import pytest
 from test_pins_run import PYTHON, SCRIPT, TOOLS
 from wrapped import MCPWRAP, Wrapped, write_profile
 
-from mcpwrap.secretstore import Redactor, SecretError, parse_ref
+from mcpwrap.identity.secrets import Redactor, SecretError, parse_ref
 
 VALUE = "s3cr3t-" + hashlib.sha256(b"mcpwrap secret test").hexdigest()[:24]
 REF = "keyring:mcpwrap-test/api"

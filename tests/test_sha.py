@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from mcpwrap import sha
+from mcpwrap.basics import sha
 
 
 @pytest.mark.parametrize("data", [b"", b"abc", bytes(range(256)) * 1000, "é日本".encode()])
@@ -18,8 +18,6 @@ def test_the_run_path_does_not_load_openssl() -> None:
     import subprocess
     import sys
 
-    code = (
-        "import mcpwrap.cli, mcpwrap.runner, mcpwrap.session, sys; print('_hashlib' in sys.modules)"
-    )
+    code = "import mcpwrap.commands.cli, mcpwrap.commands.run, mcpwrap.relay.session, sys; print('_hashlib' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from mcpwrap.constraints import check_value
-from mcpwrap.profile import Constraint
-from mcpwrap.sqlcheck import read_only_problem
+from mcpwrap.config.profile import Constraint
+from mcpwrap.policy.constraints import check_value
+from mcpwrap.policy.sql import read_only_problem
 
 READS = [
     "SELECT 1",

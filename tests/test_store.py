@@ -1,4 +1,4 @@
-"""mcpwrap.store: an install's directory follows from what the lock pins (the same on
+"""mcpwrap.supply.store: an install's directory follows from what the lock pins (the same on
 every machine, another for any other pin), and the record of what a machine verified
 is read back only for the lock file it was written for."""
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap import store
-from mcpwrap.store import Install, Synced, Wheel
+from mcpwrap.supply import store
+from mcpwrap.supply.store import Install, Synced, Wheel
 
 UV = Install(
     "uv",

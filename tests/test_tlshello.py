@@ -7,8 +7,8 @@ import ssl
 
 import pytest
 
-from mcpwrap import tlshello
-from mcpwrap.tlshello import Hello
+from mcpwrap.sandbox import tlshello
+from mcpwrap.sandbox.tlshello import Hello
 
 
 def client_hello(server_name: str | None) -> bytes:

@@ -18,10 +18,11 @@ from typing import Any
 
 import pytest
 
-from mcpwrap import paths, tokens
-from mcpwrap.errors import MCPWrapError
-from mcpwrap.tokencmd import add_token_parser, main_token
-from mcpwrap.tokens import Registry, Scope, Token, TokenError
+from mcpwrap.basics.errors import MCPWrapError
+from mcpwrap.commands.token import add_token_parser, main_token
+from mcpwrap.config import paths
+from mcpwrap.identity import tokens
+from mcpwrap.identity.tokens import Registry, Scope, Token, TokenError
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -607,7 +608,7 @@ def test_decoding_a_token_does_not_load_openssl() -> None:
     bad = _flip_mac(text)
     code = (
         "import sys\n"
-        "from mcpwrap import tokens\n"
+        "from mcpwrap.identity import tokens\n"
         f"t = tokens.decode({text!r}, bytes.fromhex({KEY.hex()!r}))\n"
         f"assert tokens.time_verdict(t, 1500) is None and tokens.allows_tool(t.scope, 'list_x')\n"
         "try:\n"

@@ -15,7 +15,7 @@ from typing import Any
 
 from wrapped import MCPWRAP, RAW_SERVER, Wrapped, audit_records, server_log, write_profile
 
-from mcpwrap import tokens
+from mcpwrap.identity import tokens
 
 PROFILE = """
 [server]
@@ -55,7 +55,7 @@ def _issue(
     now: float | None = None,
 ) -> tuple[tokens.Token, str]:
     scope = tokens.Scope(tenant, tools, classes, rate, concurrency)
-    from mcpwrap import paths
+    from mcpwrap.config import paths
 
     return tokens.issue(
         scope,
@@ -239,7 +239,7 @@ def test_expired_not_yet_valid_tampered_and_revoked_tokens_stop_the_run(
     assert "token.signature" in _refused(tmp_path / "c", keyring_env, f"{head}.{flipped}.{mac}")
     assert "token.format" in _refused(tmp_path / "d", keyring_env, "not-a-token")
     revoked, text = _issue()
-    from mcpwrap import paths
+    from mcpwrap.config import paths
 
     tokens.Registry(os.path.join(paths.state_dir(), "tokens.sqlite3")).revoke(
         revoked.id, time.time()
@@ -316,7 +316,7 @@ def test_a_named_token_is_rotated_while_the_wrapper_runs(
     assert rotated and rotated[0]["previous"] == first.id
     calls = [r for r in records if r["event"] == "call"]
     assert calls[0]["token"] == first.id and calls[-1]["token"] != first.id
-    from mcpwrap import paths
+    from mcpwrap.config import paths
 
     successor = tokens.Registry(os.path.join(paths.state_dir(), "tokens.sqlite3")).get("short")
     assert successor is not None and successor.predecessor == first.id

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from test_profile import FULL, fails
 
-from mcpwrap.tomlkeys import key_lines
+from mcpwrap.basics.tomlkeys import key_lines
 
 # --- the key locator ---------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""mcpwrap.toolgate: what the client may see and call, from pins and description checks."""
+"""mcpwrap.supply.toolgate: what the client may see and call, from pins and description checks."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
-from mcpwrap import pins
-from mcpwrap.artifacts import Artifacts
-from mcpwrap.profile import Descriptions
-from mcpwrap.toolgate import Gate, Status
+from mcpwrap.config.profile import Descriptions
+from mcpwrap.supply import pins
+from mcpwrap.supply.artifacts import Artifacts
+from mcpwrap.supply.toolgate import Gate, Status
 
 ECHO = {"name": "echo", "description": "Echo the text.", "inputSchema": {"type": "object"}}
 TIME = {"name": "time", "description": "The current time.", "inputSchema": {"type": "object"}}

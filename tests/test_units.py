@@ -1,10 +1,10 @@
-"""mcpwrap.units: durations, sizes and rates as a profile writes them."""
+"""mcpwrap.basics.units: durations, sizes and rates as a profile writes them."""
 
 from __future__ import annotations
 
 import pytest
 
-from mcpwrap.units import Rate, parse_duration, parse_rate, parse_size
+from mcpwrap.basics.units import Rate, parse_duration, parse_rate, parse_size
 
 
 @pytest.mark.parametrize(

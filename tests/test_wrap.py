@@ -14,8 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpwrap import clientconfig, paths, wrapcmd
-from mcpwrap.clientconfig import ConfigError, Object, Wrapping, parse, plain
+from mcpwrap.clients import configfile as clientconfig
+from mcpwrap.clients.configfile import ConfigError, Object, Wrapping, parse, plain
+from mcpwrap.commands import wrap as wrapcmd
+from mcpwrap.config import paths
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "clients"
 # The project path inside the ~/.claude.json fixture; tests put a real directory there.
@@ -139,7 +141,7 @@ def mcpwrap(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str]:
 
 # What these tests wrap with: the editing layer takes the command and the words before the
 # original command as given. Which profile, which project and which mcpwrap are decided by
-# mcpwrap.wrapplan, with real profiles, locks and servers: tests/test_wrap_start.py.
+# mcpwrap.commands.wrapplan, with real profiles, locks and servers: tests/test_wrap_start.py.
 MCPWRAP_EXE = "/opt/mcpwrap/bin/mcpwrap"
 
 

@@ -1,5 +1,5 @@
 """The decisions behind `mcpwrap wrap`, as tables: how each client starts an entry
-(mcpwrap.clients, sources there), which profile an entry gets, who names its project,
+(mcpwrap.clients.apps, sources there), which profile an entry gets, who names its project,
 which mcpwrap is written; and the first start's own verdicts on servers that never
 answer or cannot be found. End to end, with real servers: tests/test_wrap_start.py."""
 
@@ -12,10 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from mcpwrap import clientconfig, clients, executable, paths, wrapcmd, wrapplan
-from mcpwrap.clients import Launch, ProjectBy, Unresolved
-from mcpwrap.errors import UsageError
-from mcpwrap.firststart import start_once
+from mcpwrap.basics.errors import UsageError
+from mcpwrap.clients import apps as clients
+from mcpwrap.clients import configfile as clientconfig
+from mcpwrap.clients import executable
+from mcpwrap.clients.apps import Launch, ProjectBy, Unresolved
+from mcpwrap.clients.firststart import start_once
+from mcpwrap.commands import wrap as wrapcmd
+from mcpwrap.commands import wrapplan
+from mcpwrap.config import paths
 
 HOME = "/home/me"
 WS = "/home/me/src/app"

@@ -3,7 +3,7 @@ locks made offline from the project caches (as tests/test_fetch.py makes them), 
 then each written entry started exactly as its config says, from its client's working
 directory, and driven by the MCP SDK's client.
 
-How each client starts a stdio server, with sources, is in mcpwrap/clients.py and
+How each client starts a stdio server, with sources, is in mcpwrap/clients/apps.py and
 tests/test_project.py. In short: Claude Desktop starts it in / (macOS) with launchd's
 PATH /usr/bin:/bin:/usr/sbin:/sbin and replaces no variables; VS Code starts a
 .vscode/mcp.json entry in the workspace folder and replaces ${workspaceFolder}; Claude
@@ -29,7 +29,7 @@ from mcp.client.stdio import stdio_client
 from offline import FILESYSTEM, TIME, offline_env
 from wrapped import MCPWRAP
 
-from mcpwrap.clients import LAUNCHD_PATH
+from mcpwrap.clients.apps import LAUNCHD_PATH
 
 # The console script beside the interpreter running `python -m mcpwrap`: what wrap writes.
 MCPWRAP_BIN = str(Path(sys.executable).parent / "mcpwrap")
@@ -286,7 +286,7 @@ def test_init_writes_a_profile_for_an_entry_with_none(world: dict[str, Path]) ->
 
 
 def _jsonc_servers(text: str) -> dict[str, dict[str, object]]:
-    from mcpwrap.clientconfig import parse, plain
+    from mcpwrap.clients.configfile import parse, plain
 
     servers = plain(parse(text, ".vscode/mcp.json"))
     assert isinstance(servers, dict)

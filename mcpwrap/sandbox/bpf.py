@@ -13,7 +13,7 @@ import errno
 import marshal
 import os
 
-from mcpwrap import sha
+from mcpwrap.basics import sha
 
 # The trampoline imports this module: no collections (or typing) at run time.
 TYPE_CHECKING = False

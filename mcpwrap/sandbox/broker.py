@@ -578,7 +578,7 @@ def _own_credentials() -> str:
 
 def _to_stderr(record: dict[str, Any]) -> None:
     """One line; the names in it come from the server, so no escape reaches the terminal."""
-    from mcpwrap.sanitize import clean_text
+    from mcpwrap.policy.sanitize import clean_text
 
     if record.get("decision") == "refuse":
         text = f"refused {record['call']} {record['path']!r}: {record['reason']}"

@@ -16,8 +16,8 @@ import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from mcpwrap.entrypoints import node_modules_of, script_of
-from mcpwrap.profile import JailKind, Network, Profile
+from mcpwrap.config.profile import JailKind, Network, Profile
+from mcpwrap.supply.entrypoints import node_modules_of, script_of
 
 _SYSTEM = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC = (
@@ -170,7 +170,7 @@ def _refuse_whole_host(profile: Profile) -> None:
     """A grant of / would put every file of the host back into the new root: no jail."""
     for kind, grants in (("read", profile.sandbox.read), ("write", profile.sandbox.write)):
         if "/" in grants:
-            from mcpwrap.launch import LaunchError
+            from mcpwrap.sandbox.launch import LaunchError
 
             raise LaunchError(
                 f"{profile.source}: [sandbox] {kind} grants /, the whole filesystem of the "
@@ -184,18 +184,18 @@ def _egress(profile: Profile) -> dict[str, Any] | None:
     always binds). The fd to send the listeners on is added by launch.start_jailed."""
     if profile.sandbox.network is not Network.ALLOWLIST:
         return None
-    from mcpwrap import netpolicy
+    from mcpwrap.policy import network as netpolicy
 
     forwards = netpolicy.forwards(netpolicy.entries(profile))
     for address, port in forwards:
         if ":" in address and address != "::1":
-            from mcpwrap.launch import LaunchError
+            from mcpwrap.sandbox.launch import LaunchError
 
             raise LaunchError(
                 f"{profile.source}: egress tcp:[{address}]:{port}: a forward inside the jail "
                 "needs an IPv4 address or [::1]"
             )
-    from mcpwrap.proxyauth import new_secret
+    from mcpwrap.sandbox.proxyauth import new_secret
 
     # The reduced jail's proxies listen on the host's loopback, where any local process
     # could reach them: they then ask for this run's secret, which the server is given in
@@ -206,7 +206,7 @@ def _egress(profile: Profile) -> dict[str, Any] | None:
 def _which(program: str, path: str) -> str:
     found = shutil.which(program, path=path) if "/" not in program else program
     if found is None or not os.path.exists(found):
-        from mcpwrap.launch import LaunchError
+        from mcpwrap.sandbox.launch import LaunchError
 
         raise LaunchError(f"cannot start the server: {program!r} is not found on PATH ({path})")
     return os.path.abspath(found)
@@ -427,7 +427,7 @@ def _entries(directory: str) -> list[str]:
 
 
 def _refuse_inside(grant: str, path: str, source: str) -> None:
-    from mcpwrap.launch import LaunchError
+    from mcpwrap.sandbox.launch import LaunchError
 
     raise LaunchError(
         f"{source}: [sandbox] write grant {grant} is inside {path}, which no server may "
@@ -437,7 +437,7 @@ def _refuse_inside(grant: str, path: str, source: str) -> None:
 
 
 def _refuse_unsealable(directory: str, sealed: dict[str, list[str]], private: str) -> None:
-    from mcpwrap.launch import LaunchError
+    from mcpwrap.sandbox.launch import LaunchError
 
     missing = sorted({p for paths in sealed.values() for p in paths})
     raise LaunchError(

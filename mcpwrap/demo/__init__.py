@@ -1,5 +1,0 @@
-"""`mcpwrap demo`: the bundled server, profile and driver."""
-
-from mcpwrap.demo.driver import run_demo
-
-__all__ = ["run_demo"]
