@@ -1,6 +1,6 @@
 """The benchmark: one workload, direct and through `mcpwrap run`, in one run.
 
-    python bench/run.py [--calls 2000] [--starts 15] [--blobs 20]
+    python bench/run.py [--calls 2000] [--starts 15] [--blobs 20] [--baseline CHECKOUT]
 
 A raw JSON-RPC client (no SDK: the client's own cost must not hide the relay's) drives
 bench/echo_server.py six ways: directly; through bench/floor_relay.py (the least a
@@ -16,7 +16,15 @@ shows medians. Then each path in turn: small-call round trip p50/p99, throughput
 4 MiB results and peak RSS (the server's, then each relay's), with mcpwrap's figures
 against the direct path and each jail against the unjailed relay. A last line gives the
 reduced jail's added start over the unjailed relay (medians, and the fastest starts of
-each) against its target. Figures are noisy, and other work on the machine makes every
+each) against its target. With --baseline, the mcpwrap of another checkout (put on
+PYTHONPATH, run as `python -m mcpwrap`) takes its turns too, with and without the jail,
+and two more columns set the current code against it (every mcpwrap path then starts as
+`python -m mcpwrap`, so that both start alike): before and after a change, in one run,
+e.g.
+
+    git worktree add --detach /tmp/base main
+    .venv/bin/python bench/run.py --baseline /tmp/base
+ Figures are noisy, and other work on the machine makes every
 path slower (the load average is printed): compare the columns of one run, not runs.
 """
 
@@ -49,9 +57,11 @@ INIT = {
 }
 
 
-def mcpwrap_cmd(profile: str = "allow_all.toml") -> list[str]:
+def mcpwrap_cmd(profile: str = "allow_all.toml", *, module: bool = False) -> list[str]:
+    """`mcpwrap run` with a profile of bench/; module: as `python -m mcpwrap`, which a
+    baseline checkout on PYTHONPATH needs (the venv's script imports this checkout)."""
     script = Path(sys.executable).parent / "mcpwrap"
-    base = [str(script)] if script.exists() else [sys.executable, "-m", "mcpwrap"]
+    base = [str(script)] if script.exists() and not module else [sys.executable, "-m", "mcpwrap"]
     return [*base, "run", "--profile", str(HERE / profile), "--", *SERVER]
 
 
@@ -133,15 +143,16 @@ def start_ms(argv: list[str], env: dict[str, str]) -> float:
     return elapsed
 
 
-def starts_in_turn(
-    paths: dict[str, list[str]], env: dict[str, str], rounds: int
-) -> dict[str, list[float]]:
+Path_ = tuple[list[str], dict[str, str]]  # a path's command and environment
+
+
+def starts_in_turn(paths: dict[str, Path_], rounds: int) -> dict[str, list[float]]:
     """One warm-up start per path, then `rounds` rounds of one start per path."""
-    for argv in paths.values():
+    for argv, env in paths.values():
         start_ms(argv, env)
     times: dict[str, list[float]] = {label: [] for label in paths}
     for _ in range(rounds):
-        for label, argv in paths.items():
+        for label, (argv, env) in paths.items():
             times[label].append(start_ms(argv, env))
     return times
 
@@ -183,6 +194,10 @@ COMPARED = (
     ("reduced vs mcpwrap", "reduced jail", "mcpwrap", "of mcpwrap"),
     ("lock vs jail", "jail+lock", "mcpwrap+jail", "of jail"),
 )
+BASELINE = (
+    ("mcpwrap vs baseline", "mcpwrap", "baseline", "of baseline"),
+    ("jail vs baseline+jail", "mcpwrap+jail", "baseline+jail", "of baseline+jail"),
+)
 REDUCED_TARGET_MS = 30.0  # the reduced jail's added start over the unjailed relay
 
 
@@ -195,13 +210,14 @@ def table(figures: dict[str, Figures]) -> str:
         ("4 MiB results throughput", lambda f: f.mb_per_s, "MB/s", "ratio"),
         ("peak RSS of the process", lambda f: f.peak_rss_mb, "MB", "-"),
     ]
-    names = (*figures, *(c[0] for c in COMPARED))
+    compared = COMPARED + (BASELINE if "baseline" in figures else ())
+    names = (*figures, *(c[0] for c in compared))
     lines = ["| measure | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for name, get, unit, kind in rows:
         cells = [f"{get(f):.1f} {unit}" for f in figures.values()]
         cells += [
             _delta(kind, get(figures[path]), get(figures[base]), unit, of)
-            for _, path, base, of in COMPARED
+            for _, path, base, of in compared
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -246,6 +262,12 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=2000)
     parser.add_argument("--starts", type=int, default=15)
     parser.add_argument("--blobs", type=int, default=20)
+    parser.add_argument(
+        "--baseline",
+        metavar="CHECKOUT",
+        help="also time the mcpwrap of another checkout (its directory goes on PYTHONPATH), "
+        "with and without the jail, e.g. a worktree of main: before and after a change",
+    )
     args = parser.parse_args()
     # An installed mcpwrap runs from bytecode pip compiled at install time; an editable
     # checkout (or PYTHONDONTWRITEBYTECODE=1) would recompile every module on each start.
@@ -254,20 +276,30 @@ def main() -> int:
     import mcpwrap
 
     compileall.compile_dir(os.path.dirname(mcpwrap.__file__), quiet=1)
+    if args.baseline:
+        compileall.compile_dir(os.path.join(args.baseline, "mcpwrap"), quiet=1)
     state = tempfile.mkdtemp(prefix="mcpwrap-bench-")
     env = {**os.environ, "XDG_STATE_HOME": state, "XDG_CONFIG_HOME": state}
     load = os.getloadavg()[0]
+    same = bool(args.baseline)  # both as `python -m mcpwrap`: the same start-up path
     try:
-        paths = {
-            "direct": SERVER,
-            "floor relay": [sys.executable, str(HERE / "floor_relay.py"), *SERVER],
-            "mcpwrap": mcpwrap_cmd(),
-            "mcpwrap+jail": mcpwrap_cmd("jailed.toml"),
-            "reduced jail": mcpwrap_cmd("reduced.toml"),
-            "jail+lock": mcpwrap_cmd(_locked_profile(state, env)),
+        paths: dict[str, Path_] = {
+            "direct": (SERVER, env),
+            "floor relay": ([sys.executable, str(HERE / "floor_relay.py"), *SERVER], env),
+            "mcpwrap": (mcpwrap_cmd(module=same), env),
+            "mcpwrap+jail": (mcpwrap_cmd("jailed.toml", module=same), env),
+            "reduced jail": (mcpwrap_cmd("reduced.toml", module=same), env),
+            "jail+lock": (mcpwrap_cmd(_locked_profile(state, env), module=same), env),
         }
-        starts = starts_in_turn(paths, env, args.starts)
-        figures = {label: measure(argv, env, args, starts[label]) for label, argv in paths.items()}
+        if args.baseline:
+            base_env = {**env, "PYTHONPATH": os.path.abspath(args.baseline)}
+            paths["baseline"] = (mcpwrap_cmd(module=True), base_env)
+            paths["baseline+jail"] = (mcpwrap_cmd("jailed.toml", module=True), base_env)
+        starts = starts_in_turn(paths, args.starts)
+        figures = {
+            label: measure(argv, path_env, args, starts[label])
+            for label, (argv, path_env) in paths.items()
+        }
     finally:
         shutil.rmtree(state, ignore_errors=True)
     print(
