@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 
-def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
+def _bench(repo_root: Path, *more: str) -> list[str]:
     out = subprocess.run(
         [
             sys.executable,
@@ -19,13 +19,19 @@ def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
             "1",
             "--blobs",
             "1",
+            *more,
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         check=True,
     )
-    lines = out.stdout.splitlines()
+    return out.stdout.splitlines()
+
+
+def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
+    lines = _bench(repo_root)
+    assert "baseline" not in lines[1]
     assert "load average" in lines[0]
     for path in ("floor relay", "mcpwrap", "mcpwrap+jail", "reduced jail", "jail+lock"):
         assert path in lines[1], path
@@ -41,6 +47,21 @@ def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
     reduced = lines[-1]
     assert reduced.startswith("reduced jail's added start over mcpwrap: ")
     assert "target <= 30 ms: " in reduced and reduced.endswith(("met", "not met"))
+
+
+def test_a_baseline_checkout_takes_its_turns_beside_the_current_code(repo_root: Path) -> None:
+    """Before and after a change in one run: here the checkout is its own baseline."""
+    lines = _bench(repo_root, "--baseline", str(repo_root))
+    head = lines[1]
+    for column in (
+        "| baseline |",
+        "| baseline+jail |",
+        "mcpwrap vs baseline",
+        "jail vs baseline+jail",
+    ):
+        assert column in head, column
+    start = next(line for line in lines if line.startswith("| start to first reply"))
+    assert start.count("|") == head.count("|")
 
 
 def test_the_egress_benchmark_runs_all_three_paths(repo_root: Path) -> None:
