@@ -1,0 +1,63 @@
+"""`mcpwrap run` over stdio stays lean: neither the MCP SDK nor an HTTP or TLS stack is
+imported on its path, with or without the jail. Read from a real run with -X importtime,
+which lists every module the process imported, lazy imports included."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+# Top-level packages that `run` over stdio must never import: the SDK and what it brings,
+# HTTP clients and servers, TLS. A future HTTP end imports these on its own path only.
+HEAVY = {
+    "mcp", "pydantic", "pydantic_core", "anyio", "httpx", "httpcore", "h11", "starlette",
+    "uvicorn", "sse_starlette", "aiohttp", "requests", "urllib3", "ssl", "_ssl", "http",
+    "asyncio", "cryptography", "keyring", "platformdirs",
+}  # fmt: skip
+
+
+def imported(profile: Path, env: dict[str, str], repo: Path) -> set[str]:
+    """The top-level names of every module a run imported: initialize, one call, EOF."""
+    server = [sys.executable, str(repo / "bench" / "echo_server.py")]
+    argv = [sys.executable, "-X", "importtime", "-m", "mcpwrap", "run", "--profile"]
+    messages = [
+        {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"}}},
+        {"jsonrpc": "2.0", "method": "notifications/initialized"},
+        {"jsonrpc": "2.0", "id": 1, "method": "tools/call",
+         "params": {"name": "echo", "arguments": {"text": "hi"}}},
+    ]  # fmt: skip
+    done = subprocess.run(
+        [*argv, str(profile), "--", *server],
+        input="".join(json.dumps(m) + "\n" for m in messages),
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo,
+        timeout=60,
+        check=True,
+    )
+    assert '"id":1' in done.stdout.replace(" ", ""), done.stderr[-2000:]
+    names = set()
+    for line in done.stderr.splitlines():
+        if line.startswith("import time:") and "|" in line:
+            name = line.rsplit("|", 1)[1].strip()
+            if name != "imported package":
+                names.add(name.split(".")[0])
+    assert "mcpwrap" in names  # the listing is real: mcpwrap's own modules are in it
+    return names
+
+
+@pytest.mark.parametrize("profile", ["allow_all.toml", "jailed.toml"])
+def test_run_over_stdio_imports_no_sdk_and_no_http_stack(
+    profile: str, repo_root: Path, tmp_path: Path
+) -> None:
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    names = imported(repo_root / "bench" / profile, env, repo_root)
+    assert not names & HEAVY, sorted(names & HEAVY)
