@@ -1,10 +1,14 @@
 """The relay's core: decoded messages in, decisions and routed messages out.
 
-The core holds everything a relay decides with: the id tables, the pending calls and their
-deadlines, listings and the tool gate, server-to-client requests, tallies. It never touches
-an fd, a process or /proc: messages arrive through from_client / from_upstream (called by
-each end's reader thread, see ends.py) and leave through the ends' send(); resource figures
-come from Upstream.usage(); every record goes through a recorder.Recorder.
+The core decides and routes: it owns the one lock, the tables of server-to-client requests,
+the tool gate, and the parts that do one job each, whose state that lock guards:
+pending.PendingTable (client requests in flight, their counts and deadlines), shaping
+(what the profile and the gate edit in a message), listing.ToolLister (mcpwrap's own
+tools/list and the calls held for it), replies (the answers mcpwrap composes). It never
+touches an fd, a process or /proc: messages arrive through from_client / from_upstream
+(called by each end's reader thread, see ends.py) and leave through the ends' send();
+resource figures come from Upstream.usage(); every record goes through a
+recorder.Recorder.
 
 Every message is parsed (policy needs the method and id) but forwarded as the original
 bytes unless policy rewrites it (capabilities, filtered listings, refused input requests).
