@@ -1,10 +1,14 @@
 """The relay's core: decoded messages in, decisions and routed messages out.
 
-The core holds everything a relay decides with: the id tables, the pending calls and their
-deadlines, listings and the tool gate, server-to-client requests, tallies. It never touches
-an fd, a process or /proc: messages arrive through from_client / from_upstream (called by
-each end's reader thread, see ends.py) and leave through the ends' send(); resource figures
-come from Upstream.usage(); every record goes through a recorder.Recorder.
+The core decides and routes: it owns the one lock, the tables of server-to-client requests,
+the tool gate, and the parts that do one job each, whose state that lock guards:
+pending.PendingTable (client requests in flight, their counts and deadlines), shaping
+(what the profile and the gate edit in a message), listing.ToolLister (mcpwrap's own
+tools/list and the calls held for it), replies (the answers mcpwrap composes). It never
+touches an fd, a process or /proc: messages arrive through from_client / from_upstream
+(called by each end's reader thread, see ends.py) and leave through the ends' send();
+resource figures come from Upstream.usage(); every record goes through a
+recorder.Recorder.
 
 Every message is parsed (policy needs the method and id) but forwarded as the original
 bytes unless policy rewrites it (capabilities, filtered listings, refused input requests).
@@ -26,7 +30,6 @@ tables sit behind one lock; the ends serialise their own writes.
 
 from __future__ import annotations
 
-import heapq
 import itertools
 import os
 import queue
@@ -38,7 +41,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple, TextIO
 
 from mcpwrap.audit.recorder import TALLY_WINDOW, Recorder, tool_fields
-from mcpwrap.basics import jsontext
 from mcpwrap.basics.errors import MCPWrapError
 from mcpwrap.basics.units import Rate
 from mcpwrap.config.profile import Profile, ToolSpec
@@ -46,87 +48,27 @@ from mcpwrap.identity import auth
 from mcpwrap.policy import decisions as policy
 from mcpwrap.policy.constraints import Resolver
 from mcpwrap.policy.decisions import Refusal, Verdict
-from mcpwrap.policy.sanitize import (
-    clean_line,
-    clean_prompt_result,
-    clean_tool_result,
-    clean_value,
-    might_need_cleaning,
-)
+from mcpwrap.policy.sanitize import clean_line, clean_value, might_need_cleaning
+from mcpwrap.relay import shaping
 from mcpwrap.relay.ends import Front, Upstream
 from mcpwrap.relay.framing import PEEK_BYTES, Oversize, peek_id
+from mcpwrap.relay.listing import LISTING_ID, ToolLister
+from mcpwrap.relay.pending import Key, Pending, PendingTable, key_of, trim, valid_id
 from mcpwrap.relay.ratelimit import RateLimiter
+from mcpwrap.relay.replies import (
+    clean_text_short,
+    decode,
+    encode,
+    error,
+    is_modern,
+    progress_token,
+    tool_error,
+)
 from mcpwrap.supply.toolgate import Alert, Gate, Status
 
-Key = tuple[bool, object]  # (is_string, id): JSON ids 1 and "1" are different requests
 Route = Callable[[dict[str, Any]], Upstream]  # the upstream that serves a client request
-_REMEMBERED = 4096  # ids answered locally, kept to swallow a later cancel for them
-_LISTING_ID = "mcpwrap-pins-"  # ids of mcpwrap's own tools/list requests to the server
 _ALIAS_ID = "mcpwrap-up-"  # server request ids the client sees, with several upstreams
-_LISTING_PAGES = 1000  # a server that pages forever does not hold calls forever
 _MAX_WAIT = 3600.0  # the deadline thread wakes at least this often (threading caps waits)
-
-
-def _key(msg_id: object) -> Key:
-    return (isinstance(msg_id, str), msg_id)
-
-
-def _valid_id(msg_id: object) -> bool:
-    return isinstance(msg_id, str) or (isinstance(msg_id, int) and not isinstance(msg_id, bool))
-
-
-class Pending:
-    """A client request forwarded to an upstream and not answered yet."""
-
-    __slots__ = (
-        "arguments",
-        "bytes_in",
-        "cpu_start",
-        "deadline",
-        "method",
-        "modern",
-        "msg_id",
-        "prefix",
-        "progress",
-        "started",
-        "tool",
-        "upstream",
-    )
-
-    def __init__(
-        self,
-        msg_id: object,
-        method: str,
-        started: float,
-        bytes_in: int,
-        tool: ToolSpec | None = None,
-    ) -> None:
-        self.upstream: Upstream | None = None  # set when it is forwarded
-        self.msg_id = msg_id
-        self.method = method
-        self.started = started
-        self.bytes_in = bytes_in
-        self.tool = tool
-        self.deadline: float | None = None
-        self.progress: object = None
-        self.cpu_start = 0.0
-        self.arguments: object = None
-        self.prefix = b""  # the call record's fixed fields, encoded ahead of the reply
-        self.modern = False  # sent in the 2026-07-28 generation: our answers need resultType
-
-
-class _Listing:
-    """mcpwrap's own tools/list, page by page: calls wait for it when a tool's definition
-    is not known yet (no listing since the start, or the server said its tools changed)."""
-
-    __slots__ = ("msg_id", "names", "pages", "stale", "timer")
-
-    def __init__(self) -> None:
-        self.msg_id = ""
-        self.names: list[str] = []
-        self.pages = 0
-        self.stale = False  # the tools changed again while this listing ran
-        self.timer: threading.Timer | None = None
 
 
 class RelayOptions(NamedTuple):
@@ -182,32 +124,39 @@ class Core:
         self._opt = options
         self._log = log
         self._lock = threading.Lock()
-        self._pending: dict[Key, Pending] = {}
-        self._in_flight: dict[str, int] = {}
-        self._calls_in_flight = 0
-        self._calls_on: dict[Upstream, int] = {}  # tools/call in flight on each upstream
-        self._progress: dict[Key, Upstream] = {}  # progress token -> who may report on it
-        self._local: OrderedDict[Key, str] = OrderedDict()  # answered by us, never forwarded
+        self._table = PendingTable()  # client requests in flight
         # Server requests forwarded to the client, by the id the client sees.
         self._from_server: dict[Key, _FromServer] = {}
         # With several upstreams: (upstream, the id it sent) -> the id the client sees.
         self._alias_of: dict[tuple[Upstream, Key], Key] = {}
         self._alias_seq = itertools.count(1)
         self._refused_server: OrderedDict[tuple[Upstream, Key], str] = OrderedDict()
-        self._deadlines: list[tuple[float, int, Key]] = []
-        self._deadline_seq = itertools.count()
         self._deadline_wake = threading.Condition(self._lock)
         self._closed = threading.Event()
         self._queues: dict[Upstream, queue.SimpleQueue[bytes]] = {}  # see _send_later
         self._gate = gate or Gate(None, profile.policy.descriptions)
-        self._listing: _Listing | None = None
-        self._listing_seq = itertools.count(1)
-        self._held: list[tuple[dict[str, Any], object, bytes]] = []  # calls waiting for it
+        self._lister = ToolLister(
+            profile,
+            self._gate,
+            self._lock,
+            send=self._first.send,
+            alert=self._alert,
+            send_notes=self._send_notes,
+            call=self._client_call,
+            refuse=self._refuse_call,
+        )
+        self._shape = self._shaping_context()
         self._notes: list[bytes] = []  # log notifications to send after the current reply
-        self._protocol_meta: dict[str, Any] | None = None  # a 2026 client's _meta version
-        # Told the id of each tools/call that ends, under the lock (the egress proxy
-        # closes connections held open only by that call); must not block.
-        self.on_call_end: Callable[[object], None] | None = None
+
+    @property
+    def on_call_end(self) -> Callable[[object], None] | None:
+        """Told the id of each tools/call that ends, under the lock (the egress proxy
+        closes connections held open only by that call); must not block."""
+        return self._table.on_call_end
+
+    @on_call_end.setter
+    def on_call_end(self, told: Callable[[object], None] | None) -> None:
+        self._table.on_call_end = told
 
     @property
     def audit_broken(self) -> str | None:
@@ -252,13 +201,13 @@ class Core:
                 "protocol", decision="drop", rule="protocol.internal", reason=reason, side=side
             )
             msg_id = peek_id(head)
-            if side != "client" or not _valid_id(msg_id):
+            if side != "client" or not valid_id(msg_id):
                 return
             with self._lock:
-                forwarded = _key(msg_id) in self._pending
+                forwarded = key_of(msg_id) in self._table.pending
             if not forwarded:
                 self._remember_local(msg_id)
-                self._front.send(_encode(_error(msg_id, policy.INTERNAL_ERROR, reason)))
+                self._front.send(encode(error(msg_id, policy.INTERNAL_ERROR, reason)))
         except Exception as again:  # the report itself failed: say so, keep pumping
             self._warn(f"{reason}; and reporting it failed: {again!r}")
 
@@ -270,7 +219,7 @@ class Core:
             with self._lock:
                 if self._closed.is_set():
                     return
-                expired = self._take_expired(self._opt.clock())
+                expired = self._table.take_expired(self._opt.clock())
                 if not expired:
                     self._deadline_wake.wait(self._next_wake())
             for pending in expired:
@@ -283,22 +232,10 @@ class Core:
     def _next_wake(self) -> float:
         """Seconds until the next deadline or tally flush; the caller holds the lock."""
         wake = _MAX_WAIT if not self._rec.tally_pending() else TALLY_WINDOW
-        if self._deadlines:
-            wake = min(wake, max(0.0, self._deadlines[0][0] - self._opt.clock()))
+        deadline = self._table.next_deadline()
+        if deadline is not None:
+            wake = min(wake, max(0.0, deadline - self._opt.clock()))
         return wake
-
-    def _take_expired(self, now: float) -> list[Pending]:
-        """Unregister every call past its deadline; the caller holds the lock."""
-        expired = []
-        while self._deadlines and self._deadlines[0][0] <= now:
-            _, _, key = heapq.heappop(self._deadlines)
-            pending = self._pending.get(key)
-            if pending is not None and pending.deadline is not None and pending.deadline <= now:
-                self._unregister(key)
-                self._local[key] = "timed out"
-                self._trim(self._local)
-                expired.append(pending)
-        return expired
 
     def close(self) -> None:
         with self._lock:
@@ -310,12 +247,12 @@ class Core:
 
     def _client_line(self, line: bytes) -> None:
         try:
-            msg = _decode(line)
+            msg = decode(line)
         except ValueError as exc:
             # The id, where it can be read before the fault: the client can match the reply.
             msg_id = peek_id(line[:PEEK_BYTES])
             self._protocol_refusal(
-                msg_id if _valid_id(msg_id) else None,
+                msg_id if valid_id(msg_id) else None,
                 policy.PARSE_ERROR,
                 f"Parse error: {exc}",
                 "protocol.json",
@@ -335,8 +272,8 @@ class Core:
         method = msg.get("method")
         if method is None and "id" in msg:
             self._client_response(msg, line)
-        elif not isinstance(method, str) or ("id" in msg and not _valid_id(msg["id"])):
-            msg_id = msg.get("id") if _valid_id(msg.get("id")) else None
+        elif not isinstance(method, str) or ("id" in msg and not valid_id(msg["id"])):
+            msg_id = msg.get("id") if valid_id(msg.get("id")) else None
             self._protocol_refusal(
                 msg_id, policy.INVALID_REQUEST, "Invalid Request", "protocol.shape", len(line)
             )
@@ -346,8 +283,8 @@ class Core:
             self._client_notification(msg, method, line)
 
     def _client_request(self, msg: dict[str, Any], method: str, line: bytes) -> None:
-        if isinstance(msg["id"], str) and msg["id"].startswith(_LISTING_ID):
-            reason = f"request ids starting with {_LISTING_ID!r} are mcpwrap's own"
+        if isinstance(msg["id"], str) and msg["id"].startswith(LISTING_ID):
+            reason = f"request ids starting with {LISTING_ID!r} are mcpwrap's own"
             self._protocol_refusal(
                 msg["id"], policy.INVALID_REQUEST, reason, "protocol.reserved_id", len(line)
             )
@@ -361,7 +298,7 @@ class Core:
         if not verdict.allowed:
             self._refuse_request(msg["id"], method, verdict, len(line))
             return
-        line = self._edit_client_capabilities(msg, method, params) or line
+        line = shaping.request(self.profile.policy, msg, method, params) or line
         pending = Pending(msg["id"], method, self._opt.clock(), len(line))
         # A server that never answers (initialize included) must not hold the client.
         pending.deadline = pending.started + self.profile.policy.timeout
@@ -396,7 +333,7 @@ class Core:
             )
             return
         assert tool is not None
-        line = self._edit_client_capabilities(msg, "tools/call", params) or line
+        line = shaping.request(self.profile.policy, msg, "tools/call", params) or line
         now = self._opt.clock()
         pending = Pending(msg["id"], "tools/call", now, len(line), tool)
         pending.deadline = now + policy.call_timeout(self.profile, tool)
@@ -414,22 +351,21 @@ class Core:
         with self._lock:
             check = self._gate.check_call(name)
             if check.status is Status.UNKNOWN:
-                self._held.append((msg, params, line))
-                start = self._want_listing()
+                start = self._lister.hold((msg, params, line))
         if check.status is Status.OK:
             return policy.allow(f"tools.{name}")
         if check.status is not Status.UNKNOWN:
             return policy.refuse_result(check.rule, check.reason)
         if start is not None:
-            self._send_listing(start, None)
+            self._lister.request(start, None)
         return None
 
     def _limits_verdict(self, tool: ToolSpec) -> Verdict:
         tokens = self.tokens
         with self._lock:
-            verdict = policy.concurrency_verdict(tool, self._in_flight.get(tool.name, 0))
+            verdict = policy.concurrency_verdict(tool, self._table.in_flight.get(tool.name, 0))
             if verdict.allowed:
-                verdict = auth.concurrency_verdict(tokens, self._calls_in_flight)
+                verdict = auth.concurrency_verdict(tokens, self._table.calls)
         if verdict.allowed and tool.rate is not None:
             verdict = self._rate(f"{self.profile.name}/{tool.name}", tool.rate, tool)
         rate = auth.token_rate(tokens)
@@ -451,17 +387,18 @@ class Core:
         return policy.refuse_result(rule, f"the token's rate is used up; retry in {wait:.1f} s")
 
     def _forward(self, pending: Pending, msg: dict[str, Any], params: object, line: bytes) -> bool:
-        key = _key(pending.msg_id)
+        key = key_of(pending.msg_id)
         upstream = self._first if self._route is None else self._route(msg)
         pending.upstream = upstream
-        pending.progress = _progress_token(params)
-        pending.modern = _is_modern(params)
+        pending.progress = progress_token(params)
+        pending.modern = is_modern(params)
         with self._lock:
-            if key in self._pending:
+            if key in self._table.pending:
                 duplicate = True
             else:
                 duplicate = False
-                self._register(key, pending)
+                if self._table.register(key, pending):
+                    self._deadline_wake.notify()  # only when it must wake sooner
         if duplicate:
             reason = f"request id {pending.msg_id!r} is already in flight"
             self._protocol_refusal(
@@ -470,69 +407,6 @@ class Core:
             return False
         upstream.send(line)
         return True
-
-    def _register(self, key: Key, pending: Pending) -> None:
-        """Add a pending request; the caller holds the lock."""
-        upstream = pending.upstream
-        assert upstream is not None
-        self._pending[key] = pending
-        if pending.progress is not None:
-            self._progress[_key(pending.progress)] = upstream
-        if pending.tool is not None:
-            self._in_flight[pending.tool.name] = self._in_flight.get(pending.tool.name, 0) + 1
-            self._calls_in_flight += 1
-            calls = self._calls_on[upstream] = self._calls_on.get(upstream, 0) + 1
-            if calls == 1:
-                upstream.reset_peaks()  # only when alone: a reset would cut a running call's peak
-            usage = upstream.usage(full=False)
-            if usage is not None:
-                pending.cpu_start = usage.cpu_ms
-        if pending.deadline is not None:
-            self._prune_deadlines()
-            earliest = self._deadlines[0][0] if self._deadlines else None
-            heapq.heappush(self._deadlines, (pending.deadline, next(self._deadline_seq), key))
-            # Wake the deadline thread only if it now has to wake sooner: a wake per call
-            # costs a thread switch and a fight for the GIL on the hot path.
-            if earliest is None or pending.deadline < earliest:
-                self._deadline_wake.notify()
-
-    def _prune_deadlines(self) -> None:
-        """Drop entries of requests that ended; the caller holds the lock.
-
-        Entries stay in the heap when their request ends (removal from a heap is costly),
-        so a busy session would keep one per request until its deadline; once they
-        outnumber the live requests (every forwarded request has a deadline), the heap is
-        rebuilt from the live ones.
-        """
-        if len(self._deadlines) <= 64 + 2 * len(self._pending):
-            return
-        live = [e for e in self._deadlines if self._pending.get(e[2]) is not None]
-        heapq.heapify(live)
-        self._deadlines = live
-
-    def _unregister(self, key: Key) -> Pending | None:
-        """Remove a pending request; the caller holds the lock."""
-        pending = self._pending.pop(key, None)
-        if pending is None:
-            return None
-        if pending.progress is not None:
-            self._progress.pop(_key(pending.progress), None)
-        if pending.tool is not None:
-            self._in_flight[pending.tool.name] -= 1
-            self._calls_in_flight -= 1
-            if pending.upstream is not None:  # always: set by _forward
-                self._calls_on[pending.upstream] -= 1
-            if self.on_call_end is not None:
-                self.on_call_end(pending.msg_id)
-        return pending
-
-    def _unregister_from(self, upstream: Upstream, key: Key) -> Pending | None:
-        """Remove a pending request if `upstream` holds it (a reply from another is to an
-        unknown id); the caller holds the lock."""
-        pending = self._pending.get(key)
-        if pending is None or pending.upstream is not upstream:
-            return None
-        return self._unregister(key)
 
     def _client_notification(self, msg: dict[str, Any], method: str, line: bytes) -> None:
         verdict = policy.decide_client_notification(self.profile.policy, method)
@@ -550,13 +424,12 @@ class Core:
     def _client_cancel(self, params: object) -> Upstream | None:
         """The upstream the cancel should reach: only the one that has the request."""
         request_id = params.get("requestId") if isinstance(params, dict) else None
-        key = _key(request_id)
+        key = key_of(request_id)
         with self._lock:
-            pending = self._unregister(key)
+            pending = self._table.unregister(key)
             if pending is None:
                 return None  # answered by us, timed out, or unknown: nothing to stop
-            self._local[key] = "cancelled"
-            self._trim(self._local)
+            self._table.remember(key, "cancelled")
         if pending.tool is not None:
             self._record_call(
                 pending,
@@ -568,11 +441,11 @@ class Core:
 
     def _client_response(self, msg: dict[str, Any], line: bytes) -> None:
         """The client's answer to a request the server made."""
-        key = _key(msg.get("id"))
+        key = key_of(msg.get("id"))
         with self._lock:
             asked = self._from_server.pop(key, None)
             if asked is not None and self._aliased:
-                self._alias_of.pop((asked.upstream, _key(asked.msg_id)), None)
+                self._alias_of.pop((asked.upstream, key_of(asked.msg_id)), None)
         if asked is None:
             self._rec.record(
                 "protocol",
@@ -582,7 +455,7 @@ class Core:
             )
             return
         if self._aliased:  # the id the upstream sent, in place of the one the client saw
-            line = _encode({**msg, "id": asked.msg_id})
+            line = encode({**msg, "id": asked.msg_id})
         asked.upstream.send(line)
 
     def _note_identity(self, method: str, params: object) -> None:
@@ -590,7 +463,7 @@ class Core:
             return
         meta = params.get("_meta")
         if isinstance(meta, dict) and policy.META_PROTOCOL_VERSION in meta:
-            self._protocol_meta = {policy.META_PROTOCOL_VERSION: meta[policy.META_PROTOCOL_VERSION]}
+            self._lister.meta = {policy.META_PROTOCOL_VERSION: meta[policy.META_PROTOCOL_VERSION]}
         if method == "initialize":
             self.agent.note_client_info(params.get("clientInfo"))
             return
@@ -598,31 +471,11 @@ class Core:
         if isinstance(meta, dict) and policy.META_CLIENT_INFO in meta and not self.agent.client:
             self.agent.note_client_info(meta[policy.META_CLIENT_INFO])
 
-    def _edit_client_capabilities(
-        self, msg: dict[str, Any], method: str, params: object
-    ) -> bytes | None:
-        """The request re-encoded without denied client capabilities, or None if unchanged."""
-        if not isinstance(params, dict):
-            return None
-        if method == "initialize" and isinstance(params.get("capabilities"), dict):
-            caps = policy.client_capabilities(self.profile.policy, params["capabilities"])
-            if caps is None:
-                return None
-            return _encode({**msg, "params": {**params, "capabilities": caps}})
-        meta = params.get("_meta")
-        if not isinstance(meta, dict) or not isinstance(meta.get(policy.META_CAPABILITIES), dict):
-            return None
-        caps = policy.client_capabilities(self.profile.policy, meta[policy.META_CAPABILITIES])
-        if caps is None:
-            return None
-        new_meta = {**meta, policy.META_CAPABILITIES: caps}
-        return _encode({**msg, "params": {**params, "_meta": new_meta}})
-
     # --- server to client ----------------------------------------------------------------
 
     def _server_line(self, upstream: Upstream, line: bytes) -> None:
         try:
-            msg = _decode(line)
+            msg = decode(line)
         except ValueError as exc:
             self._server_garbage(line, f"invalid JSON ({exc})")
             return
@@ -630,9 +483,9 @@ class Core:
             self._server_garbage(line, "not a JSON object")
             return
         method = msg.get("method")
-        if method is None and _valid_id(msg.get("id")) and ("result" in msg or "error" in msg):
+        if method is None and valid_id(msg.get("id")) and ("result" in msg or "error" in msg):
             self._server_response(upstream, msg, line)
-        elif isinstance(method, str) and "id" in msg and _valid_id(msg["id"]):
+        elif isinstance(method, str) and "id" in msg and valid_id(msg["id"]):
             self._server_request(upstream, msg, method, line)
         elif isinstance(method, str) and "id" not in msg:
             self._server_notification(upstream, msg, method, line)
@@ -640,13 +493,13 @@ class Core:
             self._server_garbage(line, "not a valid JSON-RPC message")
 
     def _server_response(self, upstream: Upstream, msg: dict[str, Any], line: bytes) -> None:
-        ours = isinstance(msg["id"], str) and msg["id"].startswith(_LISTING_ID)
-        if ours and upstream is self._first and self._listing_reply(msg):
+        ours = isinstance(msg["id"], str) and msg["id"].startswith(LISTING_ID)
+        if ours and upstream is self._first and self._lister.reply(msg):
             return
-        key = _key(msg["id"])
+        key = key_of(msg["id"])
         with self._lock:
-            pending = self._unregister_from(upstream, key)
-            answered = self._local.get(key)
+            pending = self._table.unregister_from(upstream, key)
+            answered = self._table.local.get(key)
         if pending is None:
             reason = (
                 f"reply to a request that was {answered}"
@@ -662,102 +515,23 @@ class Core:
             )
             return
         try:
-            out = self._shape_response(pending, msg, line) or line
+            shaped, alerts, refusal = shaping.reply(
+                self._shape, pending.method, pending.modern, msg, line
+            )
+            if alerts:
+                self._alert(alerts)
+            if refusal is not None:  # input requests the profile denies, inside the result
+                self._record_refusal("server_request", refusal, method=pending.method)
+            out = shaped or line
         except Exception as exc:  # the call left the table: it still gets a record and a reply
             reason = clean_text_short(f"mcpwrap could not relay the server's reply: {exc!r}")
             self._warn(reason)
-            msg = _error(msg["id"], policy.INTERNAL_ERROR, reason)
-            out = _encode(msg)
+            msg = error(msg["id"], policy.INTERNAL_ERROR, reason)
+            out = encode(msg)
         if pending.tool is not None:
             self._finish_call(pending, msg, len(out))
         self._front.send(out)
         self._send_notes()
-
-    def _shape_response(self, pending: Pending, msg: dict[str, Any], line: bytes) -> bytes | None:
-        """The reply re-encoded where policy edits it, or None to forward it as it came."""
-        result = msg.get("result")
-        if not isinstance(result, dict):
-            return None
-        method = pending.method
-        if method in ("initialize", "server/discover"):
-            return self._server_info(msg, result)
-        if method == "tools/list":
-            return self._tools_page(msg, result)
-        if method in ("resources/list", "resources/templates/list", "prompts/list"):
-            return self._shape_listing(msg, result, method, might_need_cleaning(line))
-        refused = self._input_requests(pending, msg, result)
-        clean = _CLEANERS.get(method)
-        if refused is not None or clean is None or not might_need_cleaning(line):
-            return refused  # a reply with nothing to clean is not scanned twice, or at all
-        cleaned = clean(result)
-        return None if cleaned is result else _encode({**msg, "result": cleaned})
-
-    def _shape_listing(
-        self, msg: dict[str, Any], result: dict[str, Any], method: str, dirty: bool
-    ) -> bytes | None:
-        """resources, resource templates and prompts: filtered by the profile, their
-        descriptive text cleaned."""
-        pol = self.profile.policy
-        if method == "resources/list":
-            return self._filtered(
-                msg,
-                result,
-                "resources",
-                lambda i: policy.filter_listing(pol.resources, i, "uri"),
-                dirty,
-            )
-        if method == "resources/templates/list":
-            return self._filtered(
-                msg,
-                result,
-                "resourceTemplates",
-                lambda i: policy.filter_listing(pol.resources, i, "uriTemplate"),
-                dirty,
-            )
-        if method == "prompts/list":
-            return self._filtered(
-                msg,
-                result,
-                "prompts",
-                lambda i: policy.filter_listing(pol.prompts, i, "name"),
-                dirty,
-            )
-        return None
-
-    def _server_info(self, msg: dict[str, Any], result: dict[str, Any]) -> bytes | None:
-        """initialize (or discover): denied capabilities removed; instructions checked
-        against the lock and cleaned."""
-        edited = result
-        if isinstance(result.get("capabilities"), dict):
-            caps = policy.server_capabilities(self.profile.policy, result["capabilities"])
-            if caps is not None:
-                edited = {**edited, "capabilities": caps}
-        text = result.get("instructions")
-        if isinstance(text, str):
-            with self._lock:
-                keep, alerts = self._gate.instructions(text)
-            self._alert(alerts)
-            if keep is None:
-                edited = {k: v for k, v in edited.items() if k != "instructions"}
-            elif keep != text:
-                edited = {**edited, "instructions": keep}
-        return None if edited is result else _encode({**msg, "result": edited})
-
-    def _tools_page(self, msg: dict[str, Any], result: dict[str, Any]) -> bytes | None:
-        """One page of the client's tools/list: hidden by the profile, then checked against
-        the lock and for poisoning, and cleaned."""
-        items = result.get("tools")
-        if not isinstance(items, list):
-            return None
-        visible = policy.visible_tools(self.profile, items)
-        if self._auth_on:
-            visible = [t for t in visible if self._token_allows(t)]
-        with self._lock:
-            review = self._gate.review(visible, _names(items))
-        self._alert(review.alerts)
-        if len(visible) == len(items) and not review.changed:
-            return None
-        return _encode({**msg, "result": {**result, "tools": review.tools}})
 
     def _token_allows(self, tool: object) -> bool:
         name = tool.get("name") if isinstance(tool, dict) else None
@@ -771,135 +545,14 @@ class Core:
         self.tokens = state
         self._rec.token = state.token.id if state.token is not None else None
         self._auth_on = self.profile.auth.required is not None or state.token is not None
+        self._shape = self._shaping_context()
 
-    def _filtered(
-        self,
-        msg: dict[str, Any],
-        result: dict[str, Any],
-        key: str,
-        keep: Callable[[list[Any]], list[Any]],
-        dirty: bool,
-    ) -> bytes | None:
-        items = result.get(key)
-        if not isinstance(items, list):
-            return None
-        kept = keep(items)
-        cleaned = [_clean_descriptive(item) for item in kept] if dirty else kept
-        if len(kept) == len(items) and all(a is b for a, b in zip(cleaned, kept, strict=True)):
-            return None
-        return _encode({**msg, "result": {**result, key: cleaned}})
+    def _shaping_context(self) -> shaping.Context:
+        """What replies are reshaped with; made again when the token changes."""
+        allows = self._token_allows if self._auth_on else None
+        return shaping.Context(self.profile, self._gate, self._lock, allows)
 
-    # --- mcpwrap's own tools/list ------------------------------------------------------------
-
-    def _want_listing(self) -> _Listing | None:
-        """A new listing to send, or None if one is running; the caller holds the lock."""
-        if self._listing is not None:
-            return None
-        self._listing = _Listing()
-        return self._listing
-
-    def _send_listing(self, listing: _Listing, cursor: str | None) -> None:
-        params: dict[str, Any] = {}
-        if cursor is not None:
-            params["cursor"] = cursor
-        if self._protocol_meta is not None:
-            params["_meta"] = dict(self._protocol_meta)
-        with self._lock:
-            listing.msg_id = f"{_LISTING_ID}{next(self._listing_seq)}"
-            listing.pages += 1
-            if listing.timer is None:
-                listing.timer = threading.Timer(
-                    self.profile.policy.timeout, self._listing_timeout, (listing,)
-                )
-                listing.timer.daemon = True
-                listing.timer.start()
-            request = {"jsonrpc": "2.0", "id": listing.msg_id, "method": "tools/list"}
-        self._first.send(_encode({**request, "params": params}))
-
-    def _listing_reply(self, msg: dict[str, Any]) -> bool:
-        """True if `msg` answers mcpwrap's own listing (and was handled here)."""
-        with self._lock:
-            listing = self._listing
-            if listing is None or listing.msg_id != msg["id"]:
-                return False
-        result = msg.get("result")
-        tools = result.get("tools") if isinstance(result, dict) else None
-        if not isinstance(tools, list):
-            error = msg.get("error")
-            what = error.get("message") if isinstance(error, dict) else "no tools array"
-            self._end_listing(
-                listing, f"the server did not list its tools ({clean_text_short(what)})"
-            )
-            return True
-        assert isinstance(result, dict)
-        names = _names(tools)
-        with self._lock:
-            review = self._gate.review(policy.visible_tools(self.profile, tools), names)
-            listing.names += names
-        self._alert(review.alerts)
-        self._send_notes()
-        cursor = result.get("nextCursor")
-        if isinstance(cursor, str) and cursor and listing.pages < _LISTING_PAGES:
-            self._send_listing(listing, cursor)
-        else:
-            self._end_listing(listing, None)
-        return True
-
-    def _listing_timeout(self, listing: _Listing) -> None:
-        seconds = self.profile.policy.timeout
-        self._end_listing(listing, f"the server did not list its tools within {seconds:g} s")
-
-    def _end_listing(self, listing: _Listing, failure: str | None) -> None:
-        """Release the held calls: checked again now that the tools are known, or refused."""
-        with self._lock:
-            if self._listing is not listing:
-                return  # timed out, or ended by the server's exit
-            self._listing = None
-            if listing.timer is not None:
-                listing.timer.cancel()
-            restart = listing.stale and failure is None
-            alerts = [] if failure or restart else self._gate.listing_complete(listing.names)
-            held, self._held = ([], self._held) if restart else (self._held, [])
-            again = self._want_listing() if restart else None
-        if again is not None:
-            self._send_listing(again, None)
-            return
-        self._alert(alerts)
-        self._send_notes()
-        if held and failure is not None:
-            self._release(held, failure)
-        elif held:
-            # A thread of its own: the upstream's reader must not block sending to it.
-            threading.Thread(target=self._release, args=(held, None), daemon=True).start()
-
-    def _release(
-        self, held: list[tuple[dict[str, Any], object, bytes]], failure: str | None
-    ) -> None:
-        for msg, params, line in held:
-            if failure is None:
-                self._client_call(msg, params, line)
-                continue
-            name = params.get("name") if isinstance(params, dict) else None
-            self._refuse_call(
-                msg_id=msg["id"],
-                params=params,
-                tool=self.profile.tool(name) if isinstance(name, str) else None,
-                arguments=params.get("arguments") if isinstance(params, dict) else None,
-                verdict=policy.refuse_result("pins.listing", failure),
-                size=len(line),
-            )
-
-    def _tools_changed(self) -> None:
-        """notifications/tools/list_changed: nothing seen so far is known any longer."""
-        with self._lock:
-            self._gate.invalidate()
-            if self._listing is not None:
-                self._listing.stale = True
-            start = self._want_listing()
-        if start is not None:
-            self._send_listing(start, None)
-
-    def _alert(self, alerts: list[Alert]) -> None:
+    def _alert(self, alerts: Sequence[Alert]) -> None:
         """Each alert: an audit record; and unless it is a note, a warning on stderr and a
         log notification to the client, sent after the reply being shaped."""
         for alert in alerts:
@@ -921,7 +574,7 @@ class Core:
                 "params": {"level": "warning", "logger": "mcpwrap", "data": alert.reason},
             }
             with self._lock:
-                self._notes.append(_encode(note))
+                self._notes.append(encode(note))
 
     def _send_notes(self) -> None:
         if not self._notes:  # the common case, read without the lock: a note added
@@ -930,17 +583,6 @@ class Core:
             notes, self._notes = self._notes, []
         for note in notes:
             self._front.send(note)
-
-    def _input_requests(
-        self, pending: Pending, msg: dict[str, Any], result: dict[str, Any]
-    ) -> bytes | None:
-        verdict = policy.decide_input_requests(self.profile.policy, result)
-        if verdict.allowed:
-            return None
-        self._record_refusal("server_request", verdict, method=pending.method)
-        if pending.method == "tools/call":
-            return _encode(_tool_error(msg["id"], verdict, pending.modern))
-        return _encode(_error(msg["id"], verdict.code, verdict.reason))
 
     def _finish_call(self, pending: Pending, msg: dict[str, Any], bytes_out: int) -> None:
         result = msg.get("result")
@@ -962,14 +604,14 @@ class Core:
     def _server_request(
         self, upstream: Upstream, msg: dict[str, Any], method: str, line: bytes
     ) -> None:
-        key = _key(msg["id"])
+        key = key_of(msg["id"])
         verdict = policy.decide_server_request(self.profile.policy, method)
         if not verdict.allowed:
             with self._lock:
                 self._refused_server[(upstream, key)] = method
-                self._trim(self._refused_server)
+                trim(self._refused_server)
             self._record_refusal("server_request", verdict, method=method, bytes_in=len(line))
-            upstream.send(_encode(_error(msg["id"], verdict.code, verdict.reason)))
+            upstream.send(encode(error(msg["id"], verdict.code, verdict.reason)))
             return
         asked = _FromServer(upstream, msg["id"], method)
         if not self._aliased:
@@ -983,9 +625,9 @@ class Core:
             before = self._alias_of.pop((upstream, key), None)
             if before is not None:  # the upstream reused an id still open: the new one wins
                 self._from_server.pop(before, None)
-            self._alias_of[(upstream, key)] = _key(alias)
-            self._from_server[_key(alias)] = asked
-        self._front.send(_encode({**msg, "id": alias}))
+            self._alias_of[(upstream, key)] = key_of(alias)
+            self._from_server[key_of(alias)] = asked
+        self._front.send(encode({**msg, "id": alias}))
 
     def _server_notification(
         self, upstream: Upstream, msg: dict[str, Any], method: str, line: bytes
@@ -995,7 +637,7 @@ class Core:
         if verdict.allowed and method == "notifications/progress":
             token = params.get("progressToken") if isinstance(params, dict) else None
             with self._lock:
-                known = self._progress.get(_key(token)) is upstream
+                known = self._table.progress.get(key_of(token)) is upstream
             if not known:
                 verdict = policy.refuse(
                     "protocol.progress", "progress for a request that is not in flight"
@@ -1007,22 +649,22 @@ class Core:
                 return  # it cancels a request we refused: the client never saw it
             if self._aliased:
                 assert isinstance(params, dict)  # it named a request: params is an object
-                line = _encode({**msg, "params": {**params, "requestId": alias[1]}})
+                line = encode({**msg, "params": {**params, "requestId": alias[1]}})
         if not verdict.allowed:
             self._drop_notification(method, verdict)
             return
         if method == "notifications/tools/list_changed" and self._gate.active:
-            self._tools_changed()
+            self._lister.changed()
         if method == "notifications/message" and might_need_cleaning(line):
             cleaned = clean_value(params)
             if cleaned is not params:
-                line = _encode({**msg, "params": cleaned})
+                line = encode({**msg, "params": cleaned})
         self._front.send(line)
 
     def _server_cancel(self, upstream: Upstream, request_id: object) -> Key | None:
         """The id the client knows a server request by, now cancelled by `upstream`;
         None if the client never saw it."""
-        key = _key(request_id)
+        key = key_of(request_id)
         with self._lock:
             if self._aliased:
                 alias = self._alias_of.pop((upstream, key), None)
@@ -1054,7 +696,9 @@ class Core:
         self._warn(f"dropped {what} from the server")
         msg_id = peek_id(item.head)
         with self._lock:
-            pending = self._unregister_from(upstream, _key(msg_id)) if _valid_id(msg_id) else None
+            pending = (
+                self._table.unregister_from(upstream, key_of(msg_id)) if valid_id(msg_id) else None
+            )
         self._rec.record(
             "protocol",
             decision="drop",
@@ -1072,7 +716,7 @@ class Core:
                 rule="protocol.max_message",
             )
         self._front.send(
-            _encode(_error(pending.msg_id, policy.INTERNAL_ERROR, f"the server sent {what}"))
+            encode(error(pending.msg_id, policy.INTERNAL_ERROR, f"the server sent {what}"))
         )
 
     # --- answers we give ourselves -------------------------------------------------------
@@ -1084,7 +728,7 @@ class Core:
             "(mcpwrap run --max-message)"
         )
         self._protocol_refusal(
-            msg_id if _valid_id(msg_id) else None,
+            msg_id if valid_id(msg_id) else None,
             policy.INVALID_REQUEST,
             reason,
             "protocol.max_message",
@@ -1104,12 +748,12 @@ class Core:
         )
         if msg_id is not None:
             self._remember_local(msg_id)
-        self._front.send(_encode(_error(msg_id, code, reason)))
+        self._front.send(encode(error(msg_id, code, reason)))
 
     def _refuse_request(self, msg_id: object, method: str, verdict: Verdict, size: int) -> None:
         self._record_refusal("request", verdict, method=method, bytes_in=size, request_id=msg_id)
         self._remember_local(msg_id)
-        self._front.send(_encode(_error(msg_id, verdict.code, verdict.reason)))
+        self._front.send(encode(error(msg_id, verdict.code, verdict.reason)))
 
     def _refuse_call(
         self,
@@ -1133,21 +777,15 @@ class Core:
         )
         self._remember_local(msg_id)
         answer = (
-            _tool_error(msg_id, verdict, _is_modern(params))
+            tool_error(msg_id, verdict, is_modern(params))
             if verdict.refusal is Refusal.RESULT
-            else _error(msg_id, verdict.code, verdict.reason)
+            else error(msg_id, verdict.code, verdict.reason)
         )
-        self._front.send(_encode(answer))
+        self._front.send(encode(answer))
 
     def _remember_local(self, msg_id: object) -> None:
         with self._lock:
-            self._local[_key(msg_id)] = "refused"
-            self._trim(self._local)
-
-    @staticmethod
-    def _trim(table: OrderedDict[Any, str]) -> None:
-        while len(table) > _REMEMBERED:
-            table.popitem(last=False)
+            self._table.remember(key_of(msg_id), "refused")
 
     def _send_timeout(self, pending: Pending) -> None:
         """The record and the client's answer at once; the server's cancel is queued, as
@@ -1159,7 +797,7 @@ class Core:
                 f"tool {pending.tool.name!r} timed out after {seconds:g} s",
             )
             self._record_call(pending, outcome="timeout", bytes_out=0, rule=verdict.rule)
-            answer = _tool_error(pending.msg_id, verdict, pending.modern)
+            answer = tool_error(pending.msg_id, verdict, pending.modern)
         else:
             seconds = self.profile.policy.timeout
             reason = f"the server did not answer {pending.method} within {seconds:g} s"
@@ -1172,16 +810,16 @@ class Core:
                 outcome="timeout",
                 reason=reason,
             )
-            answer = _error(pending.msg_id, policy.INTERNAL_ERROR, reason)
+            answer = error(pending.msg_id, policy.INTERNAL_ERROR, reason)
             verdict = policy.refuse("policy.timeout", reason)
-        self._front.send(_encode(answer))
+        self._front.send(encode(answer))
         cancel = {
             "jsonrpc": "2.0",
             "method": "notifications/cancelled",
             "params": {"requestId": pending.msg_id, "reason": verdict.reason},
         }
         assert pending.upstream is not None  # it was forwarded
-        self._send_later(pending.upstream, _encode(cancel))
+        self._send_later(pending.upstream, encode(cancel))
 
     def _send_later(self, upstream: Upstream, line: bytes) -> None:
         """Send to an upstream from a thread of its own: whoever queues never blocks."""
@@ -1201,14 +839,12 @@ class Core:
     def fail_pending(self, reason: str, upstream: Upstream | None = None) -> None:
         """Answer every request still in flight at `upstream` (None: at every upstream):
         it is gone."""
-        with self._lock:
-            listing = self._listing if upstream in (None, self._first) else None
-        if listing is not None:
-            self._end_listing(listing, reason)
+        if upstream in (None, self._first):
+            self._lister.fail(reason)
         with self._lock:
             pendings = [
-                self._unregister(k)
-                for k, p in list(self._pending.items())
+                self._table.unregister(k)
+                for k, p in list(self._table.pending.items())
                 if upstream is None or p.upstream is upstream
             ]
         for pending in pendings:
@@ -1221,7 +857,7 @@ class Core:
                     bytes_out=0,
                     rule="protocol.server_exit",
                 )
-            self._front.send(_encode(_error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
+            self._front.send(encode(error(pending.msg_id, policy.INTERNAL_ERROR, reason)))
 
     # --- records ------------------------------------------------------------------------
 
@@ -1254,7 +890,7 @@ class Core:
     def calls_in_flight(self) -> list[tuple[str, object]]:
         """(tool, call id) of every tools/call forwarded and not answered yet."""
         with self._lock:
-            return [(p.tool.name, p.msg_id) for p in self._pending.values() if p.tool]
+            return [(p.tool.name, p.msg_id) for p in self._table.pending.values() if p.tool]
 
     def _warn(self, text: str) -> None:
         try:
@@ -1262,59 +898,3 @@ class Core:
             self._log.flush()
         except (OSError, ValueError):
             pass
-
-
-_decode = jsontext.decode
-_encode = jsontext.encode
-
-
-# Results whose text reaches the model, and how each is cleaned.
-_CLEANERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
-    "tools/call": clean_tool_result,
-    "prompts/get": clean_prompt_result,
-}
-
-
-def _names(tools: list[Any]) -> list[str]:
-    return [t["name"] for t in tools if isinstance(t, dict) and isinstance(t.get("name"), str)]
-
-
-def _clean_descriptive(item: object) -> object:
-    """A resource or prompt entry with its descriptive text cleaned; names and URIs are
-    identifiers the client sends back, so they are left as they are."""
-    if not isinstance(item, dict):
-        return item
-    out = None
-    for key in ("description", "title"):
-        if key in item:
-            cleaned = clean_value(item[key])
-            if cleaned is not item[key]:
-                out = {**(out or item), key: cleaned}
-    return out if out is not None else item
-
-
-def clean_text_short(value: object) -> str:
-    return clean_line(str(value).encode("utf-8", "replace")[:200])
-
-
-def _progress_token(params: object) -> object:
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return meta.get("progressToken") if isinstance(meta, dict) else None
-
-
-def _error(msg_id: object, code: int, message: str) -> dict[str, Any]:
-    return {"jsonrpc": "2.0", "id": msg_id, "error": {"code": code, "message": message}}
-
-
-def _tool_error(msg_id: object, verdict: Verdict, modern: bool) -> dict[str, Any]:
-    text = f"mcpwrap refused this call: {verdict.reason} (rule: {verdict.rule})"
-    result: dict[str, Any] = {"content": [{"type": "text", "text": text}], "isError": True}
-    if modern:
-        result["resultType"] = "complete"  # required on every 2026-07-28 result
-    return {"jsonrpc": "2.0", "id": msg_id, "result": result}
-
-
-def _is_modern(params: object) -> bool:
-    """A request of the 2026-07-28 generation names its protocol version in _meta."""
-    meta = params.get("_meta") if isinstance(params, dict) else None
-    return isinstance(meta, dict) and policy.META_PROTOCOL_VERSION in meta
