@@ -84,7 +84,7 @@ PROFILES: dict[str, str | None] = {
 }
 # Blocks that are not commands, by their first line.
 NOT_COMMANDS = {
-    "client --stdin/stdout--> mcpwrap (policy, audit) --pipes--> the MCP server": "a diagram",
+    "client --stdin/stdout--> front --> core (policy, gate, records) --> upstream --pipes--> the MCP server": "a diagram",
     "claude-desktop  ~/.config/Claude/claude_desktop_config.json": (
         "where each client keeps its servers: paths, not a command"
     ),
