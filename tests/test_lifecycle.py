@@ -228,6 +228,42 @@ def test_unjailed_daemons_that_end_are_reaped_during_the_run(tmp_path: Path) -> 
     assert not leftovers
 
 
+REAPED_OFF_THE_MAIN_THREAD = """
+import os, signal, subprocess, sys, threading, time
+from mcpwrap.sandbox.reaper import Reaper
+from mcpwrap.sandbox.proctree import children
+
+reaper = Reaper()
+# The main thread blocks SIGCHLD, as one sitting in waitpid() for the server may as well
+# not exist: the kernel hands the signal to the other thread, and _on_child cannot run.
+signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD})
+threading.Thread(target=time.sleep, args=(30,), daemon=True).start()
+server = subprocess.Popen(["sh", "-c", "sleep 0.2 & exit 0"])  # the sleep is orphaned
+reaper.watch(server)
+server.wait()
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    zombies = [p for p in children(os.getpid()) if p != server.pid]
+    if not zombies:
+        break
+    time.sleep(0.05)
+print("zombies", zombies)
+"""
+
+
+def test_an_adopted_daemon_is_reaped_when_another_thread_takes_the_sigchld() -> None:
+    """A signal goes to any thread: the reaper's own thread reaps from the wakeup fd, so a
+    daemon that ends is collected while the main thread waits for the server."""
+    done = subprocess.run(
+        [sys.executable, "-c", REAPED_OFF_THE_MAIN_THREAD],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == "zombies []", done.stdout + done.stderr
+
+
 def test_sigterm_stops_the_server_and_exits_143(tmp_path: Path) -> None:
     with Wrapped(write_profile(tmp_path, PROFILE), RAW_SERVER) as w:
         w.initialize()

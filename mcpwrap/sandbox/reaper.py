@@ -46,6 +46,7 @@ class Reaper:
         self._server: subprocess.Popen[bytes] | None = None
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGCHLD, self._on_child)
+            self._reap_on_wakeup()
 
     def watch(self, server: subprocess.Popen[bytes]) -> None:
         self._server = server
@@ -93,6 +94,22 @@ class Reaper:
 
     def _on_child(self, signum: int, frame: FrameType | None) -> None:
         self.reap()
+
+    def _reap_on_wakeup(self) -> None:
+        """The kernel hands SIGCHLD to any thread, and Python runs _on_child in the main
+        thread only once that thread runs again; a session's main thread sits in
+        waitpid() for the server, so a SIGCHLD taken by a relay thread waited for the
+        server's exit and daemons stayed zombies. The C-level handler writes to the wakeup
+        fd whichever thread took the signal: a thread of the reaper's own reads it."""
+        r, w = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(w, False)  # a full pipe drops a wakeup, never blocks a handler
+        signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+        threading.Thread(target=self._wakeups, args=(r,), name="reaper", daemon=True).start()
+
+    def _wakeups(self, fd: int) -> None:
+        while data := os.read(fd, 512):
+            if signal.SIGCHLD in data:  # one byte per signal: its number
+                self.reap()
 
 
 def _become_subreaper() -> None:
