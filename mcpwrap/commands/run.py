@@ -28,19 +28,24 @@ class RunOptions(NamedTuple):
 
 
 def run(options: RunOptions) -> int:
-    # The jail's interpreter starts now, while the profile and the lock are read (~15 ms
-    # of every jailed start); a run that needs none, or stops first, discards it.
-    early = launch.prespawn()
+    early: list[launch.Trampoline] = []  # the jail's trampoline, started early (see _run)
     try:
         return _run(options, early)
     finally:
-        if early is not None and not early.used:
-            early.discard()
+        for trampoline in early:
+            if not trampoline.used:  # the run stopped before the jail started
+                trampoline.discard()
 
 
-def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
+def _run(options: RunOptions, early: list[launch.Trampoline]) -> int:
     token = _token(options)
     profile = _load(options, tenant=token.scope.tenant if token is not None else None)
+    if profile.sandbox.enforce:
+        # The jail's interpreter starts now, while the lock is read and the spec built
+        # (~15 ms of every jailed start). Only for a jail: an unjailed server starting up
+        # would share the CPU with a trampoline it never needs.
+        trampoline = launch.prespawn()
+        early.extend([trampoline] if trampoline is not None else [])
     if token is not None:
         _check_tenant(profile, token)
     argv = launch.server_argv(profile, options.command)
@@ -64,11 +69,9 @@ def _run(options: RunOptions, early: launch.Trampoline | None) -> int:
         from mcpwrap.sandbox import spec
 
         jail_spec = spec.build(profile, argv, env, cwd, state_dir=paths.state_dir(), bytecode=pyc)
-        child: launch.Child = _start_held(jail_spec, verify, early)
+        child: launch.Child = _start_held(jail_spec, verify, early[0] if early else None)
     else:
         _warn_unsandboxed(profile)
-        if early is not None:
-            early.discard()
         verify()
         child = launch.start(argv, env=env, cwd=cwd)
     # A note, not a gate: looked at while the server starts up, as the imports below are.
