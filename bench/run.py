@@ -1,31 +1,43 @@
-"""The benchmark: one workload, direct and through `mcpwrap run`, in one run.
+"""The benchmark: one workload, direct, through peers and through `mcpwrap run`, in one run.
 
     python bench/run.py [--calls 2000] [--starts 15] [--blobs 20] [--baseline CHECKOUT]
 
-A raw JSON-RPC client (no SDK: the client's own cost must not hide the relay's) drives
-bench/echo_server.py six ways: directly; through bench/floor_relay.py (the least a
-Python relay can do: parse each line, forward it); through mcpwrap with
-bench/allow_all.toml (every tool allowed, audit on, no jail); the same with the jail
-(bench/jailed.toml); with the reduced jail, the one without namespaces
-(bench/reduced.toml: jail = "reduced"); and the jail with a lock (`mcpwrap lock` first:
-every start then verifies the venv and the script, every call passes the tool gate).
+The fixture, the same server on every path, is bench/echo_server.py: it answers from
+bytes encoded once (the 4 MiB result is a template with only the id spliced in), so it
+serves at the speed of the pipe and is not itself the bottleneck. A raw JSON-RPC client
+(no SDK: the client's own cost must not hide the relay's) drives it seven ways: directly;
+through two peers measured in the same run, bench/floor_relay.py (the least a Python
+relay can do: parse each line, forward it) and sandbox-runtime (`srt` of npm
+@anthropic-ai/sandbox-runtime, pinned in bench/peers.json and installed into .cache/bench
+by scripts/test: bubblewrap, no network, the home directory hidden but for the Python
+install, nothing writable); through mcpwrap with bench/allow_all.toml (every tool allowed,
+audit on, no jail); the same with the jail (bench/jailed.toml); with the reduced jail,
+the one without namespaces (bench/reduced.toml: jail = "reduced"); and the jail with a
+lock (`mcpwrap lock` first: every start then verifies the venv and the script, every call
+passes the tool gate). srt hands the server the driver's own pipes and relays nothing: its
+per-call figures are the direct path's, moved only by where the kernel put the two ends
+(one CPU or two: on a 2-vCPU VM, a p50 of ~30 against ~90 us).
 
 Start to first reply: one unmeasured start per path warms the page cache, then the paths
 take turns, start after start, so that load from elsewhere falls on all alike; the table
 shows medians. Then each path in turn: small-call round trip p50/p99, throughput of
-4 MiB results and peak RSS (the server's, then each relay's), with mcpwrap's figures
-against the direct path and each jail against the unjailed relay. A last line gives the
-reduced jail's added start over the unjailed relay (medians, and the fastest starts of
-each) against its target. With --baseline, the mcpwrap of another checkout (put on
-PYTHONPATH, run as `python -m mcpwrap`) takes its turns too, with and without the jail,
-and two more columns set the current code against it (every mcpwrap path then starts as
-`python -m mcpwrap`, so that both start alike): before and after a change, in one run,
-e.g.
+4 MiB results and peak RSS of the process the driver spawned (direct: the server; the
+floor relay and mcpwrap: the relay; sandbox-runtime: srt's node process, not bubblewrap
+nor the server under it). Every mcpwrap figure is read against a peer: mcpwrap against
+the direct path and the floor relay, the jail against the unjailed relay and against
+sandbox-runtime, the reduced jail against the unjailed relay, the lock against the jail.
+A last line gives the reduced jail's added start over the unjailed relay (medians, and
+the fastest starts of each) against its target. With --baseline, the mcpwrap of another
+checkout (put on PYTHONPATH, run as `python -m mcpwrap`) takes its turns too, with and
+without the jail, and two more columns set the current code against it (every mcpwrap
+path then starts as `python -m mcpwrap`, so that both start alike): before and after a
+change, in one run, e.g.
 
     git worktree add --detach /tmp/base main
     .venv/bin/python bench/run.py --baseline /tmp/base
- Figures are noisy, and other work on the machine makes every
-path slower (the load average is printed): compare the columns of one run, not runs.
+
+Figures are noisy, and other work on the machine makes every path slower (the load
+average is printed): compare the columns of one run, not runs.
 """
 
 from __future__ import annotations
@@ -45,6 +57,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SERVER = [sys.executable, str(HERE / "echo_server.py")]
+# sandbox-runtime, as scripts/test installs it (bench/peers.json).
+SRT = HERE.parent / ".cache" / "bench" / "node_modules" / ".bin" / "srt"
+SRT_NEEDS = ("bwrap", "socat", "rg")  # its Linux dependencies, on PATH
 INIT = {
     "jsonrpc": "2.0",
     "id": 0,
@@ -79,20 +94,26 @@ class Peer:
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
-        self.buf = b""
+        self.buf = b""  # what followed the last line read
         self.next_id = 1
 
     def send(self, msg: object) -> None:
         self.stdin.write(json.dumps(msg).encode() + b"\n")
 
     def recv(self) -> bytes:
-        while b"\n" not in self.buf:
-            chunk = os.read(self.stdout.fileno(), 1 << 20)
-            if not chunk:
+        # Chunks are kept in a list and only each new one is searched: a 4 MiB line comes
+        # in ~64 KiB pipe reads, and `buf += chunk` would copy it over and over, making
+        # the driver the bottleneck of the throughput figure.
+        chunks: list[bytes] = []
+        tail = self.buf
+        while b"\n" not in tail:
+            chunks.append(tail)
+            tail = os.read(self.stdout.fileno(), 1 << 20)
+            if not tail:
                 raise EOFError("the server closed its stdout")
-            self.buf += chunk
-        line, _, self.buf = self.buf.partition(b"\n")
-        return line
+        line, _, self.buf = tail.partition(b"\n")
+        chunks.append(line)
+        return b"".join(chunks)
 
     def call(self, name: str, arguments: dict[str, object]) -> bytes:
         self.next_id += 1
@@ -190,7 +211,9 @@ def measure(
 # (column, path, base path, "of ..." in ratios): each added cost against its own base.
 COMPARED = (
     ("mcpwrap vs direct", "mcpwrap", "direct", "of direct"),
+    ("mcpwrap vs floor relay", "mcpwrap", "floor relay", "of floor relay"),
     ("jail vs mcpwrap", "mcpwrap+jail", "mcpwrap", "of mcpwrap"),
+    ("jail vs sandbox-runtime", "mcpwrap+jail", "sandbox-runtime", "of sandbox-runtime"),
     ("reduced vs mcpwrap", "reduced jail", "mcpwrap", "of mcpwrap"),
     ("lock vs jail", "jail+lock", "mcpwrap+jail", "of jail"),
 )
@@ -208,7 +231,7 @@ def table(figures: dict[str, Figures]) -> str:
         ("small call round trip p50", lambda f: f.p50_us, "us", "added"),
         ("small call round trip p99", lambda f: f.p99_us, "us", "added"),
         ("4 MiB results throughput", lambda f: f.mb_per_s, "MB/s", "ratio"),
-        ("peak RSS of the process", lambda f: f.peak_rss_mb, "MB", "-"),
+        ("peak RSS of the spawned process", lambda f: f.peak_rss_mb, "MB", "-"),
     ]
     compared = COMPARED + (BASELINE if "baseline" in figures else ())
     names = (*figures, *(c[0] for c in compared))
@@ -235,6 +258,12 @@ def reduced_line(figures: dict[str, Figures]) -> str:
     )
 
 
+RSS_NOTE = (
+    "peak RSS is the process the driver spawned: direct the server, floor relay and "
+    "mcpwrap the relay, sandbox-runtime srt's node (not bubblewrap nor the server under it)"
+)
+
+
 def _delta(kind: str, value: float, base: float, unit: str, of: str) -> str:
     if kind == "added":
         return f"{value - base:+.1f} {unit} ({value / base:.2f}x)"
@@ -253,6 +282,36 @@ def _locked_profile(state: str, env: dict[str, str]) -> str:
     lock[lock.index("run")] = "lock"
     subprocess.run(lock, env=env, check=True, capture_output=True, timeout=300)
     return profile
+
+
+def srt_path(state: str) -> list[str]:
+    """`srt` with a settings file in `state`: no network (no domain allowed), nothing
+    writable, the home directory hidden but for the Python install the server runs on,
+    the repository readable (its script, the venv). Fails, saying what to do, where srt or
+    one of its dependencies is missing."""
+    if not SRT.exists():
+        raise SystemExit(
+            f"bench/run.py: {SRT} is missing: run scripts/test once (it npm-installs the "
+            "peers pinned in bench/peers.json into .cache/bench)"
+        )
+    missing = [tool for tool in SRT_NEEDS if shutil.which(tool) is None]
+    if missing:
+        raise SystemExit(
+            f"bench/run.py: sandbox-runtime needs {', '.join(missing)} on PATH: on Debian, "
+            "apt-get install bubblewrap socat ripgrep (scripts/test does it as root)"
+        )
+    settings = {
+        "network": {"allowedDomains": [], "deniedDomains": []},
+        "filesystem": {
+            "denyRead": ["~"],
+            "allowRead": [str(HERE.parent), sys.base_prefix, sys.prefix],
+            "allowWrite": [],
+            "denyWrite": [],
+        },
+    }
+    path = os.path.join(state, "srt-settings.json")
+    Path(path).write_text(json.dumps(settings))
+    return [str(SRT), "--settings", path, "--", *SERVER]
 
 
 def main() -> int:
@@ -286,6 +345,7 @@ def main() -> int:
         paths: dict[str, Path_] = {
             "direct": (SERVER, env),
             "floor relay": ([sys.executable, str(HERE / "floor_relay.py"), *SERVER], env),
+            "sandbox-runtime": (srt_path(state), env),
             "mcpwrap": (mcpwrap_cmd(module=same), env),
             "mcpwrap+jail": (mcpwrap_cmd("jailed.toml", module=same), env),
             "reduced jail": (mcpwrap_cmd("reduced.toml", module=same), env),
@@ -308,6 +368,7 @@ def main() -> int:
         f"{os.cpu_count()} cpus, load average {load:.1f} before, {os.getloadavg()[0]:.1f} after"
     )
     print(table(figures))
+    print(RSS_NOTE)
     print(reduced_line(figures))
     return 0
 

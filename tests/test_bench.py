@@ -33,9 +33,23 @@ def test_the_benchmark_runs_every_path(repo_root: Path) -> None:
     lines = _bench(repo_root)
     assert "baseline" not in lines[1]
     assert "load average" in lines[0]
-    for path in ("floor relay", "mcpwrap", "mcpwrap+jail", "reduced jail", "jail+lock"):
-        assert path in lines[1], path
-    assert "reduced vs mcpwrap" in lines[1]
+    head = [cell.strip() for cell in lines[1].strip("|").split("|")]
+    paths = ["direct", "floor relay", "sandbox-runtime", "mcpwrap", "mcpwrap+jail"]
+    paths += ["reduced jail", "jail+lock"]
+    assert head[1:8] == paths, head
+    # Every mcpwrap figure is read against a peer measured in the same run.
+    for column in (
+        "mcpwrap vs direct",
+        "mcpwrap vs floor relay",
+        "jail vs mcpwrap",
+        "jail vs sandbox-runtime",
+        "reduced vs mcpwrap",
+        "lock vs jail",
+    ):
+        assert column in head, column
+    for line in lines[3:8]:  # a figure in every column, the peers' included
+        assert line.count("|") == lines[1].count("|"), line
+    assert "sandbox-runtime srt's node" in lines[-2]
     for measure in (
         "start to first reply",
         "round trip p50",
