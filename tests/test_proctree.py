@@ -147,3 +147,85 @@ def test_tree_of_a_gone_root_is_empty() -> None:
         tree.reset_peaks()
     finally:
         tree.close()
+
+
+# A root that starts children on command, each burning 0.3 s of CPU: one that stays alive
+# after, and one that exits and stays unreaped (a zombie: its time is in no one's cutime
+# yet, only in its own stat).
+_SPAWNER = """
+import os, sys, time
+def burn():
+    end = time.process_time() + 0.3
+    while time.process_time() < end:
+        pass
+for line in sys.stdin:
+    command = line.strip()
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        burn()
+        os.write(w, b"x")
+        if command == "live":
+            time.sleep(60)
+        os._exit(0)
+    os.read(r, 1)
+    os.close(r)
+    os.close(w)
+    if command == "zombie":  # wait for it to exit, without reaping it
+        while open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.01)
+    print(pid, flush=True)
+"""
+
+
+@pytest.fixture
+def spawner() -> Iterator[subprocess.Popen[str]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SPAWNER],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        bufsize=1,
+    )
+    try:
+        yield proc
+    finally:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        proc.kill()
+        proc.wait()
+        proc.stdout.close()
+
+
+def _spawn(proc: subprocess.Popen[str], command: str) -> int:
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(command + "\n")
+    proc.stdin.flush()
+    return int(proc.stdout.readline())
+
+
+@pytest.mark.parametrize("command", ["live", "zombie"])
+def test_a_child_started_during_a_call_counts_in_it(
+    spawner: subprocess.Popen[str], command: str
+) -> None:
+    tree = ProcessTree(spawner.pid)
+    try:
+        tree.usage()
+        tree.usage()  # settled: nothing changed since the scan before
+        start = tree.cpu_ms()  # a call starts (Pending's reading: no refresh)
+        pid = _spawn(spawner, command)
+        end, _ = tree.usage()  # the call ends
+        assert end - start >= 200, (start, end)
+        assert pid in tree.refresh()
+    finally:
+        tree.close()
+        if command == "live":
+            os.kill(pid, 9)
+
+
+def test_usage_is_cpu_and_peak_of_a_refresh(tree: Tree) -> None:
+    cpu, peak = tree.tree.usage()
+    assert tree.tree.refresh() == sorted([tree.proc.pid, tree.child])
+    assert cpu <= tree.tree.cpu_ms() < cpu + 100
+    assert peak > 0
+    assert abs(tree.tree.peak_rss_kb() - peak) < 1024

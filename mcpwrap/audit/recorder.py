@@ -14,6 +14,8 @@ import os
 import sys
 import threading
 from collections.abc import Callable
+from json.encoder import encode_basestring_ascii as _json_str
+from math import isfinite
 from typing import Any, TextIO
 
 from mcpwrap.audit.records import Agent, arguments_field
@@ -79,6 +81,42 @@ def tool_fields(tool: ToolSpec | None) -> dict[str, Any]:
     if tool is None:
         return {"class": None, "effects": []}
     return {"class": tool.cls.value, "effects": list(tool.effects)}
+
+
+def _call_end_fields(
+    *,
+    rule: object,
+    outcome: object,
+    duration_ms: object,
+    bytes_out: object,
+    cpu_ms: object,
+    peak_rss_kb: object,
+) -> bytes | None:
+    """The outcome fields of a call's record, formatted straight to what encode_fields()
+    makes of them (tests/test_recorder_fields.py compares the two), without a dict and an
+    encoder run on the reply's path. None for a value of another type, or a float JSON
+    cannot hold: those go through encode_fields()."""
+    if (
+        type(rule) is not str
+        or type(outcome) is not str
+        or type(duration_ms) is not float
+        or type(bytes_out) is not int
+        or not (type(cpu_ms) is float or cpu_ms is None)
+        or not (type(peak_rss_kb) is int or peak_rss_kb is None)
+        or not isfinite(duration_ms)
+        or (cpu_ms is not None and not isfinite(cpu_ms))
+    ):
+        return None
+    # json's encoder writes floats and ints with their repr, and strings escaped to ASCII.
+    try:
+        return (
+            f'"rule":{_json_str(rule)},"outcome":{_json_str(outcome)},'
+            f'"duration_ms":{duration_ms!r},"bytes_out":{bytes_out!r},'
+            f'"cpu_ms":{"null" if cpu_ms is None else repr(cpu_ms)},'
+            f'"peak_rss_kb":{"null" if peak_rss_kb is None else repr(peak_rss_kb)}'
+        ).encode("ascii")
+    except ValueError:  # an int too long to print: encode_fields() names it
+        return None
 
 
 class Recorder:
@@ -172,15 +210,26 @@ class Recorder:
     ) -> None:
         """An allowed call's record, written when it ended (answered, failed, timed out,
         cancelled): `prefix` from call_prefix()."""
-        dynamic = {
-            "rule": rule,
-            "outcome": outcome,
-            "duration_ms": duration_ms,
-            "bytes_out": bytes_out,
-            "cpu_ms": cpu_ms,
-            "peak_rss_kb": peak_rss_kb,
-        }
-        self._write(dynamic, prefix)
+        fields = _call_end_fields(
+            rule=rule,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            bytes_out=bytes_out,
+            cpu_ms=cpu_ms,
+            peak_rss_kb=peak_rss_kb,
+        )
+        if fields is None:
+            dynamic = {
+                "rule": rule,
+                "outcome": outcome,
+                "duration_ms": duration_ms,
+                "bytes_out": bytes_out,
+                "cpu_ms": cpu_ms,
+                "peak_rss_kb": peak_rss_kb,
+            }
+            self._write(dynamic, prefix)
+        else:
+            self._write({}, prefix + b"," + fields if prefix else fields)
 
     def tally_pending(self) -> bool:
         """True while a flood's count waits for its window to end."""

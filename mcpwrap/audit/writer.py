@@ -7,7 +7,7 @@ FILE, not per writer: every write takes an exclusive flock, and a writer that fi
 file grown since its own last write reads the last line back before it chains.
 
 This module sits on the hot path of every relayed call: it imports only light stdlib
-modules, and the common case is flock + fstat + one write + unlock.
+modules, and the common case is flock + lseek + one write + unlock.
 """
 
 from __future__ import annotations
@@ -112,7 +112,11 @@ class AuditWriter:
         file cannot be written; a value JSON cannot hold is written as a string naming it.
         """
         # Encoded before the locks: other writers wait only for the chain and the write.
-        fields = b",".join(f for f in (prefix, encode_fields(record) if record else b"") if f)
+        if record:
+            encoded = encode_fields(record)
+            fields = prefix + b"," + encoded if prefix else encoded
+        else:
+            fields = prefix
         with self._lock:
             fd = self._current_fd()
             try:
@@ -161,7 +165,9 @@ class AuditWriter:
 
     def _append(self, fd: int, fields: bytes) -> str:
         """Chain and write one record; the caller holds the flock."""
-        size = os.fstat(fd).st_size
+        # The size by lseek: the same answer as fstat under the flock, without a stat
+        # result to build.
+        size = os.lseek(fd, 0, os.SEEK_END)
         terminator = b""
         if size != self._size:  # another process wrote, or this is our first write
             self._seq, self._hash, torn = _tail_state(fd, size)

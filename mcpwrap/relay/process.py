@@ -66,8 +66,8 @@ class ProcessUpstream:
                 # starts during this call is found at its end, and its CPU time still
                 # counts in full.
                 return Usage(tree.cpu_ms(), None)
-            tree.refresh()
-            return Usage(tree.cpu_ms(), tree.peak_rss_kb())
+            cpu_ms, peak_rss_kb = tree.usage()
+            return Usage(cpu_ms, peak_rss_kb)
 
     def reset_peaks(self) -> None:
         if self._tree is not None:

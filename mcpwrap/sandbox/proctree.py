@@ -9,12 +9,14 @@ largest VmHWM in the tree; before a call the relay resets the high-water marks
 This runs twice per tool call, so each process keeps its /proc files open and re-reads
 them with pread at offset 0 (about 2 us instead of 15 us for open+read+close). Members
 are found through the main thread's `children` file on every refresh, and through every
-thread's at most once a second (a thread other than the main one rarely forks).
+thread's at most once a second (a thread other than the main one rarely forks). A refresh
+that finds every member's `children` file as it was last time keeps the member table as it
+is (the same reads, without the parsing and table building): the files say who the members
+are, so unchanged files mean unchanged members.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 
@@ -23,10 +25,11 @@ _FULL_SCAN_EVERY = 1.0
 
 
 class _Proc:
-    __slots__ = ("children", "clear", "pid", "stat", "status")
+    __slots__ = ("children", "clear", "kids", "pid", "stat", "status")
 
     def __init__(self, pid: int) -> None:
         self.pid = pid
+        self.kids: bytes | None = None  # the `children` file as the last scan read it
         base = f"/proc/{pid}"
         self.stat = os.open(f"{base}/stat", os.O_RDONLY | os.O_CLOEXEC)
         self.status = os.open(f"{base}/status", os.O_RDONLY | os.O_CLOEXEC)
@@ -46,14 +49,42 @@ class ProcessTree:
     def __init__(self, root: int) -> None:
         self.root = root
         self._procs: dict[int, _Proc] = {}
+        self._members: tuple[_Proc, ...] = ()  # _procs' values, for the per-call loops
         self._last_full = 0.0
+        self._settled = False  # the last scan opened every process it found
 
     def refresh(self) -> list[int]:
         """Bring the member list up to date and return it."""
-        full = time.monotonic() - self._last_full >= _FULL_SCAN_EVERY
+        self._refresh()
+        return sorted(self._procs)
+
+    def usage(self) -> tuple[float, int]:
+        """refresh(), then (cpu_ms(), peak_rss_kb()) in one pass over the members."""
+        self._refresh()
+        ticks = 0
+        peak = 0
+        for proc in self._members:
+            ticks += _cpu_ticks(proc.stat)
+            hwm = _hwm_kb(proc.status)
+            peak = max(peak, hwm)
+        return ticks * _TICK_MS, peak
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        full = now - self._last_full >= _FULL_SCAN_EVERY
+        if not full and self._settled:
+            for proc in self._members:
+                if _read(proc.children) != proc.kids:
+                    break
+            else:
+                return  # every children file as the last scan read it: the same members
         if full:
-            self._last_full = time.monotonic()
+            self._last_full = now
+        self._scan(full)
+
+    def _scan(self, full: bool) -> None:
         seen: set[int] = set()
+        settled = True
         todo = [self.root]
         while todo:
             pid = todo.pop()
@@ -61,12 +92,15 @@ class ProcessTree:
                 continue
             proc = self._member(pid)
             if proc is None:
+                settled = False  # perhaps a process still starting: scan again next time
                 continue
             seen.add(pid)
-            todo.extend(children(pid) if full else _read_ints(proc.children))
+            proc.kids = _read(proc.children)
+            todo.extend(children(pid) if full else [int(x) for x in proc.kids.split()])
         for pid in set(self._procs) - seen:
             self._procs.pop(pid).close()
-        return sorted(seen)
+        self._members = tuple(self._procs.values())
+        self._settled = settled
 
     def _member(self, pid: int) -> _Proc | None:
         proc = self._procs.get(pid)
@@ -79,29 +113,36 @@ class ProcessTree:
 
     def cpu_ms(self) -> float:
         """CPU time of the known members so far, in milliseconds."""
-        return sum(_cpu_ticks(p.stat) for p in self._procs.values()) * _TICK_MS
+        ticks = 0
+        for proc in self._members:
+            ticks += _cpu_ticks(proc.stat)
+        return ticks * _TICK_MS
 
     def peak_rss_kb(self) -> int:
         """The largest high-water mark of resident memory among the members, in KiB."""
-        return max((_hwm_kb(p.status) for p in self._procs.values()), default=0)
+        return max((_hwm_kb(p.status) for p in self._members), default=0)
 
     def reset_peaks(self) -> None:
-        for proc in self._procs.values():
+        for proc in self._members:
             if proc.clear >= 0:
-                with contextlib.suppress(OSError):  # exited since the last refresh
+                try:  # noqa: SIM105 - once per call: a try costs less than a suppress()
                     os.pwrite(proc.clear, b"5", 0)
+                except OSError:
+                    pass  # exited since the last refresh
 
     def close(self) -> None:
         for proc in self._procs.values():
             proc.close()
         self._procs.clear()
+        self._members = ()
+        self._settled = False
 
 
-def _read_ints(fd: int) -> list[int]:
+def _read(fd: int) -> bytes:
     try:
-        return [int(x) for x in os.pread(fd, 65536, 0).split()]
+        return os.pread(fd, 65536, 0)
     except OSError:
-        return []
+        return b""
 
 
 def children(pid: int) -> list[int]:
