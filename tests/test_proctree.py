@@ -6,9 +6,11 @@ and answers each on the shared stdout, so the test waits on answers, never on sl
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -229,3 +231,46 @@ def test_usage_is_cpu_and_peak_of_a_refresh(tree: Tree) -> None:
     assert cpu <= tree.tree.cpu_ms() < cpu + 100
     assert peak > 0
     assert abs(tree.tree.peak_rss_kb() - peak) < 1024
+
+
+THREAD_FORKS = """
+import subprocess, sys, threading
+burn = "import time\\nend = time.time() + 20\\nwhile time.time() < end: pass"
+threading.Thread(target=lambda: subprocess.run([sys.executable, "-c", burn])).start()
+sys.stdin.readline()  # then the main thread forks too, which changes its children file
+subprocess.Popen(["sleep", "20"])
+print("forked", flush=True)
+sys.stdin.readline()
+"""
+
+
+def test_a_child_of_another_thread_keeps_counting_between_full_scans() -> None:
+    """A process forked by a thread other than the main one is found by the full scan
+    (once a second); the quicker scan between two full ones follows main threads only and
+    must not drop it, or its CPU time leaves the sum and a call's cpu_ms goes negative."""
+    proc = subprocess.Popen(
+        [sys.executable, "-c", THREAD_FORKS],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    try:
+        tree = ProcessTree(proc.pid)
+        deadline = time.monotonic() + 10
+        while len(tree.refresh()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)  # the first refresh is a full scan: it finds the burner
+        time.sleep(0.6)  # the burner runs up CPU time
+        before, _ = tree.usage()
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        assert proc.stdout.readline() == "forked\n"
+        after, _ = tree.usage()  # within the second: the quick scan
+        assert after >= before, f"CPU of the tree went from {before} ms to {after} ms"
+    finally:
+        for pid in tree.refresh():
+            if pid != proc.pid:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, 9)
+        proc.kill()
+        proc.wait()

@@ -98,7 +98,11 @@ class ProcessTree:
             proc.kids = _read(proc.children)
             todo.extend(children(pid) if full else [int(x) for x in proc.kids.split()])
         for pid in set(self._procs) - seen:
-            self._procs.pop(pid).close()
+            # A scan of main threads only does not see what another thread forked (the
+            # full scan found it): such a member stays while it lives, or its CPU time
+            # would drop out of the sum in the middle of a call.
+            if full or not _alive(self._procs[pid]):
+                self._procs.pop(pid).close()
         self._members = tuple(self._procs.values())
         self._settled = settled
 
@@ -159,6 +163,15 @@ def children(pid: int) -> list[int]:
         except OSError:
             continue
     return out
+
+
+def _alive(proc: _Proc) -> bool:
+    """Whether the process is still there (a zombie counts: its times are still its own
+    until its parent reaps it, and then they are in the parent's cutime)."""
+    try:
+        return bool(os.pread(proc.stat, 1, 0))
+    except OSError:
+        return False
 
 
 def _cpu_ticks(fd: int) -> int:
