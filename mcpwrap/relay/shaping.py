@@ -134,36 +134,25 @@ def tools_page(
     return encode({**msg, "result": {**result, "tools": review.tools}}), review.alerts
 
 
+# resources, resource templates and prompts: the result's list, the profile's selection
+# and the field it is matched on.
+_LISTINGS: dict[str, tuple[str, str, str]] = {
+    "resources/list": ("resources", "resources", "uri"),
+    "resources/templates/list": ("resourceTemplates", "resources", "uriTemplate"),
+    "prompts/list": ("prompts", "prompts", "name"),
+}
+
+
 def listing(
     pol: PolicySpec, method: str, msg: dict[str, Any], result: dict[str, Any], dirty: bool
 ) -> bytes | None:
     """resources, resource templates and prompts: filtered by the profile, their
     descriptive text cleaned (`dirty`: the reply's bytes may need cleaning)."""
-    if method == "resources/list":
-        return _filtered(
-            msg,
-            result,
-            "resources",
-            lambda i: policy.filter_listing(pol.resources, i, "uri"),
-            dirty,
-        )
-    if method == "resources/templates/list":
-        return _filtered(
-            msg,
-            result,
-            "resourceTemplates",
-            lambda i: policy.filter_listing(pol.resources, i, "uriTemplate"),
-            dirty,
-        )
-    if method == "prompts/list":
-        return _filtered(
-            msg,
-            result,
-            "prompts",
-            lambda i: policy.filter_listing(pol.prompts, i, "name"),
-            dirty,
-        )
-    return None
+    if method not in _LISTINGS:
+        return None
+    key, selection, field = _LISTINGS[method]
+    chosen = getattr(pol, selection)
+    return _filtered(msg, result, key, lambda i: policy.filter_listing(chosen, i, field), dirty)
 
 
 def _filtered(

@@ -93,14 +93,15 @@ class Reaper:
         return [p for p in children(self._own) if p not in self._before]
 
     def _on_child(self, signum: int, frame: FrameType | None) -> None:
-        self.reap()
+        """Nothing: the handler is there so that the C-level one writes the wakeup fd,
+        and the reaper's thread reaps (_reap_on_wakeup)."""
 
     def _reap_on_wakeup(self) -> None:
-        """The kernel hands SIGCHLD to any thread, and Python runs _on_child in the main
-        thread only once that thread runs again; a session's main thread sits in
-        waitpid() for the server, so a SIGCHLD taken by a relay thread waited for the
-        server's exit and daemons stayed zombies. The C-level handler writes to the wakeup
-        fd whichever thread took the signal: a thread of the reaper's own reads it."""
+        """The kernel hands SIGCHLD to any thread, and Python runs a handler in the main
+        thread only once that thread runs again; a session's main thread sits in waitpid()
+        for the server, so reaping there left daemons zombies until the server exited. The
+        C-level handler writes to the wakeup fd whichever thread took the signal: a thread
+        of the reaper's own reads it and reaps."""
         r, w = os.pipe2(os.O_CLOEXEC)
         os.set_blocking(w, False)  # a full pipe drops a wakeup, never blocks a handler
         signal.set_wakeup_fd(w, warn_on_full_buffer=False)
