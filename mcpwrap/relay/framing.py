@@ -19,10 +19,13 @@ import os
 from collections import deque
 from typing import NamedTuple
 
+from mcpwrap.basics.memory import keep_large_buffers
+
 DEFAULT_MAX_MESSAGE = 64 * 1024 * 1024
 READ_CHUNK = 1 << 20
 PEEK_BYTES = 4096
 SMALL_PIECE = 64 * 1024
+LARGE_LINE = 1 << 20  # from this size on, freed buffers are kept for the next one (memory.py)
 
 
 class Oversize(NamedTuple):
@@ -96,6 +99,8 @@ class LineReader:
         self._size += len(piece)
         if self._skipping:
             return
+        if self._size > LARGE_LINE:
+            keep_large_buffers()
         if self._size > self._max:
             # Cut the head from the parts as they are: joining them first would hold the
             # whole line twice, and the piece that crosses the cap is never kept.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+from mcpwrap.basics.pipes import widen_pipe
 from mcpwrap.relay.ends import Deliver
 from mcpwrap.relay.framing import LineReader, write_line
 
@@ -16,6 +17,8 @@ class StdioFront:
     def __init__(self, fd_in: int, fd_out: int, *, max_message: int) -> None:
         self._in, self._out = fd_in, fd_out
         self._max = max_message
+        # Results of several MB cross to the client in a few wake-ups, not one per 64 KiB.
+        widen_pipe(fd_out)
         self._write = threading.Lock()
         self._open = True
 
