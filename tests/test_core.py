@@ -303,3 +303,37 @@ def test_one_upstream_gets_and_gives_the_bytes_as_they_came(tmp_path: Path) -> N
     finally:
         b.core.close()
         b.audit.close()
+
+
+@pytest.mark.parametrize(
+    ("tail", "cleaned"),
+    [
+        ("", None),  # plain: forwarded as it came, not scanned
+        ("\u202e", ""),  # a bidi override, as the raw character and as \u202e
+        ("\u001b[31m", ""),  # an escape sequence (the whole of it)
+        ("\u200b", ""),  # zero width
+    ],
+)
+def test_a_large_result_is_cleaned_whether_or_not_it_is_plain(
+    tmp_path: Path, tail: str, cleaned: str | None
+) -> None:
+    """A result over the plain path's threshold: what a cleaner removes is removed from
+    it as from a small one; a plain one passes byte for byte."""
+    b = Bed(tmp_path, upstreams=1)
+    try:
+        body = "x" * 200_000
+        for ascii_only in (True, False):
+            reply = json.dumps(
+                {"jsonrpc": "2.0", **_reply(3, body + tail)}, ensure_ascii=ascii_only
+            ).encode()
+            b.front.sent.clear()
+            b.client(_call(3))
+            b.server(0, reply)
+            (sent,) = b.front.sent
+            if cleaned is None:
+                assert sent == reply
+            else:
+                assert json.loads(sent)["result"]["content"][0]["text"] == body + cleaned
+    finally:
+        b.core.close()
+        b.audit.close()

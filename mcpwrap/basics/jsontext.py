@@ -32,6 +32,93 @@ _WIDE_DECODER = json.JSONDecoder(parse_constant=_not_json, parse_int=_wide_int)
 def decode(line: bytes) -> Any:
     """One message. MCP is UTF-8: decoding here skips json.loads' encoding detection, a
     Python-level step on every message; bad UTF-8 is a ValueError like bad JSON."""
+    return _decode(line) if len(line) < PLAIN_MIN else decode_plain(line)[0]
+
+
+def decode_plain(line: bytes) -> tuple[Any, bool]:
+    """One message, as decode(), and whether it is known to be plain: printable ASCII
+    without a backslash, so that none of its strings holds a control, an escape or a
+    character beyond ASCII (nothing a cleaner would remove). Lines under PLAIN_MIN bytes
+    are not looked at: False.
+
+    A large plain message is decoded without scanning its long strings twice: a plain
+    line cannot hide a quote inside a string, so its quotes pair up in order; each long
+    string between a pair is valid as it stands (no control, no escape, ASCII), and the
+    rest, with those strings left out, is parsed as JSON. That is the same verdict and
+    the same value as parsing the whole line, at a fraction of the cost for results that
+    are one long text or base64 blob.
+    """
+    if (
+        len(line) < PLAIN_MIN
+        or b"\\" in line  # the cheap tests first: most text has escaped newlines
+        or not line.isascii()
+        or line.translate(None, _PLAIN_BYTES)
+    ):
+        return _decode(line), False  # not plain, or too small to be worth knowing
+    skeleton, spans = _skeleton(line)
+    if not spans:
+        return _decode(line), True
+    msg = _decode(skeleton)
+    view = memoryview(line)
+    return _restore(msg, [str(view[a:b], "ascii") for a, b in spans]), True
+
+
+# Printable ASCII but the backslash: translate() deleting these leaves a line's other bytes.
+_PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x5C)
+PLAIN_MIN = 64 * 1024  # below this, one json pass costs less than the detour
+_LONG = 1024  # strings longer than this are left out of the skeleton
+# A plain line's strings cannot hold U+0000 (it would need an escape): the escaped NUL and
+# a number mark a left-out string.
+_PLACEHOLDER = b'"\\u0000%d"'
+
+
+def _skeleton(line: bytes) -> tuple[bytes, list[tuple[int, int]]]:
+    """The plain `line` with each long string value replaced by a numbered placeholder,
+    and the spans of the strings replaced. Keys are kept whatever their length (a
+    placeholder must only ever stand for a value)."""
+    parts: list[bytes] = []
+    spans: list[tuple[int, int]] = []
+    pos = 0
+    find = line.find
+    while (start := find(b'"', pos)) >= 0:
+        end = find(b'"', start + 1)
+        if end < 0:
+            break  # an unterminated string: the parser says so
+        if end - start > _LONG and not _is_key(line, end + 1):
+            parts.append(line[pos:start])
+            parts.append(_PLACEHOLDER % len(spans))
+            spans.append((start + 1, end))
+            pos = end + 1
+        else:
+            parts.append(line[pos : end + 1])
+            pos = end + 1
+    parts.append(line[pos:])
+    return b"".join(parts), spans
+
+
+def _is_key(line: bytes, after: int) -> bool:
+    """Whether the string that ends before `after` is followed by a colon: a key."""
+    return line[after : after + 64].lstrip(b" \t\r\n")[:1] == b":"
+
+
+def _restore(msg: Any, strings: list[str]) -> Any:
+    """`msg` with each placeholder string replaced by the string it stands for."""
+    if isinstance(msg, str):
+        return strings[int(msg[1:])] if msg[:1] == "\x00" else msg
+    stack = [msg] if isinstance(msg, (dict, list)) else []
+    while stack:
+        holder = stack.pop()
+        pairs = holder.items() if isinstance(holder, dict) else enumerate(holder)
+        for key, value in pairs:
+            if isinstance(value, str):
+                if value[:1] == "\x00":
+                    holder[key] = strings[int(value[1:])]
+            elif isinstance(value, (dict, list)):
+                stack.append(value)
+    return msg
+
+
+def _decode(line: bytes) -> Any:
     text = line.decode("utf-8")
     try:
         return _DECODER.decode(text)

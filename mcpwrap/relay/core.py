@@ -58,6 +58,7 @@ from mcpwrap.relay.ratelimit import RateLimiter
 from mcpwrap.relay.replies import (
     clean_text_short,
     decode,
+    decode_plain,
     encode,
     error,
     is_modern,
@@ -475,7 +476,7 @@ class Core:
 
     def _server_line(self, upstream: Upstream, line: bytes) -> None:
         try:
-            msg = decode(line)
+            msg, plain = decode_plain(line)
         except ValueError as exc:
             self._server_garbage(line, f"invalid JSON ({exc})")
             return
@@ -484,7 +485,7 @@ class Core:
             return
         method = msg.get("method")
         if method is None and valid_id(msg.get("id")) and ("result" in msg or "error" in msg):
-            self._server_response(upstream, msg, line)
+            self._server_response(upstream, msg, line, plain)
         elif isinstance(method, str) and "id" in msg and valid_id(msg["id"]):
             self._server_request(upstream, msg, method, line)
         elif isinstance(method, str) and "id" not in msg:
@@ -492,7 +493,9 @@ class Core:
         else:
             self._server_garbage(line, "not a valid JSON-RPC message")
 
-    def _server_response(self, upstream: Upstream, msg: dict[str, Any], line: bytes) -> None:
+    def _server_response(
+        self, upstream: Upstream, msg: dict[str, Any], line: bytes, plain: bool
+    ) -> None:
         ours = isinstance(msg["id"], str) and msg["id"].startswith(LISTING_ID)
         if ours and upstream is self._first and self._lister.reply(msg):
             return
@@ -516,7 +519,7 @@ class Core:
             return
         try:
             shaped, alerts, refusal = shaping.reply(
-                self._shape, pending.method, pending.modern, msg, line
+                self._shape, pending.method, pending.modern, msg, line, plain=plain
             )
             if alerts:
                 self._alert(alerts)

@@ -11,6 +11,7 @@ from mcpwrap.policy.decisions import Verdict
 from mcpwrap.policy.sanitize import clean_line
 
 decode = jsontext.decode
+decode_plain = jsontext.decode_plain
 encode = jsontext.encode
 
 

@@ -56,9 +56,18 @@ class Shaped(NamedTuple):
 UNCHANGED = Shaped(None, (), None)  # the common answer, allocated once
 
 
-def reply(ctx: Context, method: str, modern: bool, msg: dict[str, Any], line: bytes) -> Shaped:
+def reply(
+    ctx: Context,
+    method: str,
+    modern: bool,
+    msg: dict[str, Any],
+    line: bytes,
+    *,
+    plain: bool = False,
+) -> Shaped:
     """A server's reply to the client's `method` request (`modern`: sent in the
-    2026-07-28 generation), as the client may see it."""
+    2026-07-28 generation), as the client may see it. `plain`: the line is known to be
+    printable ASCII without escapes (jsontext.decode_plain), so it has nothing to clean."""
     result = msg.get("result")
     if not isinstance(result, dict):
         return UNCHANGED
@@ -71,13 +80,14 @@ def reply(ctx: Context, method: str, modern: bool, msg: dict[str, Any], line: by
         )
         return Shaped(out, alerts, None)
     if method in ("resources/list", "resources/templates/list", "prompts/list"):
-        out = listing(ctx.profile.policy, method, msg, result, might_need_cleaning(line))
+        dirty = not plain and might_need_cleaning(line)
+        out = listing(ctx.profile.policy, method, msg, result, dirty)
         return UNCHANGED if out is None else Shaped(out, (), None)
     refused = refused_inputs(ctx.profile.policy, method, modern, msg, result)
     if refused is not None:
         return Shaped(refused[0], (), refused[1])
     clean = CLEANERS.get(method)
-    if clean is None or not might_need_cleaning(line):
+    if clean is None or plain or not might_need_cleaning(line):
         return UNCHANGED  # a reply with nothing to clean is not scanned twice, or at all
     cleaned = clean(result)
     return UNCHANGED if cleaned is result else Shaped(encode({**msg, "result": cleaned}), (), None)
