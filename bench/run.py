@@ -28,9 +28,9 @@ the direct path and the floor relay, the jail against the unjailed relay and aga
 sandbox-runtime, the reduced jail against the unjailed relay, the lock against the jail.
 A last line gives the reduced jail's added start over the unjailed relay (medians, and
 the fastest starts of each) against its target. With --baseline, the mcpwrap of another
-checkout (put on PYTHONPATH, run as `python -m mcpwrap`) takes its turns too, with and
+checkout (put on PYTHONPATH, run as `python -P -m mcpwrap`) takes its turns too, with and
 without the jail, and two more columns set the current code against it (every mcpwrap
-path then starts as `python -m mcpwrap`, so that both start alike): before and after a
+path then starts as `python -P -m mcpwrap`, so that both start alike): before and after a
 change, in one run, e.g.
 
     git worktree add --detach /tmp/base main
@@ -73,10 +73,13 @@ INIT = {
 
 
 def mcpwrap_cmd(profile: str = "allow_all.toml", *, module: bool = False) -> list[str]:
-    """`mcpwrap run` with a profile of bench/; module: as `python -m mcpwrap`, which a
-    baseline checkout on PYTHONPATH needs (the venv's script imports this checkout)."""
+    """`mcpwrap run` with a profile of bench/; module: as `python -P -m mcpwrap`, which a
+    baseline checkout on PYTHONPATH needs (the venv's script imports this checkout; and
+    without -P, `-m` would put the working directory first on sys.path, so that run from
+    this checkout the "baseline" would be this checkout's code too)."""
     script = Path(sys.executable).parent / "mcpwrap"
-    base = [str(script)] if script.exists() and not module else [sys.executable, "-m", "mcpwrap"]
+    module_cmd = [sys.executable, "-P", "-m", "mcpwrap"]
+    base = [str(script)] if script.exists() and not module else module_cmd
     return [*base, "run", "--profile", str(HERE / profile), "--", *SERVER]
 
 
@@ -340,7 +343,7 @@ def main() -> int:
     state = tempfile.mkdtemp(prefix="mcpwrap-bench-")
     env = {**os.environ, "XDG_STATE_HOME": state, "XDG_CONFIG_HOME": state}
     load = os.getloadavg()[0]
-    same = bool(args.baseline)  # both as `python -m mcpwrap`: the same start-up path
+    same = bool(args.baseline)  # both as `python -P -m mcpwrap`: the same start-up path
     try:
         paths: dict[str, Path_] = {
             "direct": (SERVER, env),
