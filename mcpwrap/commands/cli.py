@@ -15,6 +15,7 @@ from typing import NoReturn
 
 from mcpwrap import __version__
 from mcpwrap.basics.errors import MCPWrapError
+from mcpwrap.basics.programs import terminal_columns
 
 # Every example below runs as written (tests/test_examples.py runs them): a command a
 # line (a trailing backslash continues it), `#` starts a comment, and a client's server
@@ -110,6 +111,25 @@ example:
 """
 
 
+class _Help(argparse.HelpFormatter):
+    """argparse's help, its width found without importing shutil (programs.py): argparse
+    makes a formatter for every argument it adds, and shutil costs ~3 ms of each start."""
+
+    def __init__(
+        self,
+        prog: str,
+        indent_increment: int = 2,
+        max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:
+        width = terminal_columns() if width is None else width
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
+class _RawHelp(_Help, argparse.RawDescriptionHelpFormatter):
+    """The same, with descriptions and examples printed as written."""
+
+
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole command line; with only="run", just that subcommand: a client starts
     `mcpwrap run` for every server, and the other parsers cost ~5-10 ms of its start."""
@@ -117,6 +137,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         prog="mcpwrap",
         description="Run a stdio MCP server behind a capability profile, with an audit log.",
         epilog="See mcpwrap(1) and mcpwrap-profile(5). `mcpwrap CMD --help` shows examples.",
+        formatter_class=_Help,
     )
     parser.add_argument("--version", action="version", version=f"mcpwrap {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -147,7 +168,7 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "filtered and every tools/call is checked against the profile before the server sees it; "
         "each decision is written to the audit log.",
         epilog=_RUN_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     p.add_argument(
         "--profile", "-p", metavar="NAME|PATH", help="the capability profile (name or .toml path)"
@@ -179,20 +200,20 @@ def _add_audit(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         help="verify and read the audit log",
         description="Read the hash-chained JSONL audit log.",
         epilog=_AUDIT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     asub = p.add_subparsers(dest="audit_command", metavar="ACTION", required=True)
     verify = asub.add_parser(
         "verify",
         help="check the hash chain; say which record broke it",
         epilog=_AUDIT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     tail = asub.add_parser(
         "tail",
         help="print the last records for a person",
         epilog=_AUDIT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     tail.add_argument("-n", type=int, default=20, metavar="N", help="how many records (default 20)")
     tail.add_argument(
@@ -216,7 +237,7 @@ def _add_check(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "profile gets a maturity level (1 wrapped, 2 isolated, 3 least privilege, 4 pinned "
         "and authenticated) with what each missing step takes.",
         epilog=_CHECK_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     p.add_argument("profiles", nargs="+", metavar="PROFILE", help="profile names or .toml paths")
     _add_project(p)
@@ -235,7 +256,7 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "URL arguments flagged for a hosts list; then lock it. The profile passes `mcpwrap "
         "check`; read the guesses before you commit it.",
         epilog=_INIT_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     p.add_argument("name", metavar="NAME", help="the profile's name (.mcpwrap/NAME.toml)")
     p.add_argument("--force", action="store_true", help="replace an existing profile")
@@ -291,7 +312,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "the profile. With a lock, `mcpwrap run` starts the pinned version offline, refuses "
         "to start when an artifact changed, and hides and refuses new or changed tools.",
         epilog=_LOCK_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     approve = sub.add_parser(
         "approve",
@@ -301,7 +322,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "tool) and update the lock once you say yes. A uvx server's byte code is compiled "
         "again if it is missing or changed.",
         epilog=_LOCK_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     sync = sub.add_parser(
         "sync",
@@ -315,7 +336,7 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "cloning a project with a lock, and after a pull that changed one. The only step "
         "that downloads for a lock; `mcpwrap run` never does. The lock is never changed.",
         epilog=_LOCK_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     for p in (lock, approve, sync):
         p.add_argument(
@@ -348,7 +369,7 @@ def _add_secret(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Values go to the OS keyring (the Secret Service) and are read from a prompt or "
         "stdin, never from the command line; no plain-text fallback.",
         epilog=_KEYRING_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     ssub = p.add_subparsers(dest="keyring_action", metavar="ACTION", required=True)
     for action, text in (
@@ -359,14 +380,14 @@ def _add_secret(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
             action,
             help=text,
             epilog=_KEYRING_EXAMPLE,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=_RawHelp,
         )
         q.add_argument("ref", metavar="keyring:SERVICE/USER", help="the reference")
     ssub.add_parser(
         "list",
         help="the references stored with `secret set`, and whether each is in the keyring",
         epilog=_KEYRING_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
 
 
@@ -380,7 +401,7 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "Where user namespaces are unavailable, or the profile accepts the reduced jail, it "
         "also lists what holds in the reduced jail on this kernel and what is weaker.",
         epilog=_DOCTOR_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
     p.add_argument("--profile", "-p", metavar="NAME|PATH", help="also report on this profile")
     p.add_argument(
@@ -404,7 +425,7 @@ def _add_demo(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "connecting out, and the audit records. Needs no network and writes only to a "
         "temporary directory.",
         epilog=_DEMO_EXAMPLE,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        formatter_class=_RawHelp,
     )
 
 
