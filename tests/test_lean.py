@@ -20,9 +20,10 @@ HEAVY = {
     "asyncio", "cryptography", "keyring", "platformdirs",
 }  # fmt: skip
 # Modules a run does without when its profile is unchanged since the last run (the usual
-# start): shutil (with zlib, bz2 and lzma), tempfile and random cost ~3-4 ms of each start.
-# programs.py stands in for shutil; tempfile is for writing a changed profile's copy.
-LAZY = {"shutil", "tempfile", "random", "bz2", "lzma"}
+# start): shutil (with zlib, bz2 and lzma), tempfile and random cost ~3-4 ms of each start,
+# argparse and gettext ~3 ms. programs.py stands in for shutil; tempfile is for writing a
+# changed profile's copy; argparse parses what cli._quick_run does not.
+LAZY = {"shutil", "tempfile", "random", "bz2", "lzma", "argparse", "gettext"}
 
 
 def imported(profile: Path, env: dict[str, str], repo: Path) -> set[str]:
