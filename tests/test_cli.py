@@ -171,7 +171,7 @@ def _parser_surface() -> list[str]:
     """Every subcommand and long option the parser knows."""
     import argparse
 
-    from mcpwrap.commands.cli import build_parser
+    from mcpwrap.commands.parser import build_parser
 
     found: list[str] = []
 
@@ -209,7 +209,7 @@ def test_man_pages_render_without_warnings(repo_root: Path, page: str) -> None:
 def test_the_run_only_parser_is_the_whole_parsers_run() -> None:
     """`mcpwrap run` builds only its own parser (a start-up saving): same help, same
     parse, and what the whole parser rejects is rejected too."""
-    from mcpwrap.commands.cli import build_parser
+    from mcpwrap.commands.parser import build_parser
 
     def run_help(parser: object) -> str:
         sub = next(a for a in parser._actions if a.dest == "command")  # type: ignore[attr-defined]
@@ -223,3 +223,47 @@ def test_the_run_only_parser_is_the_whole_parsers_run() -> None:
     assert done.returncode == 2
     assert "unrecognized arguments: --bogus" in done.stderr
     assert done.stderr.startswith("usage: mcpwrap ")
+
+
+_QUICK = [
+    ["run", "--profile", "p", "--", "srv", "-x", "--profile", "q"],
+    ["run", "-p", "p", "--project", "/tmp/x", "--", "srv"],
+    ["run", "--profile=p", "--max-message=1MiB", "--token-name", "t", "--", "srv"],
+    ["run", "--profile", "a=b", "--profile", "last", "--", "srv"],
+    ["run", "--profile=", "--", "srv"],
+    ["run", "--", "srv"],
+    ["run", "--profile", "p"],
+    ["run"],
+]
+_ARGPARSE = [
+    ["run", "--prof", "p", "--", "srv"],  # an abbreviation
+    ["run", "-pp", "--", "srv"],
+    ["run", "-p=p", "--", "srv"],
+    ["run", "--profile", "-x", "--", "srv"],
+    ["run", "--profile=-x", "--", "srv"],
+    ["run", "--profile", "p", "srv", "arg"],  # the command without `--`
+    ["run", "--profile"],
+    ["run", "--help"],
+    ["run", "-h"],
+    ["run", "--bogus", "--", "srv"],
+    ["audit", "verify"],
+]
+
+
+@pytest.mark.parametrize("argv", _QUICK)
+def test_the_quick_parse_of_run_is_argparses(argv: list[str]) -> None:
+    """`mcpwrap run` as clients start it skips argparse (a start-up saving): the same
+    arguments as argparse finds in it."""
+    from mcpwrap.commands import cli
+
+    head, server = cli._split_server(argv)
+    quick = cli._quick_run(head, server)
+    assert quick is not None
+    assert vars(quick) == vars(cli._parse(head, server))
+
+
+@pytest.mark.parametrize("argv", _ARGPARSE)
+def test_anything_else_goes_to_argparse(argv: list[str]) -> None:
+    from mcpwrap.commands import cli
+
+    assert cli._quick_run(*cli._split_server(argv)) is None

@@ -36,7 +36,7 @@ from mcp.client.stdio import stdio_client
 from offline import offline_env
 from wrapped import REPO
 
-from mcpwrap.commands.cli import build_parser
+from mcpwrap.commands.parser import build_parser
 
 # --- what cannot run exactly as written, and why -------------------------------------------
 

@@ -12,7 +12,7 @@ import contextlib
 import os
 from typing import Any
 
-from mcpwrap.basics import atomicfile, sha
+from mcpwrap.basics import sha
 from mcpwrap.basics.errors import MCPWrapError
 from mcpwrap.config.profile import Placeholders, Profile, parse_profile
 
@@ -68,6 +68,10 @@ def _read(path: str) -> str | None:
 
 
 def _write(path: str, text: str) -> None:
-    """Atomically; a state dir that cannot be written costs the next comparison only."""
+    """Atomically; a state dir that cannot be written costs the next comparison only.
+    Imported here: most runs have nothing to write, and atomicfile's tempfile (with shutil
+    and random) costs ~3 ms of a start."""
+    from mcpwrap.basics import atomicfile
+
     with contextlib.suppress(OSError):
         atomicfile.write(path, text, mode=0o600)

@@ -1,1 +1,2 @@
-"""The commands (cli.py parses; one module per verb): they may use every layer below."""
+"""The commands (cli.py dispatches, parser.py holds the parsers; one module per verb): they
+may use every layer below."""

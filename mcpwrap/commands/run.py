@@ -15,14 +15,13 @@ from mcpwrap.audit.writer import AuditWriter
 from mcpwrap.basics.errors import LockError
 from mcpwrap.config import paths
 from mcpwrap.config.profile import Network, Profile
-from mcpwrap.relay.framing import DEFAULT_MAX_MESSAGE
 from mcpwrap.sandbox import launch
 
 
 class RunOptions(NamedTuple):
     profile: str | None
     command: tuple[str, ...]
-    max_message: int = DEFAULT_MAX_MESSAGE
+    max_message: int | None = None  # None: the relay's default (framing.py)
     token_name: str | None = None  # the token under this name in the keyring
     project: str | None = None  # --project: the directory {project} names
 
@@ -98,7 +97,7 @@ def _run(options: RunOptions, early: list[launch.Trampoline]) -> int:
         profile,
         child,
         audit,
-        max_message=options.max_message,
+        max_message=_max_message(options),
         cwd=cwd,
         gate=gate,
         redact=redact,
@@ -114,6 +113,14 @@ def _run(options: RunOptions, early: list[launch.Trampoline]) -> int:
     finally:
         if egress is not None:
             egress.close()
+
+
+def _max_message(options: RunOptions) -> int:
+    """The largest message relayed. framing.py is imported only after the server started,
+    with the rest of the relay."""
+    from mcpwrap.relay.framing import DEFAULT_MAX_MESSAGE
+
+    return DEFAULT_MAX_MESSAGE if options.max_message is None else options.max_message
 
 
 def _start_held(

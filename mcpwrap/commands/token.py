@@ -1,6 +1,6 @@
 """`mcpwrap token`: issue, list, show, revoke and rotate runtime tokens.
 
-cli.py adds the subcommand with `add_token_parser(sub)` and calls `main_token(args)`;
+parser.py adds the subcommand with `add_token_parser(sub)`; cli.py calls `main_token(args)`;
 errors are MCPWrapError subclasses, which cli.py turns into messages. No action prints
 the signing key; only `issue` and `rotate` of an unnamed token print a token's text, on
 stdout and nothing else there, so it can be piped.

@@ -1,10 +1,10 @@
 """`mcpwrap wrap` and `mcpwrap unwrap`: point a client's stdio MCP servers at mcpwrap, and
 back.
 
-cli.py adds the subcommands with `add_wrap_parsers(sub)` and calls `main_wrap(args)`;
-errors are MCPWrapError subclasses, which cli.py turns into messages. Building the
-parsers imports nothing beyond argparse: cli.py builds every parser on each `mcpwrap
-run`, so mcpwrap.clients.configfile is imported only when wrap or unwrap actually runs.
+parser.py adds the subcommands with `add_wrap_parsers(sub)`; cli.py calls
+`main_wrap(args)` and turns errors (MCPWrapError subclasses) into messages. Building the
+parsers imports nothing beyond argparse, so mcpwrap.clients.configfile is imported only
+when wrap or unwrap actually runs.
 """
 
 from __future__ import annotations

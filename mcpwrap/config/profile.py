@@ -23,7 +23,6 @@ from typing import NamedTuple, NoReturn, TypeVar
 
 from mcpwrap.basics import hostnames, sha
 from mcpwrap.basics.errors import ProfileError
-from mcpwrap.basics.tomlkeys import key_lines
 from mcpwrap.basics.units import (
     DURATION_FORMS,
     RATE_FORMS,
@@ -305,7 +304,9 @@ def _read_text(file: str) -> str:
 
 
 _TOP_KEYS = ("version", "name", "server", "sandbox", "policy", "tools", "audit", "auth")
-_TOML_AT = re.compile(r"\s*\(at line (\d+), column (\d+)\)$")
+# Patterns of the error path and of keys few profiles have stay text: re compiles each at
+# its first use (and caches it), not on every start (~0.1 ms each).
+_TOML_AT = r"\s*\(at line (\d+), column (\d+)\)$"
 
 
 def _parse_toml(text: str, source: str) -> dict[str, object]:
@@ -313,7 +314,7 @@ def _parse_toml(text: str, source: str) -> dict[str, object]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
-        at = _TOML_AT.search(message)
+        at = re.search(_TOML_AT, message)
         if at is None:  # "(at end of document)"
             where = f"{source}:{text.count(chr(10)) + 1}"
         else:
@@ -365,7 +366,7 @@ D = TypeVar("D")
 E = TypeVar("E", bound=enum.Enum)
 _Convert = Callable[["_Ctx", _Path, object], T]
 
-_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_BARE_KEY = r"[A-Za-z0-9_-]+"
 
 
 class _Ctx:
@@ -379,6 +380,8 @@ class _Ctx:
 
     @functools.cached_property
     def _lines(self) -> dict[_Path, int]:
+        from mcpwrap.basics.tomlkeys import key_lines  # errors only: not on every start
+
         return key_lines(self.text)
 
     def line(self, path: _Path) -> int:
@@ -400,7 +403,7 @@ def _dotted(path: _Path) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            key = part if _BARE_KEY.fullmatch(part) else _quoted(part)
+            key = part if re.fullmatch(_BARE_KEY, part) else _quoted(part)
             out += f".{key}" if out else key
     return out
 
@@ -1005,7 +1008,7 @@ def _host_glob(ctx: _Ctx, path: _Path, value: object) -> str:
 
 
 _host_globs = _array_of(_host_glob, "a non-empty array of host names", non_empty=True)
-_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?")
+_LABEL = r"[a-z0-9_](?:[a-z0-9_-]*[a-z0-9_])?"  # compiled at its first use, as _TOML_AT
 
 
 def _normal_host(text: str) -> str:
@@ -1018,7 +1021,7 @@ def _normal_host(text: str) -> str:
             f'{_show(text)}: "*" may only be the whole left-most label, as in "*.example.com"'
         )
     host = hostnames.to_ascii(host) or ""
-    if not all(_LABEL.fullmatch(label) for label in host.split(".")):
+    if not all(re.fullmatch(_LABEL, label) for label in host.split(".")):
         raise ValueError(f'{_show(text)} is not a host name like "example.com" or "*.example.com"')
     return wildcard + host
 

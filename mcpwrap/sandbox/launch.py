@@ -11,7 +11,6 @@ import contextlib
 import functools
 import marshal
 import os
-import shutil
 import signal
 import struct
 import subprocess
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from mcpwrap.basics.errors import MCPWrapError, UsageError
 from mcpwrap.basics.pipes import widen_pipe
+from mcpwrap.basics.programs import which
 from mcpwrap.config import paths
 from mcpwrap.config.profile import Profile
 
@@ -111,7 +111,7 @@ class Child:
 def start(argv: Sequence[str], *, env: Mapping[str, str], cwd: str) -> Child:
     """Start the server outside the jail; on Linux, mcpwrap first becomes the subreaper
     that its daemons are reparented to (reaper.py)."""
-    exe = shutil.which(argv[0], path=env.get("PATH"))
+    exe = which(argv[0], path=env.get("PATH"))
     if exe is None:
         raise LaunchError(
             f"cannot start the server: {argv[0]!r} is not found on PATH ({env.get('PATH', '')})"

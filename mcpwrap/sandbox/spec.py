@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import glob
 import os
-import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, NamedTuple
 
+from mcpwrap.basics.programs import which
 from mcpwrap.config.profile import JailKind, Network, Profile
 from mcpwrap.supply.entrypoints import node_modules_of, script_of
 
@@ -204,7 +204,7 @@ def _egress(profile: Profile) -> dict[str, Any] | None:
 
 
 def _which(program: str, path: str) -> str:
-    found = shutil.which(program, path=path) if "/" not in program else program
+    found = which(program, path=path) if "/" not in program else program
     if found is None or not os.path.exists(found):
         from mcpwrap.sandbox.launch import LaunchError
 
@@ -259,7 +259,7 @@ def _interpreter_of(path: str) -> Iterable[str]:
         return
     words = first[2:].decode(errors="replace").split()
     if words and os.path.basename(words[0]) == "env" and len(words) > 1:
-        words = [shutil.which(words[1]) or words[1]]
+        words = [which(words[1]) or words[1]]
     if words and os.path.isabs(words[0]) and os.path.exists(words[0]):
         yield _prefix(os.path.realpath(words[0]))
 

@@ -21,13 +21,13 @@ import json
 import marshal
 import os
 import re
-import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, NamedTuple, NoReturn
 
 from mcpwrap.basics.errors import MCPWrapError
+from mcpwrap.basics.programs import which
 from mcpwrap.basics.sha import sha256
 from mcpwrap.supply.entrypoints import node_modules_of, script_of
 
@@ -496,7 +496,7 @@ def _resolve(program: str, cwd: str, path_env: str) -> str:
         found: str | None = os.path.join(cwd, program)
     else:
         dirs = [os.path.join(cwd, d or ".") for d in path_env.split(os.pathsep)]
-        found = shutil.which(program, path=os.pathsep.join(dirs)) if path_env else None
+        found = which(program, path=os.pathsep.join(dirs)) if path_env else None
     if found is None or not os.path.isfile(found):
         raise ArtifactError(
             f"cannot hash the server command: {program!r} is not found "
