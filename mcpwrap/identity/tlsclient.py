@@ -64,7 +64,8 @@ class TlsSettings(NamedTuple):
 
 
 def spki_pin(cert_der: bytes) -> str:
-    """ "sha256/<base64>" of the certificate's SubjectPublicKeyInfo (RFC 7469's pin)."""
+    """The certificate's pin, RFC 7469 style: "sha256/" and the base64 of the SHA-256 of its
+    SubjectPublicKeyInfo (DER)."""
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
@@ -100,7 +101,7 @@ async def fetch_pin(url: str, tls: TlsSettings) -> str:
     if parsed.scheme != "https":
         raise TlsRefused(f"{url}: only an https URL has a server key to pin")
     host, port = parsed.host, parsed.port or 443
-    where = f"{host}:{port}"
+    where = _where(host, port)
     context = _context(tls)
     backend = _PinningBackend((), tls.client_cert is not None)
     try:
@@ -370,7 +371,7 @@ class _PinningBackend(httpcore2.AsyncNetworkBackend):
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
         inner = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _PinningStream(inner, f"{host}:{port}", self._pins, self._ours)
+        return _PinningStream(inner, _where(host, port), self._pins, self._ours)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -402,7 +403,7 @@ class _Transport(httpx2.AsyncHTTPTransport):
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
-        where = f"{url.host}:{url.port or (443 if url.scheme == 'https' else 80)}"
+        where = _where(url.host, url.port or (443 if url.scheme == "https" else 80))
         if url.scheme != "https":
             if self._pins:
                 raise TlsRefused(
@@ -422,6 +423,10 @@ class _Transport(httpx2.AsyncHTTPTransport):
             if refusal is None:
                 raise
             raise refusal from exc
+
+
+def _where(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _loopback(host: str) -> bool:
