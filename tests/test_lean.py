@@ -15,9 +15,9 @@ import pytest
 # Top-level packages that `run` over stdio must never import: the SDK and what it brings,
 # HTTP clients and servers, TLS. A future HTTP end imports these on its own path only.
 HEAVY = {
-    "mcp", "pydantic", "pydantic_core", "anyio", "httpx", "httpcore", "h11", "starlette",
-    "uvicorn", "sse_starlette", "aiohttp", "requests", "urllib3", "ssl", "_ssl", "http",
-    "asyncio", "cryptography", "keyring", "platformdirs",
+    "mcp", "mcp_types", "pydantic", "pydantic_core", "anyio", "httpx", "httpcore", "httpx2",
+    "httpcore2", "h11", "starlette", "uvicorn", "sse_starlette", "aiohttp", "requests",
+    "urllib3", "ssl", "_ssl", "http", "asyncio", "cryptography", "keyring", "platformdirs",
 }  # fmt: skip
 # Modules a run does without when its profile is unchanged since the last run (the usual
 # start): shutil (with zlib, bz2 and lzma), tempfile and random cost ~3-4 ms of each start,

@@ -63,23 +63,31 @@ def read(secrets: Mapping[str, str], source: str) -> dict[str, str]:
     if not secrets:
         return {}
     backend = _backend()
-    values = {}
-    for name, ref in sorted(secrets.items()):
-        service, user = parse_ref(ref)
-        try:
-            value = backend.get_password(service, user)
-        except Exception as exc:  # any backend failure: its type and text, never a value
-            raise SecretError(
-                f"{source}: [server] secrets.{name}: the keyring could not be read "
-                f"({type(exc).__name__}: {exc}); {_WAYS_OUT}"
-            ) from exc
-        if value is None:
-            raise SecretError(
-                f"{source}: [server] secrets.{name}: {ref} is not in the keyring; store it "
-                f"with `mcpwrap secret set {ref}` (the value is read from stdin)"
-            )
-        values[name] = value
-    return values
+    return {
+        name: _get(backend, ref, f"{source}: [server] secrets.{name}")
+        for name, ref in sorted(secrets.items())
+    }
+
+
+def read_one(ref: str, where: str) -> str:
+    """The value of one "keyring:SERVICE/USER"; `where` names the setting in errors."""
+    return _get(_backend(), ref, where)
+
+
+def _get(backend: Any, ref: str, where: str) -> str:
+    service, user = parse_ref(ref)
+    try:
+        value = backend.get_password(service, user)
+    except Exception as exc:  # any backend failure: its type and text, never a value
+        raise SecretError(
+            f"{where}: the keyring could not be read ({type(exc).__name__}: {exc}); {_WAYS_OUT}"
+        ) from exc
+    if value is None:
+        raise SecretError(
+            f"{where}: {ref} is not in the keyring; store it "
+            f"with `mcpwrap secret set {ref}` (the value is read from stdin)"
+        )
+    return str(value)
 
 
 def store(ref: str, value: str, state_dir: str) -> None:
