@@ -7,11 +7,12 @@ HTTP+SSE transport.
 Tools: `echo` (returns its text), `wipe` (a tool a profile refuses), `steps` (reports
 progress and logs a message before it answers). Each call the server runs is one line
 in CALLS_FILE, so a test sees which calls reached it. Each request's headers that the
-test names in X-Test-Echo-Header are checked by `echo`.
+`echo` appends the X-Team header it got, and a digest of the Authorization header.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 
 import anyio
@@ -33,8 +34,15 @@ def echo(text: str, ctx: Context) -> str:
     """Return the text."""
     _count("echo")
     headers = ctx.headers or {}
-    team = headers.get("x-team")
-    return f"{text} (x-team={team})" if team else text
+    for name in ("x-team", "authorization"):
+        if name in headers:  # a digest: the test's secret never shows in the reply
+            value = headers[name] if name == "x-team" else _digest(headers[name])
+            text += f" ({name}={value})"
+    return text
+
+
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 @server.tool()

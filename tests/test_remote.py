@@ -96,8 +96,11 @@ def legacy_sse(tmp_path: Path) -> Iterator[Remote]:
     stop(remote)
 
 
-def mcpwrap(profile: Path, *target: str) -> StdioServerParameters:
+def mcpwrap(
+    profile: Path, *target: str, extra: dict[str, str] | None = None
+) -> StdioServerParameters:
     env = {k: v for k, v in os.environ.items() if k.startswith(("XDG_", "PATH", "HOME"))}
+    env.update(extra or {})
     return StdioServerParameters(
         command=sys.executable,
         args=["-m", "mcpwrap", "run", "--profile", str(profile), "--", *target],
@@ -364,3 +367,33 @@ async def test_profile_headers_reach_the_server(streamable: Remote, tmp_path: Pa
 
     result = await session_run(mcpwrap(profile, streamable.url), tmp_path / "err", body)
     assert text_of(result) == "hi (x-team=blue)"
+
+
+@pytest.mark.anyio
+async def test_bearer_from_the_keyring_reaches_the_server_and_nothing_else(
+    streamable: Remote, tmp_path: Path, bus: dict[str, str]
+) -> None:
+    import hashlib
+
+    value = "tok-" + hashlib.sha256(b"remote bearer test").hexdigest()[:24]
+    ref = "keyring:mcpwrap-test/remote-bearer"
+    stored = subprocess.run(
+        [sys.executable, "-m", "mcpwrap", "secret", "set", ref],
+        input=value + "\n",
+        capture_output=True,
+        text=True,
+        env={**os.environ, **bus},
+        timeout=60,
+    )
+    assert stored.returncode == 0, stored.stderr
+    profile = write_profile(tmp_path, f'[server]\nbearer = "{ref}"\n' + TOOLS)
+
+    async def body(session: ClientSession) -> Any:
+        await session.initialize()
+        return await session.call_tool("echo", {"text": "hi"})
+
+    result = await session_run(mcpwrap(profile, streamable.url, extra=bus), tmp_path / "err", body)
+    digest = hashlib.sha256(f"Bearer {value}".encode()).hexdigest()
+    assert text_of(result) == f"hi (authorization={digest})"
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    assert value.encode() not in written  # not in the audit log, the profile or stderr
