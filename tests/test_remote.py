@@ -397,3 +397,88 @@ async def test_bearer_from_the_keyring_reaches_the_server_and_nothing_else(
     assert text_of(result) == f"hi (authorization={digest})"
     written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
     assert value.encode() not in written  # not in the audit log, the profile or stderr
+
+
+# --- RemoteUpstream keeps ends.py's contract (in process, against the real server) ----------
+
+INITIALIZE = (
+    b'{"jsonrpc":"2.0","id":0,"method":"initialize","params":{"protocolVersion":"2025-06-18",'
+    b'"capabilities":{},"clientInfo":{"name":"t","version":"1"}}}'
+)
+
+
+def _wait_for(got: list[Any], count: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while len(got) < count and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(got) >= count, got
+
+
+def test_remote_upstream_keeps_the_end_contract(streamable: Remote) -> None:
+    import json
+    import threading
+
+    from mcpwrap.config.remote import RemoteSpec
+    from mcpwrap.relay.ends import Upstream
+    from mcpwrap.relay.framing import Oversize
+    from mcpwrap.relay.remote import RemoteUpstream
+
+    end = RemoteUpstream(RemoteSpec(streamable.url), max_message=600, name="r")
+    assert isinstance(end, Upstream) and end.usage() is None and end.name == "r"
+    end.reset_peaks()
+    got: list[Any] = []
+    reader = threading.Thread(target=end.run, args=(got.append,))
+    reader.start()
+    assert end.send(INITIALIZE)
+    _wait_for(got, 1)
+    assert json.loads(got[0])["id"] == 0
+    assert end.send(b'{"jsonrpc":"2.0","method":"notifications/initialized"}')
+    # Sends from many threads at once: each whole, each answered.
+    senders = [
+        threading.Thread(
+            target=end.send, args=(f'{{"jsonrpc":"2.0","id":{i},"method":"ping"}}'.encode(),)
+        )
+        for i in range(1, 9)
+    ]
+    for thread in senders:
+        thread.start()
+    for thread in senders:
+        thread.join()
+    _wait_for(got, 9)
+    assert sorted(json.loads(m)["id"] for m in got[1:9]) == list(range(1, 9))
+    # Over max_message: an Oversize, as from a pipe (the listing is ~1 KB).
+    assert end.send(b'{"jsonrpc":"2.0","id":20,"method":"tools/list"}')
+    _wait_for(got, 10)
+    assert isinstance(got[9], Oversize) and got[9].size > 600
+    # A request the SDK will not carry is answered for its id, not dropped.
+    assert end.send(b'{"jsonrpc":"2.0","id":21,"method":7}')
+    _wait_for(got, 11)
+    assert json.loads(got[10])["id"] == 21 and "could not send" in got[10].decode()
+    end.close()
+    end.close()  # idempotent
+    reader.join(15)
+    assert not reader.is_alive()
+    assert end.send(b'{"jsonrpc":"2.0","id":30,"method":"ping"}') is False
+    assert end.error is None  # closed from our side
+
+
+def test_remote_upstream_run_ends_with_the_reason_when_the_server_is_gone(
+    streamable: Remote,
+) -> None:
+    import threading
+
+    from mcpwrap.config.remote import RemoteSpec
+    from mcpwrap.relay.remote import RemoteUpstream
+
+    end = RemoteUpstream(RemoteSpec(streamable.url), max_message=1 << 20)
+    got: list[Any] = []
+    reader = threading.Thread(target=end.run, args=(got.append,))
+    reader.start()
+    assert end.send(INITIALIZE)
+    _wait_for(got, 1)
+    stop(streamable)
+    end.send(b'{"jsonrpc":"2.0","id":1,"method":"ping"}')
+    reader.join(40)
+    assert not reader.is_alive()
+    assert end.error is not None and streamable.url in end.error
+    assert end.send(b'{"jsonrpc":"2.0","id":2,"method":"ping"}') is False
