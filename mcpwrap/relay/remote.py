@@ -58,13 +58,18 @@ _SEND_FAILED = -32603
 
 
 def _http_client(spec: RemoteSpec, headers: Mapping[str, str]) -> httpx2.AsyncClient:
-    """The HTTP client of one connection: the extra headers, the MCP timeouts. Redirects
-    stay off (the SDK follows only those within the server's origin)."""
-    from mcp.shared._httpx_utils import create_mcp_http_client
+    """The HTTP client of one connection (identity/tlsclient.py: verified TLS, nothing from
+    the environment, no redirects: the SDK follows only those within the server's origin),
+    with the extra headers and the MCP timeouts (a response stream may stay silent long)."""
+    from mcpwrap.identity.tlsclient import TlsSettings, http_client
 
-    del spec  # TLS settings come from the spec with identity/tlsclient.py
-    timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
-    return create_mcp_http_client(headers=dict(headers), timeout=timeout)
+    # The system trust store until the profile names a CA file, a client certificate or
+    # pins (the TLS settings' keys are the next step of issue 19).
+    del spec
+    tls = TlsSettings(ca_file=None, client_cert=None, client_key=None, pins=())
+    client = http_client(tls, headers=dict(headers), timeout=CONNECT_TIMEOUT)
+    client.timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
+    return client
 
 
 def request_headers(spec: RemoteSpec, source: str) -> dict[str, str]:
@@ -74,12 +79,7 @@ def request_headers(spec: RemoteSpec, source: str) -> dict[str, str]:
     if spec.bearer is not None:
         from mcpwrap.identity import secrets
 
-        try:
-            token = secrets.read({"bearer": spec.bearer}, source)["bearer"]
-        except secrets.SecretError as exc:
-            raise secrets.SecretError(
-                str(exc).replace("[server] secrets.bearer", "[server] bearer")
-            ) from exc
+        token = secrets.read_one(spec.bearer, f"{source}: [server] bearer")
         headers["Authorization"] = f"Bearer {token}"
     return headers
 
