@@ -2,7 +2,9 @@
 uvicorn on 127.0.0.1, over Streamable HTTP (both protocol generations) or the 2024-11-05
 HTTP+SSE transport.
 
-    python remote_server.py {streamable-http|sse} PORT CALLS_FILE
+    python remote_server.py {streamable-http|sse} PORT CALLS_FILE [CERT KEY]
+
+With CERT and KEY (PEM files) it serves https.
 
 Tools: `echo` (returns its text), `wipe` (a tool a profile refuses), `steps` (reports
 progress and logs a message before it answers). Each call the server runs is one line
@@ -66,7 +68,8 @@ app = server.sse_app() if transport == "sse" else server.streamable_http_app()
 
 
 async def main() -> None:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
+    tls = {"ssl_certfile": sys.argv[4], "ssl_keyfile": sys.argv[5]} if len(sys.argv) > 5 else {}
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **tls)
     await uvicorn.Server(config).serve()
 
 

@@ -53,12 +53,12 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(tmp_path: Path, transport: str) -> Remote:
+def start_server(tmp_path: Path, transport: str, tls: tuple[Path, Path] | None = None) -> Remote:
     port = _free_port()
     calls = tmp_path / f"calls-{port}.txt"
     log = (tmp_path / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
-        [sys.executable, str(SERVER), transport, str(port), str(calls)],
+        [sys.executable, str(SERVER), transport, str(port), str(calls), *map(str, tls or ())],
         stdout=log,
         stderr=subprocess.STDOUT,
     )
@@ -73,7 +73,8 @@ def start_server(tmp_path: Path, transport: str) -> Remote:
     else:
         pytest.fail("the test server did not listen within 20 s")
     path = "/sse" if transport == "sse" else "/mcp"
-    return Remote(f"http://127.0.0.1:{port}{path}", calls, process)
+    scheme = "https" if tls else "http"
+    return Remote(f"{scheme}://127.0.0.1:{port}{path}", calls, process)
 
 
 def stop(remote: Remote) -> None:
@@ -482,3 +483,38 @@ def test_remote_upstream_run_ends_with_the_reason_when_the_server_is_gone(
     assert not reader.is_alive()
     assert end.error is not None and streamable.url in end.error
     assert end.send(b'{"jsonrpc":"2.0","id":2,"method":"ping"}') is False
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_https_is_verified_an_untrusted_server_never_gets_a_call(
+    tmp_path: Path, trusted: bool
+) -> None:
+    """https through identity/tlsclient: a certificate the trust store does not vouch for
+    ends the run before any request (the client gets an error, the server no call); the
+    control trusts the test CA (SSL_CERT_FILE feeds the default store) and the call goes."""
+    from test_tlsclient import CA
+
+    ca = CA(tmp_path, "remote-ca")
+    issued = ca.issue("server")
+    remote = start_server(tmp_path, "streamable-http", (issued.cert, issued.key))
+    try:
+        profile = write_profile(tmp_path, TOOLS)
+        extra = {"SSL_CERT_FILE": str(ca.pem)} if trusted else {}
+
+        async def body(session: ClientSession) -> Any:
+            await session.initialize()
+            return await session.call_tool("echo", {"text": "tls"})
+
+        params = mcpwrap(profile, remote.url, extra=extra)
+        if trusted:
+            assert text_of(await session_run(params, tmp_path / "err", body)) == "tls"
+            assert remote.seen() == ["echo"]
+        else:
+            with pytest.raises(Exception):  # noqa: B017 (the SDK's error for the failed handshake)
+                await session_run(params, tmp_path / "err", body)
+            assert remote.seen() == []
+            err = (tmp_path / "err").read_text()
+            assert "127.0.0.1" in err and "certificate" in err.lower(), err
+    finally:
+        stop(remote)

@@ -44,6 +44,7 @@ from mcp.shared.message import ClientMessageMetadata, SessionMessage
 from mcp_types import PROTOCOL_VERSION_META_KEY, JSONRPCRequest, jsonrpc_message_adapter
 
 from mcpwrap.basics import jsontext
+from mcpwrap.basics.errors import MCPWrapError
 from mcpwrap.config.remote import RemoteSpec
 from mcpwrap.relay.ends import Deliver, Usage
 from mcpwrap.relay.framing import PEEK_BYTES, Oversize
@@ -378,6 +379,8 @@ def _describe(exc: BaseException, url: str, transport: str | None) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     over = f" over {transport}" if transport else ""
+    if isinstance(exc, MCPWrapError):  # mcpwrap's own refusal (TLS): its message says it all
+        return f"the connection to the remote MCP server {url} was refused: {exc}"
     if isinstance(exc, httpx2.HTTPStatusError):
         return (
             f"the remote MCP server {url} answered{over} with HTTP "
