@@ -421,3 +421,13 @@ def test_argument_names_that_cannot_be_checked_are_a_note(
     found = [f for f in json.loads(out.stdout)["profiles"][0]["findings"] if ".args" in f["rule"]]
     assert [(f["severity"], f["rule"]) for f in found] == [(NOTE, f"tools.{tool}.args")]
     assert says in found[0]["message"] and tool in found[0]["message"]
+
+
+def test_a_remote_server_is_noted_as_unjailed_and_sandbox_findings_do_not_apply() -> None:
+    places = Placeholders(project=PROJECT, home=HOME, cwd=PROJECT, state="/state")
+    text = (
+        'version = 1\n[server]\nurl = "https://mcp.example.com/mcp"\n[sandbox]\nenforce = false\n'
+    )
+    found = findings(parse_profile(text, source="p.toml", places=places), home=HOME, exists=bool)
+    assert [(f.severity, f.rule) for f in found] == [(NOTE, "server.url")]
+    assert "no jail" in found[0].message

@@ -68,3 +68,33 @@ def test_run_over_stdio_imports_no_sdk_no_http_stack_and_no_shutil(
     assert not names & HEAVY, sorted(names & HEAVY)
     again = imported(repo_root / "bench" / profile, env, repo_root)  # the profile kept
     assert not again & (HEAVY | LAZY), sorted(again & (HEAVY | LAZY))
+
+
+def test_a_remote_run_is_what_imports_the_sdk(repo_root: Path, tmp_path: Path) -> None:
+    """Control for the test above: the same listing shows the SDK and its HTTP stack when
+    the server is a URL (nothing listens on the port: the run ends either way)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "XDG_STATE_HOME": str(tmp_path), "XDG_CONFIG_HOME": str(tmp_path)}
+    initialize = {"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "mcpwrap", "run", "--profile",
+         str(repo_root / "bench" / "allow_all.toml"), "--", f"http://127.0.0.1:{port}/mcp"],
+        input=json.dumps(initialize) + "\n",
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=repo_root,
+        timeout=60,
+    )  # fmt: skip
+    names = {
+        line.rsplit("|", 1)[1].strip().split(".")[0]
+        for line in done.stderr.splitlines()
+        if line.startswith("import time:") and "|" in line
+    }
+    assert {"mcp", "httpx2", "anyio"} <= names, done.stderr[-2000:]

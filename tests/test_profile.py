@@ -17,9 +17,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mcpwrap.basics.errors import ProfileError
+from mcpwrap.basics.errors import ProfileError, UsageError
 from mcpwrap.basics.units import Rate
 from mcpwrap.config import profile as profile_module
+from mcpwrap.config import remote
 from mcpwrap.config.profile import (
     Access,
     ArgumentsMode,
@@ -255,8 +256,9 @@ def test_full_example_loads_from_a_file(tmp_path: Path, monkeypatch: pytest.Monk
 def test_full_example_covers_every_documented_key() -> None:
     doc = tomllib.loads(FULL)
     assert set(doc) == set(profile_module._TOP_KEYS)
+    remote_keys = set(remote.KEYS)  # a remote server's, tested in REMOTE below
     for section, known in [
-        ("server", profile_module._SERVER_KEYS),
+        ("server", tuple(set(profile_module._SERVER_KEYS) - remote_keys)),
         ("sandbox", profile_module._SANDBOX_KEYS),
         ("policy", profile_module._POLICY_KEYS),
         ("audit", profile_module._AUDIT_KEYS),
@@ -1515,3 +1517,85 @@ def test_property_counts_without_a_maximum_work_at_any_size(n: int) -> None:
     reason = constraints.check_value("x" * 5, tool.args["p"], cwd="/", resolve=str)
     assert (reason is None) is (n >= 5)
     threading.BoundedSemaphore(loaded.sandbox.egress_connections).acquire()
+
+
+# --- a remote server: [server] url, transport, headers, bearer -----------------------------
+
+REMOTE = """
+version = 1
+[server]
+url = "https://mcp.example.com/mcp"
+transport = "streamable-http"
+headers = { X-Team = "blue" }
+bearer = "keyring:example/token"
+"""
+
+
+def test_remote_keys_load() -> None:
+    loaded = parse(REMOTE)
+    assert set(tomllib.loads(REMOTE)["server"]) == set(remote.KEYS)
+    assert loaded.server.command is None
+    assert loaded.server.remote == remote.RemoteSpec(
+        url="https://mcp.example.com/mcp",
+        transport="streamable-http",
+        headers={"X-Team": "blue"},
+        bearer="keyring:example/token",
+    )
+    assert parse("version = 1\n").server.remote is None  # a local server's profile
+
+
+@pytest.mark.parametrize(
+    ("server", "message"),
+    [
+        (
+            'command = ["srv"]\nurl = "https://h/mcp"',
+            "server.url: server.command and server.url are both given",
+        ),
+        (
+            'command = ["srv"]\ntransport = "sse"',
+            "server.transport: server.transport is for a remote",
+        ),
+        ('url = "http://192.0.2.1/mcp"', "plain http to 192.0.2.1"),
+        ('url = "http://example.com/mcp"', "loopback"),
+        ('url = "https://u:p@example.com/mcp"', "user name or password"),
+        ('url = "ftp://example.com/"', "not an http(s) URL"),
+        ('url = ""', 'expected a URL "https://HOST/PATH"'),
+        ('url = "https://h/mcp"\ntransport = "websocket"', 'one of "auto", "streamable-http"'),
+        ('url = "https://h/mcp"\nheaders = { Authorization = "Bearer x" }', "keyring"),
+        ('url = "https://h/mcp"\nheaders = { cookie = "a=b" }', "carries a credential"),
+        ('url = "https://h/mcp"\nheaders = { "X Y" = "a" }', "not an HTTP header name"),
+        ('url = "https://h/mcp"\nheaders = { X-A = "a\\r\\nX-B: b" }', "on one line"),
+        ('url = "https://h/mcp"\nbearer = "s3cr3t-token"', "never the token itself"),
+    ],
+)
+def test_remote_keys_refused(server: str, message: str) -> None:
+    error = fails(f"version = 1\n[server]\n{server}\n")
+    assert message in error and error.startswith("p.toml:"), error
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:8080/mcp", "http://127.9.9.9/", "http://[::1]:1/", "http://LOCALHOST/"],
+)
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    assert parse(f'version = 1\n[server]\nurl = "{url}"\n').server.remote is not None
+
+
+def test_command_line_url_and_profile() -> None:
+    """One URL after `--`: the same as [server] url; the two must agree, and a profile's
+    command and a URL exclude each other."""
+    spec = remote.RemoteSpec("", "sse")
+    assert remote.target(spec, None, ["https://h/mcp"], "p.toml") == spec._replace(
+        url="https://h/mcp"
+    )
+    assert remote.target(None, ["srv"], [], "p.toml") is None
+    assert remote.target(None, None, ["srv", "--flag"], "p.toml") is None
+    for args in [
+        (remote.RemoteSpec("https://a/mcp"), None, ["https://b/mcp"]),
+        (None, ("srv",), ["https://b/mcp"]),
+        (None, None, ["https://b/mcp", "extra"]),
+        (None, None, ["http://192.0.2.1/mcp"]),
+        (remote.RemoteSpec("https://a/mcp"), None, ["srv"]),
+    ]:
+        with pytest.raises(UsageError):
+            remote.target(*args, source="p.toml")

@@ -32,6 +32,9 @@ class Finding(NamedTuple):
 
 def findings(profile: Profile, *, home: str, exists: Callable[[str], bool]) -> list[Finding]:
     """Every finding for this profile, most serious first."""
+    if profile.server.remote is not None and profile.server.remote.url:
+        remote = [*_remote(profile), *_exposed(profile), *_unauthenticated(profile)]
+        return sorted([*remote, *_name(profile)], key=lambda f: f.severity != ERROR)
     found = [
         *_project(profile, home),
         *_sandbox_off(profile),
@@ -127,6 +130,21 @@ def _unauthenticated(profile: Profile) -> list[Finding]:
             f"write tools callable without a token: {', '.join(names)}",
             '[auth] required = "write" keeps reads open and lets only a write-class token '
             "(`mcpwrap token issue --class write ...`) call them",
+        )
+    ]
+
+
+def _remote(profile: Profile) -> list[Finding]:
+    """A remote server: no local process, so no jail; [sandbox] says nothing for it."""
+    remote = profile.server.remote
+    assert remote is not None
+    return [
+        Finding(
+            NOTE,
+            "server.url",
+            f"a remote server ({remote.url}): no local process, so no jail; [sandbox] does "
+            "not apply. Listings, argument checks, sanitising, tokens and the audit log do",
+            "nothing to fix; what the server does on its side is its operator's to limit",
         )
     ]
 

@@ -27,18 +27,21 @@ class RunOptions(NamedTuple):
 
 
 def run(options: RunOptions) -> int:
+    token = _token(options)
+    profile = _load(options, tenant=token.scope.tenant if token is not None else None)
+    remote = _remote_target(profile, options.command)
+    if remote is not None:
+        return _run_remote(options, profile, remote, token)
     early: list[launch.Trampoline] = []  # the jail's trampoline, started early (see _run)
     try:
-        return _run(options, early)
+        return _run(options, profile, token, early)
     finally:
         for trampoline in early:
             if not trampoline.used:  # the run stopped before the jail started
                 trampoline.discard()
 
 
-def _run(options: RunOptions, early: list[launch.Trampoline]) -> int:
-    token = _token(options)
-    profile = _load(options, tenant=token.scope.tenant if token is not None else None)
+def _run(options: RunOptions, profile: Profile, token: Any, early: list[launch.Trampoline]) -> int:
     if profile.sandbox.enforce:
         # The jail's interpreter starts now, while the lock is read and the spec built
         # (~15 ms of every jailed start). Only for a jail: an unjailed server starting up
@@ -121,6 +124,64 @@ def _max_message(options: RunOptions) -> int:
     from mcpwrap.relay.framing import DEFAULT_MAX_MESSAGE
 
     return DEFAULT_MAX_MESSAGE if options.max_message is None else options.max_message
+
+
+def _remote_target(profile: Profile, command: tuple[str, ...]) -> Any:
+    """The remote server this run speaks to (config/remote.py), or None: a local command.
+    Cheap for a command: the module is small and imports nothing heavy."""
+    from mcpwrap.config.remote import target
+
+    server = profile.server
+    return target(server.remote, server.command, command, profile.source)
+
+
+def _run_remote(options: RunOptions, profile: Profile, spec: Any, token: Any) -> int:
+    """A remote MCP server: no process and no jail, the same core for everything else
+    (filtered listings, argument checks, the tool gate, sanitising, tokens, audit)."""
+    if token is not None:
+        _check_tenant(profile, token)
+    from mcpwrap.relay.remote import RemoteUpstream, request_headers
+    from mcpwrap.relay.session import Session
+    from mcpwrap.supply.toolgate import Gate
+
+    headers = request_headers(spec, profile.source)
+    audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
+    lock = paths.find_lock(profile.source, paths.served(profile))
+    if os.path.exists(lock):
+        # Locks pin what a command runs; a remote server's pins come with `lock` for URLs.
+        # A lock the user made is never silently ignored: fail closed.
+        reason = "a lock exists, and locks of remote servers are not supported yet"
+        _refuse_start(profile, audit, "pins.remote", reason, lock=lock)
+        raise LockError(
+            f"{lock}: this profile has a lock, but it runs the remote server {spec.url}, and "
+            "mcpwrap cannot check a remote server against a lock yet; move the lock away to "
+            "run without it"
+        )
+    changed = _profile_change(profile)
+    gate = Gate(None, profile.policy.descriptions, approve=_approve(options, profile))
+    redact: Callable[[str], str] = str
+    if spec.bearer is not None:
+        from mcpwrap.identity.secrets import Redactor
+
+        redact = Redactor({"bearer": headers["Authorization"].removeprefix("Bearer ")})
+    max_message = _max_message(options)
+    upstream = RemoteUpstream(spec, max_message=max_message, headers=headers, name=profile.name)
+    session = Session(
+        profile,
+        None,
+        audit,
+        max_message=max_message,
+        cwd=profile.working_dir(),
+        gate=gate,
+        redact=redact,
+        upstream=upstream,
+    )
+    if token is not None:
+        from mcpwrap.identity.auth import TokenState
+
+        session.core.set_token(TokenState(token))
+        session.watch_token(options.token_name, paths.state_dir())
+    return session.run([spec.url], sandbox="off", profile_change=changed)
 
 
 def _start_held(

@@ -153,6 +153,13 @@ def profile_name_for(command: Sequence[str]) -> str:
             "no --profile and no server command: say which profile to use "
             "(mcpwrap run --profile NAME -- CMD ...)"
         )
+    from mcpwrap.config.remote import is_url
+
+    if is_url(command[0]):
+        raise DiscoveryError(
+            f"no --profile for the remote server {command[0]}: say which profile to use "
+            f"(mcpwrap run --profile NAME -- {command[0]})"
+        )
     return profile_name_for_command(command)
 
 

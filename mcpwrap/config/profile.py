@@ -32,6 +32,7 @@ from mcpwrap.basics.units import (
     parse_rate,
     parse_size,
 )
+from mcpwrap.config import remote
 from mcpwrap.config.discovery import is_directly_in, project_of
 
 FORMAT_VERSION = 1
@@ -135,6 +136,7 @@ class ServerSpec(NamedTuple):
     env: Mapping[str, str]
     passthrough: tuple[str, ...]
     secrets: Mapping[str, str]
+    remote: remote.RemoteSpec | None = None  # url, transport, headers, bearer (config/remote.py)
 
 
 class SandboxSpec(NamedTuple):
@@ -664,7 +666,7 @@ _roots = _array_of(_fs_path, "a non-empty array of paths", non_empty=True)
 
 # --- [server] ------------------------------------------------------------------------------
 
-_SERVER_KEYS = ("command", "cwd", "env", "passthrough", "secrets")
+_SERVER_KEYS = ("command", "cwd", "env", "passthrough", "secrets", *remote.KEYS)
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _SECRET_REF = re.compile(r"keyring:[^/]+/.+")
 
@@ -682,6 +684,7 @@ def _server(t: _Table) -> ServerSpec:
         env=env,
         passthrough=passthrough,
         secrets=secrets,
+        remote=remote.parse(t.data, lambda key, why: t.ctx.fail((*t.path, *key), why)),
     )
 
 

@@ -4,6 +4,10 @@ Lifecycle: client EOF closes the server's stdin, waits, then SIGTERM and SIGKILL
 process group. Server exit answers every request still pending and exits with the
 server's status. SIGINT, SIGTERM and SIGHUP stop the server the same way and exit with
 128 + the signal's number.
+
+A remote server (child None, a RemoteUpstream): client EOF or a signal closes the
+connection; the connection's end answers every request still pending with its reason and
+exits 0 when we closed it, 1 when the server or the network ended it.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from mcpwrap.config import paths
 from mcpwrap.config.profile import Profile
 from mcpwrap.policy.sanitize import clean_line
 from mcpwrap.relay.core import Core, RelayOptions
+from mcpwrap.relay.ends import Upstream
 from mcpwrap.relay.framing import LineReader, Oversize, write_all
 from mcpwrap.relay.process import ProcessUpstream
 from mcpwrap.relay.ratelimit import RateLimiter
@@ -61,26 +66,33 @@ class Session:
     def __init__(
         self,
         profile: Profile,
-        child: launch.Child,
+        child: launch.Child | None,
         audit: AuditWriter,
         *,
         max_message: int,
         cwd: str,
         gate: Gate | None = None,
         redact: Callable[[str], str] = str,
+        upstream: Upstream | None = None,
     ) -> None:
+        """child None: `upstream` is a remote server's (no process, no jail)."""
         self._redact = redact
         self.child = child
-        server_in, server_out, self.server_err = child.fds()
         options = RelayOptions(max_message=max_message, cwd=cwd)
         self.front = StdioFront(sys.stdin.fileno(), sys.stdout.fileno(), max_message=max_message)
-        self.upstream = ProcessUpstream(
-            server_in,
-            server_out,
-            max_message=max_message,
-            tree=ProcessTree(child.server_pid()),
-            name=profile.name,
-        )
+        self.upstream: Upstream
+        if child is not None:
+            server_in, server_out, self.server_err = child.fds()
+            self.upstream = ProcessUpstream(
+                server_in,
+                server_out,
+                max_message=max_message,
+                tree=ProcessTree(child.server_pid()),
+                name=profile.name,
+            )
+        else:
+            assert upstream is not None, "a session without a child needs its upstream"
+            self.upstream = upstream
         self.recorder = Recorder(
             audit,
             server=profile.name,
@@ -112,6 +124,8 @@ class Session:
         """jail: the jail's kind and, when reduced, its layers applied and missing."""
         _return_big_buffers_to_the_os()
         profile = self.core.profile
+        if self.child is None:
+            return self._run_remote(argv, profile_change)
         self.recorder.session(
             decision="start",
             command=argv,
@@ -141,6 +155,43 @@ class Session:
         code = self._exit_code(status)
         self.recorder.session(
             decision="stop", exit_status=status, exit_code=code, signal=self._signal
+        )
+        self.recorder.close()
+        return code
+
+    def _run_remote(self, argv: list[str], profile_change: dict[str, Any] | None) -> int:
+        """The run of a remote server: until the connection ends (the client's EOF or a
+        signal closes it)."""
+        profile = self.core.profile
+        self.recorder.session(
+            decision="start",
+            command=argv,
+            profile=profile.source,
+            profile_digest=profile.digest,
+            sandbox="off: a remote server, no local process",
+        )
+        if profile_change is not None:
+            self.recorder.event("profile", **profile_change)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self._on_signal)
+        server_pump = self._thread(self._pump_server, "server")
+        self._thread(self.core.run_deadlines, "deadlines")
+        self._thread(self._pump_client, "client")
+        server_pump.join()
+        error = getattr(self.upstream, "error", None)
+        closed = self._stopping.is_set() and error is None
+        reason = error or "the connection to the remote MCP server was closed"
+        self.core.fail_pending(f"{reason}, before answering")
+        self.core.close()
+        if not closed:
+            sys.stderr.write(f"mcpwrap: {reason}\n")
+        code = 128 + self._signal if self._signal is not None else (0 if closed else 1)
+        self.recorder.session(
+            decision="stop",
+            exit_code=code,
+            signal=self._signal,
+            transport=getattr(self.upstream, "transport", None),
+            reason=None if closed else reason,
         )
         self.recorder.close()
         return code
@@ -228,7 +279,8 @@ class Session:
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
         self._signal = signum
-        self.child.signal_group(signal.SIGTERM)
+        if self.child is not None:
+            self.child.signal_group(signal.SIGTERM)
         self._stop()
 
     def _watch_cpu(self) -> None:
@@ -251,7 +303,8 @@ class Session:
                     f"mcpwrap: the server used {used:.1f} s of CPU "
                     f"([sandbox] cpu = {limit:g} s): stopped\n"
                 )
-                self.child.signal_group(signal.SIGKILL)
+                if self.child is not None:
+                    self.child.signal_group(signal.SIGKILL)
                 return
 
     def _stop(self) -> None:
@@ -259,6 +312,8 @@ class Session:
             return
         self._stopping.set()
         self.upstream.close()
+        if self.child is None:
+            return
         threading.Thread(
             target=self.child.stop,
             kwargs={"eof_grace": EOF_GRACE, "term_grace": TERM_GRACE},

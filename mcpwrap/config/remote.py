@@ -1,0 +1,186 @@
+"""A remote MCP server: `[server] url`, `transport`, `headers`, `bearer`, or one URL after
+`--` on the command line (`mcpwrap run --profile P -- https://host/path`).
+
+Checked before anything connects: the scheme is https, or http to a loopback address only
+(plain http anywhere else is readable and writable by every hop on the way); no user
+information in the URL (a password on a command line is in `ps` and shell history);
+headers that carry credentials come from the keyring, never from the profile's text.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import NamedTuple, NoReturn
+
+from mcpwrap.basics import hostnames
+from mcpwrap.basics.errors import UsageError
+
+TRANSPORTS = ("auto", "streamable-http", "sse")
+KEYS = ("url", "transport", "headers", "bearer")
+# Headers that carry credentials: from the keyring (`bearer`), never in a profile's text.
+_SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
+_KEYRING_REF = "keyring:SERVICE/USER"
+
+Fail = Callable[[tuple[str, ...], str], NoReturn]
+
+
+class RemoteSpec(NamedTuple):
+    url: str  # "" in a profile that leaves the URL to the command line
+    transport: str = "auto"
+    headers: Mapping[str, str] = MappingProxyType({})
+    bearer: str | None = None  # "keyring:SERVICE/USER": sent as `Authorization: Bearer`
+
+
+def is_url(text: str) -> bool:
+    """Whether a command line's server is a URL rather than a program."""
+    return text[:8].lower().startswith(("https://", "http://"))
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with `url` as a remote server's address, or None."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+        _ = parts.port  # raises on a port that is not a number in range
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    scheme = parts.scheme.lower()
+    if scheme not in ("https", "http"):
+        return f"{url!r} is not an http(s) URL; give https://HOST/PATH"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "the URL holds a user name or password; remove it (a credential in a URL ends "
+            "up in process listings and logs): put a token in the keyring and name it as "
+            f'[server] bearer = "{_KEYRING_REF}"'
+        )
+    if not host or hostnames.to_ascii(host) is None:
+        return f"{url!r} names no valid host"
+    if scheme == "http" and not _loopback(host):
+        return (
+            f"{url!r} is plain http to {host}, which is not this machine: anyone on the way "
+            "could read and change every message. Use https://, or plain http only to a "
+            "server on loopback (127.0.0.0/8, ::1, localhost)"
+        )
+    return None
+
+
+def _loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it could resolve anywhere
+
+
+def parse(data: Mapping[str, object], fail: Fail) -> RemoteSpec | None:
+    """The remote keys of a [server] table (None: none given). `fail(key_path, message)`
+    raises the profile's error for the key; `command` and `url` exclude each other."""
+    given = [key for key in KEYS if key in data]
+    if not given:
+        return None
+    if "command" in data:
+        if "url" in data:
+            fail(("url",), "server.command and server.url are both given: a server is a "
+                 "local command or a remote URL; remove one of them")  # fmt: skip
+        fail((given[0],), f"server.{given[0]} is for a remote server (server.url), and this "
+             "profile runs server.command; remove it")  # fmt: skip
+    url = data.get("url", "")  # absent: the command line gives it
+    if not isinstance(url, str) or ("url" in data and not url):
+        fail(("url",), 'expected a URL "https://HOST/PATH"')
+    if url and (problem := url_problem(url)) is not None:
+        fail(("url",), problem)
+    transport = data.get("transport", "auto")
+    if transport not in TRANSPORTS:
+        fail(("transport",), "expected one of " + ", ".join(f'"{t}"' for t in TRANSPORTS))
+    return RemoteSpec(
+        url=url,
+        transport=str(transport),
+        headers=_headers(data.get("headers", {}), fail),
+        bearer=_bearer(data.get("bearer"), fail),
+    )
+
+
+def _headers(value: object, fail: Fail) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        fail(("headers",), 'expected a table of header names and values, e.g. { "X-Team" = "a" }')
+    out: dict[str, str] = {}
+    for name, text in value.items():
+        if not _token(name):
+            fail(("headers", name), "is not an HTTP header name (letters, digits, -_ and the like)")
+        if name.lower() in _SECRET_HEADERS:
+            fail(
+                ("headers", name),
+                f"{name} carries a credential and must not be written in a profile: store "
+                f'it in the keyring and name it as [server] bearer = "{_KEYRING_REF}"',
+            )
+        if not isinstance(text, str) or any(c in text for c in "\r\n\0"):
+            fail(("headers", name), "expected a string on one line")
+        out[name] = text
+    return MappingProxyType(out)
+
+
+def _token(name: str) -> bool:
+    # RFC 9110 token characters
+    extra = "!#$%&'*+-.^_`|~"
+    return bool(name) and all(c.isascii() and (c.isalnum() or c in extra) for c in name)
+
+
+def _bearer(value: object, fail: Fail) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not value.startswith("keyring:") or "/" not in value[8:]:
+        fail(("bearer",), f'expected a keyring reference "{_KEYRING_REF}" (never the token itself)')
+    service, _, user = value[8:].partition("/")
+    if not service or not user:
+        fail(("bearer",), f'expected a keyring reference "{_KEYRING_REF}"')
+    return value
+
+
+def target(
+    spec: RemoteSpec | None, command: Sequence[str] | None, given: Sequence[str], source: str
+) -> RemoteSpec | None:
+    """The remote server a run speaks to (from the command line, the profile, or both when
+    they agree), or None for a local command."""
+    url_given = bool(given) and is_url(given[0])
+    if url_given and len(given) > 1:
+        raise UsageError(
+            f"after `--` comes one URL for a remote server, got {list(given)!r}; "
+            "give the URL alone (headers and transport go in [server] of the profile)"
+        )
+    if not url_given:
+        if spec is None:
+            return None
+        if given and spec.url:
+            raise UsageError(
+                f"{source}: [server] url is {spec.url!r} but the command line gives "
+                f"{list(given)!r}; remove one of them"
+            )
+        if not spec.url:
+            if given:
+                raise UsageError(
+                    f"{source}: [server] transport/headers/bearer are for a remote server, "
+                    f"but the command line gives the command {list(given)!r}; remove them or "
+                    "give a URL"
+                )
+            return None  # no server at all: the caller says what to give
+        return spec
+    url = given[0]
+    if command:
+        raise UsageError(
+            f"{source}: [server] command is {list(command)!r} but the command line gives the "
+            f"URL {url!r}; remove one of them"
+        )
+    if spec is not None and spec.url and spec.url != url:
+        raise UsageError(
+            f"{source}: [server] url is {spec.url!r} but the command line gives {url!r}; "
+            "remove one of them"
+        )
+    problem = url_problem(url)
+    if problem is not None:
+        raise UsageError(f"the server URL is refused: {problem}")
+    return (spec or RemoteSpec(url))._replace(url=url)
