@@ -1528,18 +1528,31 @@ url = "https://mcp.example.com/mcp"
 transport = "streamable-http"
 headers = { X-Team = "blue" }
 bearer = "keyring:example/token"
+
+[server.tls]
+ca = "certs/ca.pem"
+client_cert = "{home}/me.pem"
+client_key = "keyring:example/client-key"
+pins = ["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
 """
 
 
 def test_remote_keys_load() -> None:
     loaded = parse(REMOTE)
     assert set(tomllib.loads(REMOTE)["server"]) == set(remote.KEYS)
+    assert set(tomllib.loads(REMOTE)["server"]["tls"]) == set(remote.TLS_KEYS)
     assert loaded.server.command is None
     assert loaded.server.remote == remote.RemoteSpec(
         url="https://mcp.example.com/mcp",
         transport="streamable-http",
         headers={"X-Team": "blue"},
         bearer="keyring:example/token",
+        tls=remote.TlsSpec(
+            ca="/proj/certs/ca.pem",  # relative: to the project, as every path
+            client_cert="/home/u/me.pem",
+            client_key="keyring:example/client-key",
+            pins=("sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=",),
+        ),
     )
     assert parse("version = 1\n").server.remote is None  # a local server's profile
 
@@ -1566,6 +1579,11 @@ def test_remote_keys_load() -> None:
         ('url = "https://h/mcp"\nheaders = { "X Y" = "a" }', "not an HTTP header name"),
         ('url = "https://h/mcp"\nheaders = { X-A = "a\\r\\nX-B: b" }', "on one line"),
         ('url = "https://h/mcp"\nbearer = "s3cr3t-token"', "never the token itself"),
+        ('command = ["srv"]\n[server.tls]\nca = "/ca.pem"', "server.tls is for a remote"),
+        ('url = "https://h/mcp"\n[server.tls]\npins = ["abc"]', 'expected "sha256/"'),
+        ('url = "https://h/mcp"\n[server.tls]\npins = []', "a non-empty array of pins"),
+        ('url = "https://h/mcp"\n[server.tls]\nclient_key = "keyring:x"', "keyring reference"),
+        ('url = "https://h/mcp"\n[server.tls]\nverify = false', "verify"),
     ],
 )
 def test_remote_keys_refused(server: str, message: str) -> None:

@@ -17,6 +17,7 @@ from typing import Any, NamedTuple
 
 import anyio
 import pytest
+from cryptography.hazmat.primitives import serialization
 from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from wrapped import audit_records, write_profile
@@ -516,5 +517,52 @@ async def test_https_is_verified_an_untrusted_server_never_gets_a_call(
             assert remote.seen() == []
             err = (tmp_path / "err").read_text()
             assert "127.0.0.1" in err and "certificate" in err.lower(), err
+    finally:
+        stop(remote)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("pinned", ["right", "wrong", "none"])
+async def test_the_profiles_ca_and_pins_decide_who_gets_the_calls(
+    tmp_path: Path, pinned: str
+) -> None:
+    """[server.tls] ca trusts the test CA without touching the system store; [server.tls]
+    pins must name the server's key: another pin ends the run before any request, and
+    the server sees no call. Controls: the right pin, and no pin (the CA alone)."""
+    from test_tlsclient import CA
+
+    from mcpwrap.identity.tlsclient import spki_pin
+
+    ca = CA(tmp_path, "remote-ca")
+    issued = ca.issue("server")
+    other = ca.issue("other")
+    remote = start_server(tmp_path, "streamable-http", (issued.cert, issued.key))
+    try:
+        pin_of = {"right": issued.cert, "wrong": other.cert}
+        pins = ""
+        if pinned in pin_of:
+            from cryptography import x509
+
+            der = x509.load_pem_x509_certificate(pin_of[pinned].read_bytes()).public_bytes(
+                serialization.Encoding.DER
+            )
+            pins = f'pins = ["{spki_pin(der)}"]\n'
+        tls = f'\n[server.tls]\nca = "{ca.pem}"\n{pins}'
+        profile = write_profile(tmp_path, TOOLS + tls)
+
+        async def body(session: ClientSession) -> Any:
+            await session.initialize()
+            return await session.call_tool("echo", {"text": "tls"})
+
+        params = mcpwrap(profile, remote.url)
+        if pinned != "wrong":
+            assert text_of(await session_run(params, tmp_path / "err", body)) == "tls"
+            assert remote.seen() == ["echo"]
+        else:
+            with pytest.raises(Exception):  # noqa: B017 (the SDK's error for the refused connection)
+                await session_run(params, tmp_path / "err", body)
+            assert remote.seen() == []
+            err = (tmp_path / "err").read_text()
+            assert "pin" in err and "mcpwrap approve" in err, err
     finally:
         stop(remote)

@@ -684,8 +684,39 @@ def _server(t: _Table) -> ServerSpec:
         env=env,
         passthrough=passthrough,
         secrets=secrets,
-        remote=remote.parse(t.data, lambda key, why: t.ctx.fail((*t.path, *key), why)),
+        remote=remote.parse(
+            t.data, lambda key, why: t.ctx.fail((*t.path, *key), why), _server_tls(t)
+        ),
     )
+
+
+def _server_tls(server: _Table) -> remote.TlsSpec:
+    """[server.tls]: a CA file, a client certificate and key, SPKI pins."""
+    t = _Table.of(server.ctx, (*server.path, "tls"), server.data.get("tls"), remote.TLS_KEYS)
+    return remote.TlsSpec(
+        ca=t.get("ca", _fs_path, None),
+        client_cert=t.get("client_cert", _fs_path, None),
+        client_key=t.get("client_key", _client_key, None),
+        pins=t.get("pins", _pins, ()),
+    )
+
+
+def _client_key(ctx: _Ctx, path: _Path, value: object) -> str:
+    """A keyring reference, or a key file's path."""
+    if isinstance(value, str) and value.startswith("keyring:"):
+        if not _SECRET_REF.fullmatch(value):
+            _expect(ctx, path, 'a keyring reference "keyring:SERVICE/USER"', value)
+        return value
+    return _fs_path(ctx, path, value)
+
+
+def _pins(ctx: _Ctx, path: _Path, value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        _expect(ctx, path, 'a non-empty array of pins "sha256/..."', value)
+    for i, pin in enumerate(value):
+        if (problem := remote.pin_problem(pin)) is not None:
+            ctx.fail((*path, i), problem)
+    return tuple(value)
 
 
 _NO_STRINGS: Mapping[str, str] = MappingProxyType({})

@@ -10,6 +10,7 @@ headers that carry credentials come from the keyring, never from the profile's t
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 from typing import NamedTuple, NoReturn
@@ -18,7 +19,8 @@ from mcpwrap.basics import hostnames
 from mcpwrap.basics.errors import UsageError
 
 TRANSPORTS = ("auto", "streamable-http", "sse")
-KEYS = ("url", "transport", "headers", "bearer")
+KEYS = ("url", "transport", "headers", "bearer", "tls")
+TLS_KEYS = ("ca", "client_cert", "client_key", "pins")
 # Headers that carry credentials: from the keyring (`bearer`), never in a profile's text.
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _KEYRING_REF = "keyring:SERVICE/USER"
@@ -26,11 +28,25 @@ _KEYRING_REF = "keyring:SERVICE/USER"
 Fail = Callable[[tuple[str, ...], str], NoReturn]
 
 
+class TlsSpec(NamedTuple):
+    """[server.tls]: how the server is verified and how mcpwrap proves who it is (paths
+    are absolute, expanded by the profile's parser)."""
+
+    ca: str | None = None  # PEM bundle; None: the system trust store
+    client_cert: str | None = None  # PEM certificate (chain) for mTLS
+    client_key: str | None = None  # "keyring:SERVICE/USER" or a 0600 file
+    pins: tuple[str, ...] = ()  # accepted "sha256/<base64>" SPKI pins; (): no pinning
+
+
+NO_TLS = TlsSpec()
+
+
 class RemoteSpec(NamedTuple):
     url: str  # "" in a profile that leaves the URL to the command line
     transport: str = "auto"
     headers: Mapping[str, str] = MappingProxyType({})
     bearer: str | None = None  # "keyring:SERVICE/USER": sent as `Authorization: Bearer`
+    tls: TlsSpec = NO_TLS
 
 
 def is_url(text: str) -> bool:
@@ -77,9 +93,10 @@ def _loopback(host: str) -> bool:
         return False  # a name: it could resolve anywhere
 
 
-def parse(data: Mapping[str, object], fail: Fail) -> RemoteSpec | None:
+def parse(data: Mapping[str, object], fail: Fail, tls: TlsSpec = NO_TLS) -> RemoteSpec | None:
     """The remote keys of a [server] table (None: none given). `fail(key_path, message)`
-    raises the profile's error for the key; `command` and `url` exclude each other."""
+    raises the profile's error for the key; `command` and `url` exclude each other. `tls`
+    is [server.tls] as the profile's parser read it (its paths expand placeholders)."""
     given = [key for key in KEYS if key in data]
     if not given:
         return None
@@ -102,7 +119,22 @@ def parse(data: Mapping[str, object], fail: Fail) -> RemoteSpec | None:
         transport=str(transport),
         headers=_headers(data.get("headers", {}), fail),
         bearer=_bearer(data.get("bearer"), fail),
+        tls=tls,
     )
+
+
+_PIN = re.compile(r"sha256/[A-Za-z0-9+/]{43}=")
+
+
+def pin_problem(pin: object) -> str | None:
+    """What is wrong with an SPKI pin as written in a profile or a lock, or None."""
+    if not isinstance(pin, str) or _PIN.fullmatch(pin) is None:
+        return (
+            'expected "sha256/" and the base64 of a SHA-256 (44 characters), as `openssl '
+            "x509 -pubkey -noout | openssl pkey -pubin -outform der | openssl dgst -sha256 "
+            "-binary | base64` prints it"
+        )
+    return None
 
 
 def _headers(value: object, fail: Fail) -> Mapping[str, str]:

@@ -64,10 +64,8 @@ def _http_client(spec: RemoteSpec, headers: Mapping[str, str]) -> httpx2.AsyncCl
     with the extra headers and the MCP timeouts (a response stream may stay silent long)."""
     from mcpwrap.identity.tlsclient import TlsSettings, http_client
 
-    # The system trust store until the profile names a CA file, a client certificate or
-    # pins (the TLS settings' keys are the next step of issue 19).
-    del spec
-    tls = TlsSettings(ca_file=None, client_cert=None, client_key=None, pins=())
+    t = spec.tls
+    tls = TlsSettings(ca_file=t.ca, client_cert=t.client_cert, client_key=t.client_key, pins=t.pins)
     client = http_client(tls, headers=dict(headers), timeout=CONNECT_TIMEOUT)
     client.timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
     return client
