@@ -539,14 +539,7 @@ async def test_the_profiles_ca_and_pins_decide_who_gets_the_calls(
     remote = start_server(tmp_path, "streamable-http", (issued.cert, issued.key))
     try:
         pin_of = {"right": issued.cert, "wrong": other.cert}
-        pins = ""
-        if pinned in pin_of:
-            from cryptography import x509
-
-            der = x509.load_pem_x509_certificate(pin_of[pinned].read_bytes()).public_bytes(
-                serialization.Encoding.DER
-            )
-            pins = f'pins = ["{spki_pin(der)}"]\n'
+        pins = f'pins = ["{spki_pin(_der(pin_of[pinned]))}"]\n' if pinned in pin_of else ""
         tls = f'\n[server.tls]\nca = "{ca.pem}"\n{pins}'
         profile = write_profile(tmp_path, TOOLS + tls)
 
@@ -555,6 +548,7 @@ async def test_the_profiles_ca_and_pins_decide_who_gets_the_calls(
             return await session.call_tool("echo", {"text": "tls"})
 
         params = mcpwrap(profile, remote.url)
+        endpoint = remote.url.split("/")[2]
         if pinned != "wrong":
             assert text_of(await session_run(params, tmp_path / "err", body)) == "tls"
             assert remote.seen() == ["echo"]
@@ -564,5 +558,40 @@ async def test_the_profiles_ca_and_pins_decide_who_gets_the_calls(
             assert remote.seen() == []
             err = (tmp_path / "err").read_text()
             assert "pin" in err and "mcpwrap approve" in err, err
+        # Each connection and each handshake is an audit record, as the jail's egress is.
+        egress = [r for r in records(tmp_path) if r["event"] == "egress"]
+        tls = [r for r in records(tmp_path) if r["event"] == "tls"]
+        assert egress and all(
+            r["decision"] == "allow" and r["endpoint"] == endpoint and r["address"] == "127.0.0.1"
+            for r in egress
+        )
+        assert tls and {r["pin"] for r in tls} == {spki_pin(_der(issued.cert))}
+        decisions = {r["decision"] for r in tls}
+        assert decisions == ({"refuse"} if pinned == "wrong" else {"allow"})
     finally:
         stop(remote)
+
+
+def _der(pem: Path) -> bytes:
+    from cryptography import x509
+
+    cert = x509.load_pem_x509_certificate(pem.read_bytes())
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
+@pytest.mark.parametrize(
+    ("to", "why"),
+    [
+        (("127.0.0.1", 8443), None),
+        (("LOCALHOST", 8443), "is not the server's origin"),  # another name: another origin
+        (("127.0.0.1", 8444), "is not the server's origin"),
+        (("auth.example.com", 443), "is not the server's origin"),
+    ],
+)
+def test_a_remote_run_connects_to_the_servers_origin_only(
+    to: tuple[str, int], why: str | None
+) -> None:
+    from mcpwrap.relay.remote import origin_only
+
+    verdict = origin_only("https://127.0.0.1:8443/mcp")(*to)
+    assert verdict is None if why is None else why in (verdict or "")

@@ -641,3 +641,36 @@ def test_a_key_missing_from_the_keyring_says_how_to_store_it(
     with pytest.raises(Exception, match="mcpwrap secret set keyring:mcpwrap-test/absent-key") as e:
         http_client(settings(pki.ca.pem, cert=pki.client.cert, key=ref), headers={}, timeout=5)
     assert "[server.tls] client_key" in str(e.value)
+
+
+def test_a_connection_admit_refuses_is_never_opened_and_is_told() -> None:
+    """`admit` decides before the connection is opened: refused, nothing reaches the
+    listener, and `watch` hears of it; the control admits it and hears of the
+    connection and its handshake."""
+    import socket as socketmod
+
+    from mcpwrap.identity.tlsclient import Connection
+
+    with socketmod.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.5)
+        port = listener.getsockname()[1]
+        told: list[Connection] = []
+
+        async def attempt() -> None:
+            client = http_client(
+                TlsSettings(None, None, None, ()),
+                headers={},
+                timeout=2,
+                admit=lambda host, p: "not this one",
+                watch=told.append,
+            )
+            async with client:
+                await client.get(f"http://127.0.0.1:{port}/")
+
+        with pytest.raises(TlsRefused, match="not this one"):
+            asyncio.run(attempt())
+        with pytest.raises(TimeoutError):
+            listener.accept()  # nothing ever connected
+        assert [(c.event, c.refused) for c in told] == [("egress", "not this one")]

@@ -181,6 +181,10 @@ def _run_remote(options: RunOptions, profile: Profile, spec: Any, token: Any) ->
 
         session.core.set_token(TokenState(token))
         session.watch_token(options.token_name, paths.state_dir())
+    from mcpwrap.relay.remote import connection_record
+
+    recorder = session.recorder
+    upstream.on_connection = lambda c: recorder.event(c.event, **connection_record(c))
     return session.run([spec.url], sandbox="off", profile_change=changed)
 
 

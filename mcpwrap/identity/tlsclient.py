@@ -24,7 +24,7 @@ import os
 import re
 import ssl
 import stat
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, NamedTuple
 
 import httpcore2
@@ -76,14 +76,39 @@ def spki_pin(cert_der: bytes) -> str:
     return "sha256/" + base64.b64encode(hashlib.sha256(spki).digest()).decode("ascii")
 
 
-def http_client(tls: TlsSettings, *, headers: dict[str, str], timeout: float) -> httpx2.AsyncClient:
+class Connection(NamedTuple):
+    """One connection the client opened or was refused, for the caller's audit record."""
+
+    event: str  # "egress": the TCP connection; "tls": its handshake (https only)
+    host: str
+    port: int
+    address: str | None  # the peer's IP address, once connected
+    pin: str | None  # the server key's pin, once verified
+    refused: str | None  # why it was refused; None: allowed
+
+
+# (host, port) -> None to allow the connection, or the reason it is refused.
+Admit = Callable[[str, int], str | None]
+Watch = Callable[[Connection], None]
+
+
+def http_client(
+    tls: TlsSettings,
+    *,
+    headers: dict[str, str],
+    timeout: float,
+    admit: Admit | None = None,
+    watch: Watch | None = None,
+) -> httpx2.AsyncClient:
     """An AsyncClient that verifies the server (and its pin) on every new connection.
 
     Redirects are not followed (the MCP SDK follows those within the origin itself), and
-    nothing is taken from the environment: no proxy, no .netrc, no SSLKEYLOGFILE.
+    nothing is taken from the environment: no proxy, no .netrc, no SSLKEYLOGFILE. `admit`
+    decides each new connection's host and port before it is opened; `watch` is told of
+    each connection and each handshake, allowed or refused.
     """
     pins = _checked_pins(tls.pins)
-    transport = _Transport(_context(tls), pins, tls.client_cert is not None)
+    transport = _Transport(_context(tls), pins, tls.client_cert is not None, admit, watch)
     return httpx2.AsyncClient(
         transport=transport,
         headers=headers,
@@ -283,10 +308,15 @@ class _PinningStream(_Stream):
     """A plain TCP stream whose start_tls checks the server's key against the pins."""
 
     def __init__(
-        self, inner: httpcore2.AsyncNetworkStream, where: str, pins: tuple[str, ...], ours: bool
+        self,
+        inner: httpcore2.AsyncNetworkStream,
+        where: str,
+        pins: tuple[str, ...],
+        ours: bool,
+        told: Callable[[str | None, str | None], None] = lambda pin, refused: None,
     ) -> None:
         super().__init__(inner, where)
-        self._pins, self._ours = pins, ours
+        self._pins, self._ours, self._told = pins, ours, told
 
     async def start_tls(
         self,
@@ -298,24 +328,28 @@ class _PinningStream(_Stream):
             stream = await self._inner.start_tls(ssl_context, server_hostname, timeout)
         except httpcore2.ConnectError as exc:  # the inner stream closed itself
             refusal = _refusal(exc, self._where, self._ours)
+            self._told(None, str(refusal or exc))
             if refusal is None:
                 raise
             raise refusal from exc
-        if self._pins:
-            try:
-                seen = spki_pin(_peer_der(stream, self._where))
-            except BaseException:
-                await stream.aclose()
-                raise
-            if seen not in self._pins:
-                await stream.aclose()
-                raise TlsRefused(
-                    f"{self._where}: the server's public key changed: its pin is {seen}, and "
-                    f"the lock accepts only {', '.join(self._pins)}; nothing was sent. If the "
-                    "change is expected (the operator replaced the key), run `mcpwrap "
-                    "approve` to review and record the new pin; if not, someone may be "
-                    "intercepting the connection"
-                )
+        try:
+            seen = spki_pin(_peer_der(stream, self._where))
+        except BaseException as exc:
+            self._told(None, str(exc))
+            await stream.aclose()
+            raise
+        if self._pins and seen not in self._pins:
+            await stream.aclose()
+            refusal = TlsRefused(
+                f"{self._where}: the server's public key changed: its pin is {seen}, and "
+                f"the lock accepts only {', '.join(self._pins)}; nothing was sent. If the "
+                "change is expected (the operator replaced the key), run `mcpwrap "
+                "approve` to review and record the new pin; if not, someone may be "
+                "intercepting the connection"
+            )
+            self._told(seen, str(refusal))
+            raise refusal
+        self._told(seen, None)
         return _AnsweredStream(stream, self._where, self._ours)
 
 
@@ -359,8 +393,15 @@ class _AnsweredStream(_Stream):
 
 
 class _PinningBackend(httpcore2.AsyncNetworkBackend):
-    def __init__(self, pins: tuple[str, ...], ours: bool) -> None:
+    def __init__(
+        self,
+        pins: tuple[str, ...],
+        ours: bool,
+        admit: Admit | None = None,
+        watch: Watch | None = None,
+    ) -> None:
         self._inner, self._pins, self._ours = httpcore2.AnyIOBackend(), pins, ours
+        self._admit, self._watch = admit, watch
 
     async def connect_tcp(
         self,
@@ -370,8 +411,27 @@ class _PinningBackend(httpcore2.AsyncNetworkBackend):
         local_address: str | None = None,
         socket_options: Iterable[Any] | None = None,
     ) -> httpcore2.AsyncNetworkStream:
-        inner = await self._inner.connect_tcp(host, port, timeout, local_address, socket_options)
-        return _PinningStream(inner, _where(host, port), self._pins, self._ours)
+        where = _where(host, port)
+        watch = self._watch or (lambda connection: None)
+        why = self._admit(host, port) if self._admit is not None else None
+        if why is not None:
+            watch(Connection("egress", host, port, None, None, why))
+            raise TlsRefused(f"{where}: not connecting: {why}")
+        try:
+            inner = await self._inner.connect_tcp(
+                host, port, timeout, local_address, socket_options
+            )
+        except Exception as exc:
+            watch(Connection("egress", host, port, None, None, f"cannot connect: {exc!r}"))
+            raise
+        peer = inner.get_extra_info("server_addr")
+        address = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        watch(Connection("egress", host, port, address, None, None))
+
+        def told(pin: str | None, refused: str | None) -> None:
+            watch(Connection("tls", host, port, address, pin, refused))
+
+        return _PinningStream(inner, where, self._pins, self._ours, told)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -385,7 +445,14 @@ class _PinningBackend(httpcore2.AsyncNetworkBackend):
 class _Transport(httpx2.AsyncHTTPTransport):
     """httpx2's transport over a pool whose connections come from _PinningBackend."""
 
-    def __init__(self, context: ssl.SSLContext, pins: tuple[str, ...], ours: bool) -> None:
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        pins: tuple[str, ...],
+        ours: bool,
+        admit: Admit | None = None,
+        watch: Watch | None = None,
+    ) -> None:
         super().__init__(verify=context, trust_env=False)
         # httpx2 offers no network_backend argument; its pool is replaced by one built
         # alike with the pinning backend. Should httpx2 rename the attribute, fail here
@@ -397,7 +464,7 @@ class _Transport(httpx2.AsyncHTTPTransport):
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
-            network_backend=_PinningBackend(pins, ours),
+            network_backend=_PinningBackend(pins, ours, admit, watch),
         )
         self._pins, self._ours = pins, ours
 

@@ -58,17 +58,56 @@ _FALLBACK_STATUS = (400, 404, 405)  # the spec's "POST failed": try HTTP+SSE
 _SEND_FAILED = -32603
 
 
-def _http_client(spec: RemoteSpec, headers: Mapping[str, str]) -> httpx2.AsyncClient:
+def _http_client(
+    spec: RemoteSpec, headers: Mapping[str, str], watch: Callable[[Any], None] | None = None
+) -> httpx2.AsyncClient:
     """The HTTP client of one connection (identity/tlsclient.py: verified TLS, nothing from
     the environment, no redirects: the SDK follows only those within the server's origin),
-    with the extra headers and the MCP timeouts (a response stream may stay silent long)."""
+    with the extra headers and the MCP timeouts (a response stream may stay silent long).
+    It connects to the server's origin only; `watch` is told of every connection."""
     from mcpwrap.identity.tlsclient import TlsSettings, http_client
 
     t = spec.tls
     tls = TlsSettings(ca_file=t.ca, client_cert=t.client_cert, client_key=t.client_key, pins=t.pins)
-    client = http_client(tls, headers=dict(headers), timeout=CONNECT_TIMEOUT)
+    client = http_client(
+        tls,
+        headers=dict(headers),
+        timeout=CONNECT_TIMEOUT,
+        admit=origin_only(spec.url),
+        watch=watch,
+    )
     client.timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
     return client
+
+
+def origin_only(url: str) -> Callable[[str, int], str | None]:
+    """An egress rule: connections to `url`'s host and port only (the SDK keeps MCP
+    requests and their redirects on the origin; anything else is a bug or an attack)."""
+    origin = httpx2.URL(url)
+    host = origin.host.lower()
+    port = origin.port or (443 if origin.scheme == "https" else 80)
+
+    def admit(to_host: str, to_port: int) -> str | None:
+        if to_host.lower() == host and to_port == port:
+            return None
+        return f"{to_host}:{to_port} is not the server's origin {host}:{port}"
+
+    return admit
+
+
+def connection_record(connection: Any) -> dict[str, Any]:
+    """The audit fields of one connection or handshake (tlsclient.Connection)."""
+    fields: dict[str, Any] = {
+        "decision": "allow" if connection.refused is None else "refuse",
+        "rule": f"{connection.event}.remote",
+        "endpoint": f"{connection.host}:{connection.port}",
+        "address": connection.address,
+    }
+    if connection.pin is not None:
+        fields["pin"] = connection.pin
+    if connection.refused is not None:
+        fields["reason"] = connection.refused
+    return fields
 
 
 def request_headers(spec: RemoteSpec, source: str) -> dict[str, str]:
@@ -97,6 +136,9 @@ class RemoteUpstream:
         report: Callable[[str], None] | None = None,
     ) -> None:
         self.name = name
+        # Told of every connection and handshake (tlsclient.Connection): the run records
+        # each, as the jail's egress proxy records the server's own connections.
+        self.on_connection: Callable[[Any], None] | None = None
         self.error: str | None = None
         self.transport: str | None = None  # the one in use once connected
         self._spec = spec
@@ -260,7 +302,7 @@ class RemoteUpstream:
             def factory(
                 headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
             ) -> httpx2.AsyncClient:
-                return _http_client(self._spec, self._headers)
+                return _http_client(self._spec, self._headers, self._watch)
 
             return sse_client(
                 self._spec.url,
@@ -270,11 +312,19 @@ class RemoteUpstream:
             )
         return self._streamable()
 
+    def _watch(self, connection: Any) -> None:
+        told = self.on_connection
+        if told is not None:
+            try:
+                told(connection)
+            except Exception as exc:  # a record that cannot be written must not kill the loop
+                self._report(f"mcpwrap: could not record a connection: {exc}")
+
     @contextlib.asynccontextmanager
     async def _streamable(self) -> AsyncIterator[Any]:
         from mcp.client.streamable_http import streamable_http_client
 
-        async with _http_client(self._spec, self._headers) as client:
+        async with _http_client(self._spec, self._headers, self._watch) as client:
             if not self._decided:
                 client.event_hooks["response"] = [*client.event_hooks["response"], self._seen]
             async with streamable_http_client(
