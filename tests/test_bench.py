@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 
 def _bench(repo_root: Path, *more: str) -> list[str]:
     out = subprocess.run(
@@ -115,3 +117,52 @@ def test_the_real_server_benchmark_locks_and_times_both_servers(repo_root: Path)
     for server in ("mcp-server-time", "server-filesystem"):
         for reply in ("initialize", "tools/list"):
             assert any(f"| {server} | {reply} |" in line for line in lines), (server, reply)
+
+
+def test_the_remote_benchmark_times_both_paths(repo_root: Path, tmp_path: Path) -> None:
+    out = subprocess.run(
+        [sys.executable, str(repo_root / "bench" / "remote.py"), "--calls", "5", "--starts", "1"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+        cwd=tmp_path,
+    )
+    lines = out.stdout.splitlines()
+    assert "load average" in lines[0]
+    assert lines[1] == "| measure | direct (SDK client) | mcpwrap | added |"
+    rows = [line.split("|")[1].strip() for line in lines[3:]]
+    assert rows == [
+        "start to first reply",
+        "small call round trip p50",
+        "small call round trip p99",
+    ]
+
+
+def test_the_baseline_is_the_other_checkouts_code_even_run_from_this_one(
+    repo_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`python -m` puts the working directory first on sys.path: without -P, a baseline
+    run from this checkout would import this checkout's mcpwrap, not the baseline's."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", repo_root / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_run", bench)  # its dataclasses look it up
+    spec.loader.exec_module(bench)
+    stub = tmp_path / "mcpwrap"
+    stub.mkdir()
+    (stub / "__init__.py").write_text("")
+    (stub / "__main__.py").write_text("print('the baseline')\n")
+    command = bench.mcpwrap_cmd(module=True)
+    out = subprocess.run(
+        command[: command.index("run")],
+        capture_output=True,
+        text=True,
+        cwd=repo_root,
+        env={"PYTHONPATH": str(tmp_path)},
+        timeout=60,
+        check=True,
+    )
+    assert out.stdout == "the baseline\n"
