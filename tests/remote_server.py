@@ -2,9 +2,10 @@
 uvicorn on 127.0.0.1, over Streamable HTTP (both protocol generations) or the 2024-11-05
 HTTP+SSE transport.
 
-    python remote_server.py {streamable-http|sse} PORT CALLS_FILE [CERT KEY]
+    python remote_server.py {streamable-http|sse} PORT CALLS_FILE [CERT KEY [CLIENT_CA]]
 
-With CERT and KEY (PEM files) it serves https.
+With CERT and KEY (PEM files) it serves https; with CLIENT_CA too, only to clients that
+present a certificate that CA issued (mTLS).
 
 Tools: `echo` (returns its text), `wipe` (a tool a profile refuses), `steps` (reports
 progress and logs a message before it answers). Each call the server runs is one line
@@ -68,7 +69,13 @@ app = server.sse_app() if transport == "sse" else server.streamable_http_app()
 
 
 async def main() -> None:
-    tls = {"ssl_certfile": sys.argv[4], "ssl_keyfile": sys.argv[5]} if len(sys.argv) > 5 else {}
+    tls: dict[str, object] = {}
+    if len(sys.argv) > 5:
+        tls = {"ssl_certfile": sys.argv[4], "ssl_keyfile": sys.argv[5]}
+    if len(sys.argv) > 6:  # a CA file: mTLS, every client must present a certificate from it
+        import ssl
+
+        tls |= {"ssl_ca_certs": sys.argv[6], "ssl_cert_reqs": ssl.CERT_REQUIRED}
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", **tls)
     await uvicorn.Server(config).serve()
 

@@ -54,7 +54,7 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_server(tmp_path: Path, transport: str, tls: tuple[Path, Path] | None = None) -> Remote:
+def start_server(tmp_path: Path, transport: str, tls: tuple[Path, ...] | None = None) -> Remote:
     port = _free_port()
     calls = tmp_path / f"calls-{port}.txt"
     log = (tmp_path / f"server-{port}.log").open("wb")
