@@ -162,6 +162,9 @@ async def test_lock_pins_tools_and_key_then_run_works(world: World, tmp_path: Pa
         )
         assert listed == ["echo", "steps"] and text_of(called) == "hi"
         assert server.seen() == ["echo"]
+        # Locking again with no URL anywhere: the locked one, unchanged.
+        again = cli(world.profile, "lock")
+        assert again.returncode == 0 and "up to date" in again.stdout, again.stderr
     finally:
         stop(server)
     start = next(r for r in records(tmp_path) if r.get("decision") == "start")
