@@ -7,6 +7,10 @@ HTTP+SSE transport.
 With CERT and KEY (PEM files) it serves https; with CLIENT_CA too, only to clients that
 present a certificate that CA issued (mTLS).
 
+For tests/test_remote_lock.py: REMOTE_ECHO_DESCRIPTION replaces `echo`'s description (a
+rug pull on restart), and REMOTE_REQUESTS_FILE gets one line per HTTP request the server
+receives, so a test sees that none reached it.
+
 Tools: `echo` (returns its text), `wipe` (a tool a profile refuses), `steps` (reports
 progress and logs a message before it answers). Each call the server runs is one line
 in CALLS_FILE, so a test sees which calls reached it. Each request's headers that the
@@ -16,7 +20,9 @@ in CALLS_FILE, so a test sees which calls reached it. Each request's headers tha
 from __future__ import annotations
 
 import hashlib
+import os
 import sys
+from typing import Any
 
 import anyio
 import uvicorn
@@ -32,7 +38,7 @@ def _count(name: str) -> None:
         f.write(name + "\n")
 
 
-@server.tool()
+@server.tool(description=os.environ.get("REMOTE_ECHO_DESCRIPTION") or "Return the text.")
 def echo(text: str, ctx: Context) -> str:
     """Return the text."""
     _count("echo")
@@ -65,7 +71,15 @@ async def steps(count: int, ctx: Context) -> str:
     return f"{count} steps"
 
 
-app = server.sse_app() if transport == "sse" else server.streamable_http_app()
+mcp_app = server.sse_app() if transport == "sse" else server.streamable_http_app()
+requests_file = os.environ.get("REMOTE_REQUESTS_FILE")
+
+
+async def app(scope: Any, receive: Any, send: Any) -> None:
+    if requests_file and scope["type"] == "http":
+        with open(requests_file, "a", encoding="utf-8") as f:
+            f.write(f"{scope['method']} {scope['path']}\n")
+    await mcp_app(scope, receive, send)
 
 
 async def main() -> None:

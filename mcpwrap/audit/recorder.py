@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from json.encoder import encode_basestring_ascii as _json_str
 from math import isfinite
 from typing import Any, TextIO
@@ -299,9 +299,11 @@ def lock_written(
     version: str | None,
     tools: list[str],
     changes: list[str],
+    remote: Mapping[str, Any] | None = None,
 ) -> None:
     """The pins record of `mcpwrap lock` / `approve` (decision "lock" or "approve"), in a
-    session of its own. Raises AuditError when the log cannot be written."""
+    session of its own; `remote`: a remote server's URL and key pins, as locked. Raises
+    AuditError when the log cannot be written."""
     with AuditWriter(path, session=os.urandom(16).hex()) as audit:
         audit.write(
             {
@@ -315,5 +317,6 @@ def lock_written(
                 "version": version,
                 "tools": tools,
                 "changes": changes,
+                **({"remote": dict(remote)} if remote else {}),
             }
         )

@@ -4,12 +4,16 @@ The server runs in the same jail as under `mcpwrap run` (it is untrusted code; l
 must not run it with the user's full rights), with its egress listeners closed: listing
 tools needs no network. mcpwrap speaks the few JSON-RPC messages this takes itself
 (initialize, initialized, tools/list page by page); the SDK is not needed for that.
+
+A remote server (`capture_remote`) is asked the same messages over the upstream `run`
+uses (relay/remote.py: the same transports, TLS settings, pins and headers).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import queue
 import selectors
 import sys
 import threading
@@ -83,13 +87,22 @@ def _drain(fd: int, lines: list[str]) -> None:
         del lines[:-20]
 
 
-class _Session:
-    def __init__(self, child: Any, timeout: float, stderr: list[str]) -> None:
-        self._in, self._out, _ = child.fds()
+def capture_remote(upstream: Any, timeout: float) -> Definitions:
+    """The definitions of the remote server behind `upstream` (a relay.remote
+    RemoteUpstream, closed here)."""
+    session = _RemoteSession(upstream, timeout)
+    try:
+        return session.definitions()
+    finally:
+        session.close()
+
+
+class _Exchange:
+    """The requests a lock needs, over some way to send and read a message."""
+
+    def __init__(self, timeout: float) -> None:
         self._deadline = time.monotonic() + timeout
         self._timeout = timeout
-        self._stderr = stderr
-        self._buffer = b""
         self._ids = 0
 
     def definitions(self) -> Definitions:
@@ -136,6 +149,25 @@ class _Session:
                 self._send({"jsonrpc": "2.0", "id": msg["id"], "error": error})
 
     def _send(self, msg: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def _read(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def _fail(self, what: str) -> LockError:
+        raise NotImplementedError
+
+
+class _Session(_Exchange):
+    """A local server, over its pipes."""
+
+    def __init__(self, child: Any, timeout: float, stderr: list[str]) -> None:
+        super().__init__(timeout)
+        self._in, self._out, _ = child.fds()
+        self._stderr = stderr
+        self._buffer = b""
+
+    def _send(self, msg: dict[str, Any]) -> None:
         try:
             write_line(self._in, json.dumps(msg).encode())
         except BrokenPipeError as exc:
@@ -168,3 +200,53 @@ class _Session:
             f"cannot read the server's tool definitions: {what}"
             + (f"; its stderr ended with:{tail}" if tail else "")
         )
+
+
+class _RemoteSession(_Exchange):
+    """A remote server, over a RemoteUpstream whose reader runs in a thread of its own."""
+
+    _END = object()
+
+    def __init__(self, upstream: Any, timeout: float) -> None:
+        super().__init__(timeout)
+        self._upstream = upstream
+        self._inbox: queue.Queue[object] = queue.Queue()
+        self._reader = threading.Thread(target=self._pump, daemon=True)
+        self._reader.start()
+
+    def _pump(self) -> None:
+        try:
+            self._upstream.run(self._inbox.put)
+        finally:
+            self._inbox.put(self._END)
+
+    def _send(self, msg: dict[str, Any]) -> None:
+        if not self._upstream.send(json.dumps(msg).encode()):
+            raise self._fail("the connection ended")
+
+    def _read(self) -> dict[str, Any]:
+        try:
+            item = self._inbox.get(timeout=max(0.0, self._deadline - time.monotonic()))
+        except queue.Empty:
+            raise self._fail(f"the server did not answer within {self._timeout:g} s") from None
+        if item is self._END:
+            self._inbox.put(item)  # every later read ends alike
+            raise self._fail("the connection ended")
+        if isinstance(item, Oversize):
+            raise self._fail(f"the server sent a message of {item.size} bytes, over the limit")
+        try:
+            msg = json.loads(item)  # type: ignore[arg-type]
+        except ValueError:
+            return {}
+        return msg if isinstance(msg, dict) else {}
+
+    def _fail(self, what: str) -> LockError:
+        why = getattr(self._upstream, "error", None)
+        return LockError(
+            "cannot read the remote server's tool definitions: "
+            + (why if why and what == "the connection ended" else what)
+        )
+
+    def close(self) -> None:
+        self._upstream.close()
+        self._reader.join(10)

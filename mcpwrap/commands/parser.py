@@ -82,6 +82,12 @@ repository (.mcpwrap/NAME.lock); any other built-in profile's lock is yours
 (~/.config/mcpwrap/profiles/NAME.lock). A lock names no path of this machine: commit it.
 `mcpwrap run` verifies it before every start, never downloads, and hides tools whose
 definition no longer matches.
+
+A remote server is locked with its URL in place of the command (mcpwrap lock --profile
+P -- https://HOST/PATH, or no command when the profile names [server] url): the lock
+pins its tool definitions and instructions and its server key (SPKI pin); `run` refuses
+another URL or another key (unless [server.tls] pins names it) before any request, and
+`approve` shows and records a changed key or tool.
 """
 
 _KEYRING_EXAMPLE = """\
@@ -302,7 +308,9 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "start the server in its jail to read its instructions and tool definitions, and "
         "write NAME.lock beside "
         "the profile. With a lock, `mcpwrap run` starts the pinned version offline, refuses "
-        "to start when an artifact changed, and hides and refuses new or changed tools.",
+        "to start when an artifact changed, and hides and refuses new or changed tools. For "
+        "a remote server's URL: pin its server key (after a verified handshake) and its "
+        "tool definitions, read over a connection pinned to that key.",
         epilog=_LOCK_EXAMPLE,
         formatter_class=_RawHelp,
     )
@@ -312,7 +320,8 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         description="Hash the locked server's artifacts again and read its tool definitions "
         "in its jail; show what differs from the lock (artifacts, instructions, a diff per "
         "tool) and update the lock once you say yes. A uvx server's byte code is compiled "
-        "again if it is missing or changed.",
+        "again if it is missing or changed. For a remote server: read its key and tool "
+        "definitions again at the locked URL, and show a new key's pin beside the old one.",
         epilog=_LOCK_EXAMPLE,
         formatter_class=_RawHelp,
     )
@@ -348,8 +357,8 @@ def _add_lock(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
             "server",
             nargs=argparse.REMAINDER,
             metavar="-- CMD ...",
-            help="the server command, after `--` (or [server] command in the profile; "
-            "or, for sync and approve, the locked one)",
+            help="the server command or a remote server's https URL, after `--` (or "
+            "[server] command or url in the profile; or, for sync and approve, the locked one)",
         )
 
 

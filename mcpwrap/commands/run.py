@@ -146,19 +146,9 @@ def _run_remote(options: RunOptions, profile: Profile, spec: Any, token: Any) ->
 
     headers = request_headers(spec, profile.source)
     audit = AuditWriter(profile.audit.path, session=os.urandom(16).hex())
-    lock = paths.find_lock(profile.source, paths.served(profile))
-    if os.path.exists(lock):
-        # Locks pin what a command runs; a remote server's pins come with `lock` for URLs.
-        # A lock the user made is never silently ignored: fail closed.
-        reason = "a lock exists, and locks of remote servers are not supported yet"
-        _refuse_start(profile, audit, "pins.remote", reason, lock=lock)
-        raise LockError(
-            f"{lock}: this profile has a lock, but it runs the remote server {spec.url}, and "
-            "mcpwrap cannot check a remote server against a lock yet; move the lock away to "
-            "run without it"
-        )
+    lock, spec, pinned = _remote_lock(profile, spec, audit, given=options.profile)
     changed = _profile_change(profile)
-    gate = Gate(None, profile.policy.descriptions, approve=_approve(options, profile))
+    gate = Gate(lock, profile.policy.descriptions, approve=_approve(options, profile))
     redact: Callable[[str], str] = str
     if spec.bearer is not None:
         from mcpwrap.identity.secrets import Redactor
@@ -185,7 +175,54 @@ def _run_remote(options: RunOptions, profile: Profile, spec: Any, token: Any) ->
 
     recorder = session.recorder
     upstream.on_connection = lambda c: recorder.event(c.event, **connection_record(c))
-    return session.run([spec.url], sandbox="off", profile_change=changed)
+    return session.run([spec.url], sandbox="off", profile_change=changed, pinned=pinned)
+
+
+def _remote_lock(
+    profile: Profile, spec: Any, audit: AuditWriter, *, given: str | None
+) -> tuple[Any, Any, dict[str, Any] | None]:
+    """A remote server's lock (or None), the spec to connect with, and what the start
+    record says of the lock. The URL must be the locked one. The server's key must match
+    [server.tls] pins when the profile names some (the profile is the user's word, and
+    may name a backup key), else the lock's pins: either way tlsclient refuses another
+    key right after the handshake, before any request byte."""
+    path = paths.find_lock(profile.source, paths.served(profile))
+    if not os.path.exists(path):
+        return None, spec, None
+    from mcpwrap.supply import lockstate, pins
+
+    name = given or paths.profile_arg(profile.source)
+    stop = _Stop(profile, audit)
+    lock = pins.load(path, name)
+    assert lock is not None
+    if lock.remote is None:
+        stop(
+            "pins.command",
+            f"{path}: the lock is for the command `{' '.join(lock.command)}`, not the remote "
+            f"server {spec.url}; to lock the remote server instead: "
+            f"{lockstate.lock_command(name, [spec.url])}",
+            path,
+        )
+    if lock.remote.url != spec.url:
+        stop(
+            "pins.url",
+            f"{path}: the lock is for the remote server {lock.remote.url}, not {spec.url}; "
+            "nothing was sent. If the server moved, lock the new URL: "
+            f"{lockstate.lock_command(name, [spec.url])} (`mcpwrap approve --profile {name}` "
+            "reviews a change at the locked URL)",
+            path,
+        )
+    from_profile = bool(spec.tls.pins)
+    checked = spec.tls.pins if from_profile else lock.remote.spki
+    if checked and not from_profile:
+        spec = spec._replace(tls=spec.tls._replace(pins=checked))
+    record = {
+        "lock": path,
+        "lock_sha256": lock.sha256,
+        "spki": list(checked),  # [] for plain http to loopback: no key to check
+        "spki_from": "[server.tls] pins" if from_profile else "lock",
+    }
+    return lock, spec, record
 
 
 def _start_held(

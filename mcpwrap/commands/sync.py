@@ -45,6 +45,14 @@ def sync(options: SyncOptions) -> int:
     name = options.profile or paths.profile_arg(profile.source)
     path = paths.find_lock(profile.source, paths.served(profile))
     lock = pins.load(path, name)
+    if lock is not None and lock.remote is not None:
+        # Nothing of a remote server is on this machine: `run` checks its key and tools.
+        print(
+            f"{path}: a lock of the remote server {lock.remote.url}: nothing to install or "
+            f"verify here; `mcpwrap run --profile {name}` checks the server's key and tool "
+            "definitions against it at each start"
+        )
+        return 0
     argv = locked_command(profile, lock, options.command, path, name)
     assert lock is not None
     fetched = _install(lock, argv) if lock.install is not None else ""

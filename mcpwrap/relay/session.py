@@ -120,12 +120,14 @@ class Session:
         sandbox: str,
         jail: dict[str, Any] | None = None,
         profile_change: dict[str, Any] | None = None,
+        pinned: dict[str, Any] | None = None,
     ) -> int:
-        """jail: the jail's kind and, when reduced, its layers applied and missing."""
+        """jail: the jail's kind and, when reduced, its layers applied and missing;
+        pinned: a remote server's lock and the key pins checked, for the start record."""
         _return_big_buffers_to_the_os()
         profile = self.core.profile
         if self.child is None:
-            return self._run_remote(argv, profile_change)
+            return self._run_remote(argv, profile_change, pinned or {})
         self.recorder.session(
             decision="start",
             command=argv,
@@ -159,7 +161,9 @@ class Session:
         self.recorder.close()
         return code
 
-    def _run_remote(self, argv: list[str], profile_change: dict[str, Any] | None) -> int:
+    def _run_remote(
+        self, argv: list[str], profile_change: dict[str, Any] | None, pinned: dict[str, Any]
+    ) -> int:
         """The run of a remote server: until the connection ends (the client's EOF or a
         signal closes it)."""
         profile = self.core.profile
@@ -169,6 +173,7 @@ class Session:
             profile=profile.source,
             profile_digest=profile.digest,
             sandbox="off: a remote server, no local process",
+            **pinned,
         )
         if profile_change is not None:
             self.recorder.event("profile", **profile_change)

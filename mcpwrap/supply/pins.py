@@ -10,6 +10,12 @@ install (see artifacts.py); and a pin for the server's instructions and for each
 definition: a SHA-256 of its canonical JSON, with the definition itself so that a change
 can be shown as a diff.
 
+A remote server's lock (`mcpwrap lock -- https://HOST/PATH`) has no [server] table, no
+install and no artifacts: a `[remote]` table names the URL and the SPKI pins of the server's
+key as `lock` saw it (`spki`, empty for plain http to loopback), and the instructions and
+tools are pinned as for a local server. It stays lock version 2: a local lock reads and
+writes exactly as before.
+
 Pure functions over parsed data; reading and writing the file are the only I/O here.
 """
 
@@ -42,6 +48,16 @@ class ToolPin(NamedTuple):
     definition: str  # the definition as indented canonical JSON, for diffs
 
 
+class RemoteLock(NamedTuple):
+    """[remote]: the server's URL and the pins of its key (tlsclient.spki_pin)."""
+
+    url: str
+    spki: tuple[str, ...]
+
+
+REMOTE_LAUNCHER = "url"  # Lock.launcher of a remote server's lock (not written to the file)
+
+
 class Lock(NamedTuple):
     path: str
     command: tuple[str, ...]  # normalised: path arguments relative to {project} (portable.py)
@@ -54,6 +70,9 @@ class Lock(NamedTuple):
     instructions: ToolPin | None
     tools: Mapping[str, ToolPin]
     sha256: str = ""  # hex digest of the file's bytes, as read or written
+    # A remote server's lock: then command is (url,), launcher REMOTE_LAUNCHER, package,
+    # version empty, install None and artifacts empty.
+    remote: RemoteLock | None = None
 
 
 class Drift(enum.Enum):
@@ -128,6 +147,8 @@ class OldLockError(LockError):
 
 def parse(doc: Mapping[str, Any], path: str, profile_arg: str | None = None) -> Lock:
     _check_version(doc, path, profile_arg)
+    if "remote" in doc:
+        return _parse_remote(doc, path)
     _keys(
         doc,
         path,
@@ -159,6 +180,44 @@ def parse(doc: Mapping[str, Any], path: str, profile_arg: str | None = None) -> 
         tools={
             name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
         },
+    )
+
+
+def _parse_remote(doc: Mapping[str, Any], path: str) -> Lock:
+    """A remote server's lock: [remote] instead of [server], [install] and [artifacts]."""
+    _keys(doc, path, "", {"version", "profile_digest", "remote"}, {"instructions", "tools"})
+    table = _table(doc, "remote", path)
+    _keys(table, path, "remote.", {"url", "spki"}, set())
+    url = _text(table, "url", path, "remote.")
+    if not url.lower().startswith(("https://", "http://")):
+        raise LockError(f"{path}: remote.url: expected an https:// URL, got {url!r}")
+    spki = table.get("spki")
+    if not isinstance(spki, list) or not all(isinstance(p, str) for p in spki):
+        raise LockError(f'{path}: remote.spki: expected an array of pins "sha256/..."')
+    from mcpwrap.config.remote import pin_problem
+
+    for pin in spki:
+        if (problem := pin_problem(pin)) is not None:
+            raise LockError(f"{path}: remote.spki: {pin!r}: {problem}")
+    tools = _table(doc, "tools", path) if "tools" in doc else {}
+    return Lock(
+        path=path,
+        command=(url,),
+        launcher=REMOTE_LAUNCHER,
+        package="",
+        version="",
+        profile_digest=_text(doc, "profile_digest", path),
+        install=None,
+        artifacts=Artifacts((), ()),
+        instructions=(
+            _pin(_table(doc, "instructions", path), "instructions", path, text=True)
+            if "instructions" in doc
+            else None
+        ),
+        tools={
+            name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
+        },
+        remote=RemoteLock(url, tuple(spki)),
     )
 
 
@@ -290,6 +349,7 @@ def build(
     artifacts: Artifacts,
     instructions: str | None,
     tools: Sequence[Mapping[str, Any]],
+    remote: RemoteLock | None = None,
 ) -> Lock:
     return Lock(
         path=path,
@@ -302,25 +362,51 @@ def build(
         artifacts=artifacts,
         instructions=pin_text(instructions) if instructions else None,
         tools={str(t.get("name")): pin_of(dict(t)) for t in tools},
+        remote=remote,
+    )
+
+
+def build_remote(
+    *,
+    path: str,
+    url: str,
+    spki: Sequence[str],
+    profile_digest: str,
+    instructions: str | None,
+    tools: Sequence[Mapping[str, Any]],
+) -> Lock:
+    """A remote server's lock (see the module's doc)."""
+    return build(
+        path=path,
+        command=(url,),
+        launcher=REMOTE_LAUNCHER,
+        package="",
+        version="",
+        profile_digest=profile_digest,
+        install=None,
+        artifacts=Artifacts((), ()),
+        instructions=instructions,
+        tools=tools,
+        remote=RemoteLock(url, tuple(spki)),
     )
 
 
 def dumps(lock: Lock) -> str:
     import tomli_w
 
-    doc: dict[str, Any] = {
-        "version": LOCK_VERSION,
-        "profile_digest": lock.profile_digest,
-        "server": {
+    doc: dict[str, Any] = {"version": LOCK_VERSION, "profile_digest": lock.profile_digest}
+    if lock.remote is not None:
+        doc["remote"] = {"url": lock.remote.url, "spki": list(lock.remote.spki)}
+    else:
+        doc["server"] = {
             "command": list(lock.command),
             "launcher": lock.launcher,
             "package": lock.package,
             "version": lock.version,
-        },
-    }
-    if lock.install is not None:
-        doc["install"] = _install_data(lock.install)
-    doc["artifacts"] = to_data(lock.artifacts)
+        }
+        if lock.install is not None:
+            doc["install"] = _install_data(lock.install)
+        doc["artifacts"] = to_data(lock.artifacts)
     if lock.instructions is not None:
         doc["instructions"] = {
             "sha256": lock.instructions.sha256,
