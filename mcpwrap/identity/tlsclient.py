@@ -342,10 +342,11 @@ class _PinningStream(_Stream):
             await stream.aclose()
             refusal = TlsRefused(
                 f"{self._where}: the server's public key changed: its pin is {seen}, and "
-                f"the lock accepts only {', '.join(self._pins)}; nothing was sent. If the "
-                "change is expected (the operator replaced the key), run `mcpwrap "
-                "approve` to review and record the new pin; if not, someone may be "
-                "intercepting the connection"
+                f"only {', '.join(self._pins)} are accepted (the profile's [server.tls] pins "
+                "where it names some, else the lock's); nothing was sent. If the change is "
+                "expected (the operator replaced the key), run `mcpwrap approve` to review "
+                "and record the new pin, or add it to [server.tls] pins where the profile "
+                "names them; if not, someone may be intercepting the connection"
             )
             self._told(seen, str(refusal))
             raise refusal
