@@ -890,6 +890,9 @@ def _wrap_one(
         out.status = 1
         out.say(f"{where}: not wrapped: {why}")
         return False
+    if url_entry and wrapping.replace is None:  # a Prepare that wraps stdio entries only
+        out.say(f'{where}: skipped (not stdio: it has a "url")')
+        return False
     if url_entry:
         # A "url" entry: the whole entry is recorded, since more than command and args
         # change ("url", "type", "headers").
