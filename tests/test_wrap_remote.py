@@ -348,3 +348,35 @@ def test_a_wrapped_url_is_not_unwrapped_without_its_record(world: dict[str, Path
     assert status == 1 and "a URL follows" in entry_line(out, "x", "not unwrapped"), out
     assert json.loads(config.read_text())["mcpServers"]["x"] == wrapped
     assert sys.executable  # the venv's mcpwrap wrote nothing
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+def test_init_from_a_profile_naming_the_url_verifies_tls_as_run_does(
+    world: dict[str, Path], trusted: bool
+) -> None:
+    """`init NAME` with a profile that holds [server] url (and [server.tls] ca): the
+    handshake is verified with the profile's CA; without it, the system store refuses the
+    test CA and init says so, and the profile stays as it was."""
+    from test_tlsclient import CA
+
+    home, repo = world["home"], world["repo"]
+    ca = CA(repo.parent, "init-ca")
+    issued = ca.issue("server")
+    server = start_server(repo.parent, "streamable-http", (issued.cert, issued.key))
+    try:
+        (repo / ".mcpwrap").mkdir()
+        stub = repo / ".mcpwrap" / "svc.toml"
+        tls = f'\n[server.tls]\nca = "{ca.pem}"\n' if trusted else ""
+        stub.write_text(f'version = 1\n[server]\nurl = "{server.url}"\n{tls}')
+        before = stub.read_bytes()
+        status, out = wrap(home, repo, "init", "svc")
+    finally:
+        stop(server)
+    if trusted:
+        assert status == 0, out
+        doc = tomllib.loads(stub.read_text())
+        assert doc["server"] == {"url": server.url, "tls": {"ca": str(ca.pem)}}
+        assert sorted(doc["tools"]) == ["echo", "steps", "wipe"]
+    else:
+        assert status != 0 and "not signed by a CA mcpwrap trusts" in out, out
+        assert stub.read_bytes() == before

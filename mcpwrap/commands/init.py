@@ -43,7 +43,13 @@ def init(options: InitOptions) -> int:
     if not options.name or not all(c.isalnum() or c in "-_." for c in options.name):
         raise UsageError(f"init: {options.name!r} is not a profile name ({_NAME_OK})")
     if not options.command:
-        raise UsageError(f"init: give the server command: mcpwrap init {options.name} -- CMD ...")
+        stub = _remote_stub(options)
+        if stub is None:
+            raise UsageError(
+                f"init: give the server command: mcpwrap init {options.name} -- CMD ... (or "
+                "its URL)"
+            )
+        return _init_remote(options._replace(command=(stub.url,), remote=stub), stub=True)
     from mcpwrap.config import project as projects
 
     if len(options.command) == 1 and is_url(options.command[0]):
@@ -82,28 +88,53 @@ def init(options: InitOptions) -> int:
     return 0
 
 
-def _init_remote(options: InitOptions) -> int:
-    """A remote server: connect as `run` would, list its tools, write the profile with
-    [server] url. No jail to start it in, and no lock here (`mcpwrap lock` pins it)."""
-    from mcpwrap.commands import remotetools
+def _remote_place(options: InitOptions) -> str:
+    """Where a remote server's profile goes. It grants no directory: into the project
+    when there is one, else (the home directory, /) into the user's profiles, which `run
+    --profile NAME` finds from anywhere."""
     from mcpwrap.config import project as projects
     from mcpwrap.config.discovery import project_of
+
+    into = options.into
+    if into is None:
+        start, source = projects.resolve(options.project, os.environ)
+        project = project_of(os.path.join(start, "x")) if source is projects.Source.CWD else start
+        mine = projects.refusal(project) is None
+        into = os.path.join(project, ".mcpwrap") if mine else _user_profiles()
+    return os.path.join(into, f"{options.name}.toml")
+
+
+def _remote_stub(options: InitOptions) -> RemoteSpec | None:
+    """`init NAME` alone: the profile already there, when its [server] names a URL (with
+    what init cannot be told on its command line: [server.tls], bearer, headers)."""
+    path = _remote_place(options)
+    if not os.path.isfile(path):
+        return None
+    profile = paths.load(path, project=os.path.dirname(os.path.dirname(path)), guard=False)
+    remote = profile.server.remote
+    if remote is None or not remote.url:
+        return None
+    if profile.tools and not options.force:
+        raise UsageError(
+            f"{path} lists tools already: edit it, or run again with --force to write it "
+            "again from the server's tools (its [server] is kept)"
+        )
+    return remote
+
+
+def _init_remote(options: InitOptions, *, stub: bool = False) -> int:
+    """A remote server: connect as `run` would, list its tools, write the profile with
+    [server] url. No jail to start it in, and no lock here (`mcpwrap lock` pins it).
+    `stub`: the profile there names the server, and is written again with its tools."""
+    from mcpwrap.commands import remotetools
 
     url = options.command[0]
     problem = url_problem(url)
     if problem is not None:
         raise UsageError(f"init: the server URL is refused: {problem}")
     spec = (options.remote or RemoteSpec(url))._replace(url=url)
-    into = options.into
-    if into is None:
-        # The profile grants no directory: it goes into the project when there is one,
-        # else (the home directory, /) into the user's profiles, found from anywhere.
-        start, source = projects.resolve(options.project, os.environ)
-        project = project_of(os.path.join(start, "x")) if source is projects.Source.CWD else start
-        mine = projects.refusal(project) is None
-        into = os.path.join(project, ".mcpwrap") if mine else _user_profiles()
-    path = os.path.join(into, f"{options.name}.toml")
-    if os.path.exists(path) and not options.force:
+    path = _remote_place(options)
+    if os.path.exists(path) and not options.force and not stub:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
     tools = remotetools.list_tools(spec, f"init {options.name}", options.timeout)
     _write(path, render(options.name, options.command, tools, remote=spec))
