@@ -220,10 +220,11 @@ async def test_vscode_workspace_entries_get_the_workspace_folder(
     original = config.read_bytes()
 
     status, out = run_wrap(home, repo, "wrap", "vscode")
-    assert status == 0, out
+    assert status == 1, out  # github, a remote server with no profile (test_wrap_remote.py)
     assert re.search(r"server filesystem: ready \(\d+ tools\)", out), out
     entry_line(out, "time", "ready (2 tools)")
-    entry_line(out, "github", "skipped (not stdio")
+    github = "https://api.githubcopilot.com/mcp/"
+    assert f"run `mcpwrap init github -- {github}`" in entry_line(out, "github", "not wrapped")
 
     written = config.read_text()
     assert "// Servers for this repository" in written and "/* the clock */" in written

@@ -361,6 +361,23 @@ def not_stdio(node: Object) -> str | None:
     return None
 
 
+def is_url_entry(node: Object) -> bool:
+    """An entry the client connects to itself (a "url", no "command"): a remote server."""
+    return node.member("url") is not None and node.member("command") is None
+
+
+def wrapped_url(node: Object) -> bool:
+    """A wrapped entry whose server is a URL (`mcpwrap run ... -- URL`)."""
+    args = node.get("args")
+    if not is_wrapped(node) or not isinstance(args, Array):
+        return False
+    words = [_string(item) for item in args.items]
+    if "--" not in words:
+        return False
+    after = words[words.index("--") + 1 :]
+    return len(after) == 1 and (after[0] or "").lower().startswith(("https://", "http://"))
+
+
 def is_wrapped(node: Object) -> bool:
     """Starts mcpwrap already: command named mcpwrap (any directory), args "run", ..."""
     command = _string(node.get("command")) or ""
@@ -406,6 +423,9 @@ class Wrapping:
     head: tuple[str, ...]
     profile: str
     said: str = ""
+    # A remote server: the words after `head` instead of the original command and args
+    # (the URL), and the entry becomes a stdio one ("url", "headers" and "type" go).
+    replace: tuple[str, ...] | None = None
 
 
 class NotWrapped(MCPWrapError):
@@ -427,7 +447,10 @@ def wrap_edits(
     assert command is not None
     cmd = command.value
     head = [json.dumps(word, ensure_ascii=False) for word in wrapping.head]
-    head.append(text[cmd.start : cmd.end])
+    if wrapping.replace is None:
+        head.append(text[cmd.start : cmd.end])
+    else:  # mcp-remote's command and args give way to the URL
+        head += [json.dumps(word, ensure_ascii=False) for word in wrapping.replace]
     new_command = json.dumps(wrapping.command, ensure_ascii=False)
     record: dict[str, str | None] = {
         "profile": wrapping.profile,
@@ -442,7 +465,8 @@ def wrap_edits(
         return [(cmd.start, cmd.end, new_command + inserted)], record
     if not isinstance(args, Array):
         raise _Skip('its "args" is not a list')
-    wrapped = _prepend(text, args, head)
+    replaced = wrapping.replace is not None
+    wrapped = _array_like(text, args, head) if replaced else _prepend(text, args, head)
     record |= {"args": text[args.start : args.end], "inserted": None, "wrapped_args": wrapped}
     return [(cmd.start, cmd.end, new_command), (args.start, args.end, wrapped)], record
 
@@ -494,6 +518,43 @@ def unwrap_edits(text: str, node: Object, record: dict[str, str | None]) -> list
     return [(cmd.start, cmd.end, original), remove_member(text, node, node.members.index(args))]
 
 
+def remote_entry_text(entry: str, wrapping: Wrapping) -> str:
+    """The text of a "url" entry (`entry`, one object's source) rewritten to start
+    `MCPWRAP run ... -- URL`: "url" becomes "command" and "args", "headers" go (the profile
+    holds them) and "type" becomes "stdio". Every other member stays as it was."""
+    assert wrapping.replace is not None
+    node = parse(entry, "<entry>")
+    assert isinstance(node, Object)
+    words = [json.dumps(w, ensure_ascii=False) for w in (*wrapping.head, *wrapping.replace)]
+    command = json.dumps(wrapping.command, ensure_ascii=False)
+    edits: list[Edit] = []
+    url = node.member("url")
+    assert url is not None
+    gap = _member_gap(entry, url)
+    members = f'"command": {command},{gap}"args": [' + ", ".join(words) + "]"
+    edits.append((url.key_start, url.value.end, members))
+    kind = node.member("type")
+    if kind is not None:
+        edits.append((kind.value.start, kind.value.end, '"stdio"'))
+    for index, member in enumerate(node.members):
+        if member.key == "headers":
+            edits.append(remove_member(entry, node, index))
+    return apply(entry, edits)
+
+
+def _array_like(text: str, array: Array, items: list[str]) -> str:
+    """`items` in place of the array's items, in its layout (one a line if they were)."""
+    if not array.items:
+        return "[" + ", ".join(items) + "]"
+    first, last = array.items[0], array.items[-1]
+    lead = text[array.start + 1 : first.start]
+    gap = " "
+    if "\n" in lead and not lead.strip():
+        indent = lead.rsplit("\n", 1)[1]
+        gap = ("\r\n" if lead.endswith("\r\n" + indent) else "\n") + indent
+    return text[array.start : first.start] + f",{gap}".join(items) + text[last.end : array.end]
+
+
 def split_edits(text: str, node: Object) -> list[Edit]:
     """Unwrap an entry wrapped by hand: the server command is what follows "--"."""
     args = node.get("args")
@@ -505,6 +566,11 @@ def split_edits(text: str, node: Object) -> list[Edit]:
     cut = values.index("--")
     if cut + 1 >= len(values) or not values[cut + 1]:
         raise _Skip('nothing follows "--" in its args')
+    if wrapped_url(node):
+        raise _Skip(
+            'a URL follows "--", and the entry it was (a "url" entry, or one running '
+            "mcp-remote) is not known"
+        )
     server = args.items[cut + 1]
     rest = args.items[cut + 2 :]
     new_args = "[]"
@@ -804,7 +870,8 @@ def _wrap_one(
     if not isinstance(node, Object):
         out.say(f"{where}: skipped (not an object)")
         return False
-    reason = not_stdio(node)
+    url_entry = is_url_entry(node)
+    reason = None if url_entry else not_stdio(node)
     if reason is not None:
         out.say(f"{where}: skipped (not stdio: {reason})")
         return False
@@ -823,8 +890,23 @@ def _wrap_one(
         out.status = 1
         out.say(f"{where}: not wrapped: {why}")
         return False
-    edits, record = wrap_edits(doc.text, node, wrapping)
-    doc.edit(edits)
+    if url_entry and wrapping.replace is None:  # a Prepare that wraps stdio entries only
+        out.say(f'{where}: skipped (not stdio: it has a "url")')
+        return False
+    if url_entry:
+        # A "url" entry: the whole entry is recorded, since more than command and args
+        # change ("url", "type", "headers").
+        before = doc.text[node.start : node.end]
+        after = remote_entry_text(before, wrapping)
+        doc.edit([(node.start, node.end, after)])
+        record: dict[str, str | None] = {
+            "profile": wrapping.profile,
+            "entry": before,
+            "wrapped_entry": after,
+        }
+    else:
+        edits, record = wrap_edits(doc.text, node, wrapping)
+        doc.edit(edits)
     mine[entry.pointer] = record
     verb = "would wrap" if options.dry_run else "wrapped"
     out.say(f"{where}: {verb} (profile {wrapping.profile}{wrapping.said})")
@@ -853,6 +935,21 @@ def _unwrap_one(
         out.say(f"{where}: not wrapped{note}")
         return
     verb = "would unwrap" if options.dry_run else "unwrapped"
+    if record is not None and record.get("entry") is not None:
+        # A remote server's entry: put back whole, if it still means what wrap wrote.
+        written = parse(str(record["wrapped_entry"]), "<wrap record>")
+        if plain(node) != plain(written):
+            out.status = 1
+            out.say(
+                f"{where}: not unwrapped: it changed since `mcpwrap wrap`, so the original "
+                f"cannot be put back safely; left alone: edit it by hand (the original file "
+                f"is in {doc.backup})"
+            )
+            return
+        doc.edit([(node.start, node.end, str(record["entry"]))])
+        del mine[entry.pointer]
+        out.say(f"{where}: {verb}")
+        return
     if record is None:
         try:
             doc.edit(split_edits(doc.text, node))
@@ -884,6 +981,14 @@ def _secrets(doc: Document, entry: Entry, options: Options, out: Outcome, state:
     node = doc.node(entry)
     names = secret_names(node) if isinstance(node, Object) else []
     if not names:
+        return False
+    if isinstance(node, Object) and wrapped_url(node):
+        # mcpwrap never reads a remote entry's env: its credential comes from the keyring.
+        out.say(
+            f"{doc.path}: {entry.label}: its env still holds {', '.join(names)} in plain "
+            "text, which the wrapped entry does not use: delete it from the entry once the "
+            "wrapped server works (an unwrapped mcp-remote would need it again)"
+        )
         return False
     where = f"{doc.path}: {entry.label}"
     listed = ", ".join(names)

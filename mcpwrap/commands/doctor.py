@@ -32,6 +32,8 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         f"mcpwrap doctor: Linux {platform.release()}, Python {platform.python_version()}, "
         f"uid {os.getuid()}\n"
     )
+    if profile is not None and profile.server.remote is not None:
+        return _remote_doctor(profile, out)
     checks = [probe() for probe in _PROBES]
     checks.append(
         _end_to_end()
@@ -55,6 +57,94 @@ def run_doctor(profile: Profile | None, out: TextIO = sys.stdout) -> int:
         _write_checks(mine, out)
         checks += mine
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _remote_doctor(profile: Profile, out: TextIO) -> int:
+    """A remote server's profile: the jail's layers do not apply (nothing runs here); what
+    does is the URL, the host's name and the TLS verification `run` makes."""
+    spec = profile.server.remote
+    assert spec is not None
+    out.write(f"\nprofile {paths.profile_arg(profile.source)} ({profile.source}):\n")
+    checks = remote_checks(spec)
+    _write_checks(checks, out)
+    out.write(f"  last run: {_last_run(profile)}\n")
+    return 0 if all(c.ok for c in checks) else 1
+
+
+def remote_checks(spec: Any) -> list[Check]:
+    """The URL check, name resolution and one verified TLS handshake (tlsclient.fetch_pin,
+    with the profile's [server.tls]), and the jail that is not there by design."""
+    from urllib.parse import urlsplit
+
+    from mcpwrap.config.remote import url_problem
+
+    jail = Check(
+        "jail",
+        True,
+        "none, by design: a remote server runs on its own host; mcpwrap checks, shapes and "
+        "audits every message, and verifies the peer",
+    )
+    if not spec.url:
+        detail = "the profile names no [server] url: `run -- URL` gives it, so it is not checked"
+        return [Check("URL", True, detail), jail]
+    problem = url_problem(spec.url)
+    if problem is not None:
+        return [Check("URL", False, problem, "fix [server] url"), jail]
+    parts = urlsplit(spec.url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    checks = [Check("URL", True, f"{spec.url} (transport {spec.transport})")]
+    checks.append(_resolves(host, port))
+    if checks[-1].ok:
+        checks.append(_tls(spec))
+    return [*checks, jail]
+
+
+def _resolves(host: str, port: int) -> Check:
+    import socket
+
+    try:
+        found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        return Check(
+            "host resolves",
+            False,
+            f"{host} does not resolve ({exc})",
+            "check the URL's host name, and this machine's DNS and network",
+        )
+    addresses = ", ".join(dict.fromkeys(str(info[4][0]) for info in found))
+    return Check("host resolves", True, f"{host}: {addresses}")
+
+
+def _tls(spec: Any) -> Check:
+    """One handshake verified as `run` verifies it: the CA ([server.tls] ca, else the
+    system store), the host name, TLS 1.2+, the client certificate; then the pins."""
+    if not spec.url.lower().startswith("https://"):
+        return Check("TLS", True, "none: plain http, allowed to this machine (loopback) only")
+    import anyio
+
+    from mcpwrap.identity.tlsclient import TlsRefused, TlsSettings, fetch_pin
+
+    t = spec.tls
+    tls = TlsSettings(ca_file=t.ca, client_cert=t.client_cert, client_key=t.client_key, pins=())
+    trust = f"the CA in {t.ca}" if t.ca else "the system trust store"
+    try:
+        pin = anyio.run(fetch_pin, spec.url, tls)
+    except TlsRefused as exc:
+        return Check("TLS", False, str(exc), "see the message; [server.tls] in mcpwrap-profile(5)")
+    except Exception as exc:  # the keyring, a file: said as it is
+        return Check("TLS", False, f"{type(exc).__name__}: {exc}")
+    if t.pins and pin not in t.pins:
+        return Check(
+            "TLS",
+            False,
+            f"verified against {trust}, but the server's key pin is {pin}, and [server.tls] "
+            f"pins accepts only {', '.join(t.pins)}: `run` refuses to connect",
+            "if the operator replaced the key, put the new pin in [server.tls] pins",
+        )
+    mtls = ", our client certificate offered" if t.client_cert else ""
+    pinned = ", the pin matches" if t.pins else ""
+    return Check("TLS", True, f"verified against {trust}{mtls}{pinned}; the server's pin: {pin}")
 
 
 def reduced_account(out: TextIO) -> None:

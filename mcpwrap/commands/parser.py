@@ -252,7 +252,12 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "its tools, and write .mcpwrap/NAME.toml: every tool with a class guessed from its "
         "name and annotations (a comment says why), path arguments kept inside the project, "
         "URL arguments flagged for a hosts list; then lock it. The profile passes `mcpwrap "
-        "check`; read the guesses before you commit it.",
+        "check`; read the guesses before you commit it. With `-- https://HOST/PATH`, a remote "
+        "server: connect as `run` would (TLS verified), list its tools and write the profile "
+        "with [server] url instead of a command and a jail (into the project, else "
+        "~/.config/mcpwrap/profiles/); no lock: `mcpwrap lock` pins it. `init NAME` alone reads "
+        "the URL (and [server.tls], bearer, headers) from the profile there, and writes it "
+        "again with the tools.",
         epilog=_INIT_EXAMPLE,
         formatter_class=_RawHelp,
     )
@@ -260,7 +265,7 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--force", action="store_true", help="replace an existing profile")
     _add_project(p)
     _add_timeout(p)
-    p.add_argument("server", nargs="*", metavar="-- CMD ...", help="the server command")
+    p.add_argument("server", nargs="*", metavar="-- CMD ...", help="the server command, or its URL")
 
 
 def _add_project(p: argparse.ArgumentParser) -> None:
@@ -400,7 +405,10 @@ def _add_doctor(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         "jail once end to end, and with --profile say what the profile needs, whether its "
         "last run was sandboxed and whether it is locked. Exit status 1 if a layer is missing. "
         "Where user namespaces are unavailable, or the profile accepts the reduced jail, it "
-        "also lists what holds in the reduced jail on this kernel and what is weaker.",
+        "also lists what holds in the reduced jail on this kernel and what is weaker. For a "
+        "remote server's profile ([server] url) no jail applies, by design: doctor checks the "
+        "URL, that the host resolves, and one TLS handshake verified with the profile's "
+        "[server.tls], instead of the jail's layers.",
         epilog=_DOCTOR_EXAMPLE,
         formatter_class=_RawHelp,
     )

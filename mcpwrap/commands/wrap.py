@@ -57,10 +57,20 @@ directory, its variables replaced, Claude Desktop's PATH /usr/bin:/bin:/usr/sbin
 and asked for its tools: "ready (N tools)", or "not ready" and why. Exit status 1 when
 an entry is not wrapped or not ready; --no-check skips the start.
 
-Only the "command" and "args" of each entry change, textually: comments, trailing commas,
-layout and every other entry stay as they were. Entries with a "url" or a non-stdio "type"
-are left alone. The first change keeps the original as FILE.mcpwrap-backup; running wrap
-again changes nothing, and starts the wrapped entries again.
+A remote server's entry (a "url", VS Code's and Claude Code's "type": "http" or "sse";
+or a stdio entry running mcp-remote: npx -y mcp-remote URL --header "X-Team: blue")
+becomes `run --profile P -- URL`, under the profile named like the entry or, with --init,
+the one `mcpwrap init KEY -- URL` writes (into the project, else ~/.config/mcpwrap/
+profiles/), which holds its transport and headers. A credential is never copied: for an
+"Authorization: Bearer" header wrap names the `mcpwrap secret set
+keyring:mcpwrap-KEY/bearer` to run, and wraps the entry once the keyring holds it. A
+Cookie header, and mcp-remote options with no counterpart in mcpwrap, refuse the entry.
+
+Only the "command" and "args" of each entry change, textually (and a "url" entry's url,
+type and headers): comments, trailing commas, layout and every other entry stay as they
+were. Entries of another non-stdio "type" are left alone. The first change keeps the
+original as FILE.mcpwrap-backup; running wrap again changes nothing, and starts the
+wrapped entries again.
 
 {_WHERE}"""
 
@@ -80,11 +90,12 @@ def add_wrap_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     """Add `wrap CLIENT ...` and `unwrap CLIENT ...` to mcpwrap's subcommands."""
     wrap = sub.add_parser(
         "wrap",
-        help="make a client start its stdio MCP servers through mcpwrap",
+        help="make a client start its MCP servers (stdio and remote) through mcpwrap",
         description="Rewrite the stdio server entries of an MCP client's config so that the "
         'client starts `mcpwrap run --profile P -- CMD ARGS...` instead of CMD ("command" '
         "becomes the absolute path of mcpwrap; the original command and args move behind "
-        '"--"), then start each wrapped entry once, as its client would, to see that it '
+        '"--"), and its remote entries ("url", or mcp-remote) to `mcpwrap run --profile P '
+        "-- URL`; then start each wrapped entry once, as its client would, to see that it "
         "answers.",
         epilog=_WRAP_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

@@ -30,11 +30,13 @@ from typing import NamedTuple
 
 from mcpwrap.basics.errors import DiscoveryError, MCPWrapError
 from mcpwrap.clients import apps as clients
+from mcpwrap.clients import remoteentry
 from mcpwrap.clients.configfile import Entry, NotWrapped, Wrapping
 from mcpwrap.clients.firststart import Started, start_once
 from mcpwrap.config import paths
 from mcpwrap.config.discovery import downloader, profile_name_for_command, profile_places
 from mcpwrap.config.profile import Profile
+from mcpwrap.config.remote import RemoteSpec
 
 _NAME_CHARS = "-_."
 
@@ -139,7 +141,11 @@ class Planner:
     timeout: float = 120.0
 
     def __call__(self, path: str, entry: Entry, values: dict[str, object]) -> Wrapping:
+        if remoteentry.is_url_entry(values):
+            return self._remote(path, entry, values, None)
         started = self._as_started(path, entry, values)
+        if remoteentry.runs_mcp_remote(started.argv):
+            return self._remote(path, entry, values, started)
         offered, project = project_for(started.launch, self.project, started.env)
         try:
             choice = self._choice(entry.name, started.argv, project)
@@ -158,6 +164,166 @@ class Planner:
         said += [locked] if locked else []
         head = ("run", "--profile", arg, *(("--project", written) if written else ()), "--")
         return Wrapping(self.mcpwrap, head, arg, ": " + "; ".join(said))
+
+    def _remote(
+        self, path: str, entry: Entry, values: dict[str, object], started: _AsStarted | None
+    ) -> Wrapping:
+        """A remote server's entry ("url", or mcp-remote): `run --profile P -- URL`, with
+        the profile holding what the entry sent (transport, headers, the bearer's keyring
+        reference; never a credential itself)."""
+        if started is None:
+            launch = clients.launch_for(
+                self.client, path, entry.scope, here=self.here, home=self.home
+            )
+            cwd = values.get("cwd")
+            spec = clients.Entry(command="", cwd=cwd if isinstance(cwd, str) else None)
+            started = _AsStarted(launch, spec, [], {})
+            own = launch.environment(self.environ)
+            try:
+                found = remoteentry.from_url_entry(values, lambda v: launch.substitute(v, own))
+            except (remoteentry.Refused, clients.Unresolved) as exc:
+                raise NotWrapped(str(exc)) from None
+        else:
+            env = started.launch.environment(self.environ, started.env)
+            try:
+                found = remoteentry.from_mcp_remote(started.argv, env)
+            except remoteentry.Refused as exc:
+                raise NotWrapped(str(exc)) from None
+        offered, project = project_for(started.launch, self.project, started.env)
+        key = entry.name
+        name = key if is_name(key) else remoteentry.host_name(found.url)
+        choice = self._remote_choice(key, found, project)
+        bearer = self._bearer(key, found, choice, name)
+        if choice is None:
+            made = self._remote_init(key, name, found, bearer, project)
+            if isinstance(made, Wrapping):
+                return made  # --dry-run
+            choice = made
+        profile = self._load(choice.file, project)
+        if profile.server.command:
+            raise NotWrapped(f"its profile {choice.file} runs a command, not a remote server")
+        self._agrees(key, choice.file, profile, found)
+        arg, written = _naming(started, profile, choice.file, project, offered)
+        shared = profile.source.startswith("<builtin:")
+        said = [choice.why + ("" if shared or arg == choice.file else f", {choice.file}")]
+        said += [f"project {written}"] if written else []
+        said += [f"remote {found.url}, no jail (it runs on its own host)"]
+        said += list(found.notes)
+        head = ("run", "--profile", arg, *(("--project", written) if written else ()), "--")
+        return Wrapping(self.mcpwrap, head, arg, ": " + "; ".join(said), replace=(found.url,))
+
+    def _remote_choice(
+        self, key: str, found: remoteentry.RemoteEntry, project: str | None
+    ) -> Choice | None:
+        """The profile of a remote entry: --profile, else the one named like the entry; it
+        fits unless it runs a command or names another URL."""
+
+        def fits(file: str) -> bool:
+            server = self._load(file, project).server
+            remote = server.remote
+            return not server.command and (remote is None or remote.url in ("", found.url))
+
+        start = project or self.here
+        if self.profile is not None:
+            try:
+                return choose(key, [found.url], start=start, fits=fits, given=self._given())
+            except DiscoveryError as exc:
+                raise NotWrapped(str(exc)) from None
+        if not is_name(key):
+            return None
+        config = paths.config_dir()
+        for place in profile_places(key, cwd=start, config_dir=config, builtin_dir=None):
+            if os.path.isfile(place) and fits(place):
+                return Choice(place, "named like the entry")
+        return None
+
+    def _bearer(
+        self, key: str, found: remoteentry.RemoteEntry, choice: Choice | None, name: str
+    ) -> str | None:
+        """The keyring reference of the entry's bearer token, once the keyring holds it: a
+        wrapped entry must start, and mcpwrap never copies a credential out of the entry."""
+        if found.secret is None:
+            return None
+        ref = f"keyring:mcpwrap-{name}/bearer"
+        if choice is not None:
+            remote = self._load(choice.file, None).server.remote
+            ref = remote.bearer if remote is not None and remote.bearer else ref
+        from mcpwrap.identity import secrets
+
+        try:
+            secrets.read_one(ref, "the keyring")
+        except MCPWrapError as exc:
+            raise NotWrapped(
+                f"it sends an {found.secret} header, a credential that mcpwrap never copies "
+                f"into a profile: it sends the token from the keyring instead. Store the "
+                f'token (the part after "Bearer ") with `mcpwrap secret set {ref}`, then '
+                f"run `{self.rerun(key)}` again ({exc})"
+            ) from None
+        return ref
+
+    def _agrees(
+        self, key: str, file: str, profile: Profile, found: remoteentry.RemoteEntry
+    ) -> None:
+        """A chosen profile must send what the entry sends: otherwise wrapping would change
+        what the server gets. Says the lines to add."""
+        remote = profile.server.remote or RemoteSpec("")
+        wanted: list[str] = []
+        if dict(remote.headers) != dict(found.headers):
+            import json
+
+            given = found.headers.items()
+            pairs = ", ".join(f"{json.dumps(k)} = {json.dumps(v)}" for k, v in given)
+            wanted.append(f"headers = {{ {pairs} }}")
+        if remote.transport != found.transport:
+            wanted.append(f'transport = "{found.transport}"')
+        if (remote.bearer is None) != (found.secret is None):
+            wanted.append(
+                'bearer = "keyring:SERVICE/USER"' if found.secret else "no bearer (remove it)"
+            )
+        if wanted:
+            raise NotWrapped(
+                f"its profile {file} does not send what the entry sends; put in its [server]: "
+                + "; ".join(wanted)
+                + f", then run `{self.rerun(key)}` again"
+            )
+
+    def _remote_init(
+        self,
+        key: str,
+        name: str,
+        found: remoteentry.RemoteEntry,
+        bearer: str | None,
+        project: str | None,
+    ) -> Choice | Wrapping:
+        """--init for a remote server: the profile goes into the project, or, where the
+        client names none, into the user's profiles (a remote profile grants no directory)."""
+        from mcpwrap.config import project as projects
+
+        if not self.init:
+            raise NotWrapped(
+                f"no profile for the remote server {found.url}; run `mcpwrap init {name} -- "
+                f"{found.url}`, or `{self.rerun(key)} --init`"
+            )
+        into = (
+            os.path.join(project, ".mcpwrap")
+            if project and projects.refusal(project) is None
+            else os.path.join(paths.config_dir(), "profiles")
+        )
+        file = os.path.join(into, f"{name}.toml")
+        if self.dry_run:
+            head = ("run", "--profile", name, "--")
+            would = f": `mcpwrap init {name}` would write {file} from the server's tools"
+            return Wrapping(self.mcpwrap, head, name, would, replace=(found.url,))
+        from mcpwrap.commands.init import InitOptions, init
+
+        spec = RemoteSpec(found.url, found.transport, found.headers, bearer)
+        said = io.StringIO()
+        try:
+            with contextlib.redirect_stdout(said):
+                init(InitOptions(name, (found.url,), False, self.timeout, remote=spec, into=into))
+        except MCPWrapError as exc:
+            raise NotWrapped(f"mcpwrap init {name} failed: {exc}") from None
+        return Choice(file, "written by mcpwrap init now: review its guesses")
 
     def _as_started(self, path: str, entry: Entry, values: dict[str, object]) -> _AsStarted:
         """The entry as its client would start it: the command and env, variables replaced."""
