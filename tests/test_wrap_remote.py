@@ -102,7 +102,10 @@ async def test_vscode_http_entry_is_wrapped_started_and_unwrapped(
     profile = (repo / ".mcpwrap" / "team.toml").read_text()
     server = tomllib.loads(profile)["server"]
     assert server == {"url": remote.url, "headers": {"X-Team": "blue"}}, profile
-    assert not (repo / ".mcpwrap" / "team.lock").exists()
+    # Locked as a local server's entry is: the tools and (for https) the server's key.
+    assert tomllib.loads((repo / ".mcpwrap" / "team.lock").read_text())["remote"]["url"] == (
+        remote.url
+    )
 
     written = config.read_text()
     assert "// VS Code reads comments" in written
@@ -296,12 +299,13 @@ async def test_init_from_a_remote_server_writes_a_profile_that_runs(
     home, repo = world["home"], world["repo"]
     status, out = wrap(home, repo, "init", "svc", "--", remote.url)
     assert status == 0, out
-    assert "no lock was written: `mcpwrap lock --profile svc`" in out.lower()
+    assert "and its lock" in out
     path = repo / ".mcpwrap" / "svc.toml"
     doc = tomllib.loads(path.read_text())
     assert doc["server"] == {"url": remote.url} and "sandbox" not in doc
     assert sorted(doc["tools"]) == ["echo", "steps", "wipe"]
-    assert not (repo / ".mcpwrap" / "svc.lock").exists()
+    lock = tomllib.loads((repo / ".mcpwrap" / "svc.lock").read_text())
+    assert lock["remote"]["url"] == remote.url and "echo" in str(lock["tools"])
     entry = {"command": MCPWRAP_BIN, "args": ["run", "--profile", "svc"]}
     _, echoed = await drive(entry, cwd=repo, env=user_env(home), call=("echo", {"text": "ok"}))
     assert not echoed.is_error and text(echoed) == "ok"

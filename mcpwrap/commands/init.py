@@ -124,7 +124,7 @@ def _remote_stub(options: InitOptions) -> RemoteSpec | None:
 
 def _init_remote(options: InitOptions, *, stub: bool = False) -> int:
     """A remote server: connect as `run` would, list its tools, write the profile with
-    [server] url. No jail to start it in, and no lock here (`mcpwrap lock` pins it).
+    [server] url, and lock it (no jail to start it in).
     `stub`: the profile there names the server, and is written again with its tools."""
     from mcpwrap.commands import remotetools
 
@@ -137,11 +137,25 @@ def _init_remote(options: InitOptions, *, stub: bool = False) -> int:
     if os.path.exists(path) and not options.force and not stub:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
     tools = remotetools.list_tools(spec, f"init {options.name}", options.timeout)
-    _write(path, render(options.name, options.command, tools, remote=spec))
+    from mcpwrap.commands.lock import LockOptions, lock
+
+    lock_file = paths.lock_path(path)
+    with _undone_on_failure(path, lock_file):
+        _write(path, render(options.name, options.command, tools, remote=spec))
+        # Pinned as a local server is: its tools, its instructions and its key.
+        lock(
+            LockOptions(
+                profile=path,
+                command=(),
+                approve=False,
+                yes=True,
+                timeout=options.timeout,
+                project=options.project,
+            )
+        )
     print(
-        f"{path}: {len(tools)} tools of {url}, each with a guessed class; review them, then "
-        f"commit it. No lock was written: `mcpwrap lock --profile {options.name}` pins the "
-        "server's tools"
+        f"{path}: {len(tools)} tools of {url}, each with a guessed class, and its lock (the "
+        "tools, the instructions and the server's key); review them, then commit both"
     )
     return 0
 

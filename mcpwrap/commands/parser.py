@@ -255,9 +255,9 @@ def _add_init(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "check`; read the guesses before you commit it. With `-- https://HOST/PATH`, a remote "
         "server: connect as `run` would (TLS verified), list its tools and write the profile "
         "with [server] url instead of a command and a jail (into the project, else "
-        "~/.config/mcpwrap/profiles/); no lock: `mcpwrap lock` pins it. `init NAME` alone reads "
-        "the URL (and [server.tls], bearer, headers) from the profile there, and writes it "
-        "again with the tools.",
+        "~/.config/mcpwrap/profiles/), and lock it (tools, instructions, the server key). "
+        "`init NAME` alone reads the URL (and [server.tls], bearer, headers) from the profile "
+        "there, and writes it again with the tools.",
         epilog=_INIT_EXAMPLE,
         formatter_class=_RawHelp,
     )
