@@ -58,16 +58,22 @@ _FALLBACK_STATUS = (400, 404, 405)  # the spec's "POST failed": try HTTP+SSE
 _SEND_FAILED = -32603
 
 
-def _http_client(spec: RemoteSpec, headers: Mapping[str, str]) -> httpx2.AsyncClient:
+def _http_client(
+    spec: RemoteSpec, headers: Mapping[str, str], auth: httpx2.Auth | None = None
+) -> httpx2.AsyncClient:
     """The HTTP client of one connection (identity/tlsclient.py: verified TLS, nothing from
     the environment, no redirects: the SDK follows only those within the server's origin),
-    with the extra headers and the MCP timeouts (a response stream may stay silent long)."""
+    with the extra headers, the MCP timeouts (a response stream may stay silent long) and
+    the OAuth provider of [server.oauth] (identity/oauth.py), whose own requests
+    (discovery, registration, tokens) go through the same verified client."""
     from mcpwrap.identity.tlsclient import TlsSettings, http_client
 
     t = spec.tls
     tls = TlsSettings(ca_file=t.ca, client_cert=t.client_cert, client_key=t.client_key, pins=t.pins)
     client = http_client(tls, headers=dict(headers), timeout=CONNECT_TIMEOUT)
     client.timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
+    if auth is not None:
+        client.auth = auth
     return client
 
 
@@ -103,6 +109,14 @@ class RemoteUpstream:
         self._headers = dict(spec.headers if headers is None else headers)
         self._max = max_message
         self._report = report or _to_stderr
+        self._auth: httpx2.Auth | None = None
+        if spec.oauth is not None:  # reads the keyring now: a keyring that fails stops here
+            from mcpwrap.config import paths
+            from mcpwrap.identity import oauth
+
+            self._auth = oauth.provider(
+                spec.url, spec.oauth, state_dir=paths.state_dir(), name=name, report=self._report
+            )
         self._inbox_in, self._inbox = anyio.create_memory_object_stream[bytes | Oversize](INBOX)
         # Until the transport is chosen ("auto"), every message sent, to send again over
         # HTTP+SSE if Streamable HTTP is refused.
@@ -260,7 +274,7 @@ class RemoteUpstream:
             def factory(
                 headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
             ) -> httpx2.AsyncClient:
-                return _http_client(self._spec, self._headers)
+                return _http_client(self._spec, self._headers, self._auth)
 
             return sse_client(
                 self._spec.url,
@@ -274,7 +288,7 @@ class RemoteUpstream:
     async def _streamable(self) -> AsyncIterator[Any]:
         from mcp.client.streamable_http import streamable_http_client
 
-        async with _http_client(self._spec, self._headers) as client:
+        async with _http_client(self._spec, self._headers, self._auth) as client:
             if not self._decided:
                 client.event_hooks["response"] = [*client.event_hooks["response"], self._seen]
             async with streamable_http_client(
@@ -287,6 +301,8 @@ class RemoteUpstream:
         without a JSON-RPC body means the server speaks only HTTP+SSE."""
         if self._decided or response.request.method != "POST":
             return
+        if "text/event-stream" not in response.request.headers.get("accept", ""):
+            return  # not an MCP message: OAuth's own requests (registration, tokens)
         if response.status_code in _FALLBACK_STATUS:
             kind = response.headers.get("content-type", "").lower()
             if not kind.startswith("application/json"):
