@@ -318,6 +318,22 @@ async def test_the_token_goes_to_the_servers_origin_only(
     assert servers.events().count(seen) == before + 1
 
 
+def test_a_pre_registered_client_and_port_are_used_as_given(
+    tmp_path: Path, keyring_env: dict[str, str]
+) -> None:
+    spec = remote.OAuthSpec(client_id="mcpwrap-desktop", redirect_port=8765)
+    made = oauth.provider(
+        "https://mcp.example.com/mcp", spec, state_dir=str(tmp_path), name="t", report=print
+    )
+    client = made.context.storage
+    assert isinstance(client, oauth.KeyringStorage) and client.client is not None
+    assert client.client.client_id == "mcpwrap-desktop"
+    assert client.client.token_endpoint_auth_method == "none"  # public: PKCE, no secret
+    assert [str(u) for u in made.context.client_metadata.redirect_uris or []] == [
+        "http://127.0.0.1:8765/callback"
+    ]
+
+
 # --- the pure parts ------------------------------------------------------------------------
 
 AS = "https://auth.example.com"

@@ -186,9 +186,7 @@ class KeyringStorage:
     the event loop: a keyring that cannot be read stops the run there); written from a
     worker thread, so the D-Bus round trip does not hold the loop."""
 
-    def __init__(
-        self, server_url: str, state_dir: str, report: Report, redirect_uri: str | None = None
-    ) -> None:
+    def __init__(self, server_url: str, state_dir: str, report: Report) -> None:
         self.resource = resource_url_from_server_url(server_url)
         self.context: OAuthContext | None = None  # the provider's, once it is made
         self.expires_at: float | None = None
@@ -322,11 +320,12 @@ class _Callback:
             ) from exc
         self._server.timeout = 0.2
         self._results = results
+        self._stop = threading.Event()
 
     def wait(self, seconds: float) -> dict[str, str]:
         deadline = time.monotonic() + seconds
         try:
-            while time.monotonic() < deadline:
+            while time.monotonic() < deadline and not self._stop.is_set():
                 self._server.handle_request()
                 with contextlib.suppress(queue.Empty):
                     return self._results.get_nowait()
@@ -337,8 +336,9 @@ class _Callback:
             "on stderr, sign in, and start the client again"
         )
 
-    def close(self) -> None:
-        self._server.server_close()
+    def stop(self) -> None:
+        """Stop waiting (the run is ending): the listener closes within its timeout."""
+        self._stop.set()
 
 
 def open_browser(url: str, report: Report) -> None:
@@ -390,7 +390,12 @@ class _SignIn:
         callback, self._callback = self._callback, None
         if callback is None:
             raise OAuthRefused("the sign-in's callback listener is not running")
-        query = await anyio.to_thread.run_sync(callback.wait, SIGN_IN_WAIT, abandon_on_cancel=True)
+        try:
+            query = await anyio.to_thread.run_sync(
+                callback.wait, SIGN_IN_WAIT, abandon_on_cancel=True
+            )
+        finally:
+            callback.stop()  # cancelled: the port is not held for the rest of the wait
         if "error" in query:
             why = query.get("error_description") or query["error"]
             raise OAuthRefused(f"the authorization server refused the sign-in: {why[:200]!r}")
