@@ -1539,7 +1539,8 @@ pins = ["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]
 
 def test_remote_keys_load() -> None:
     loaded = parse(REMOTE)
-    assert set(tomllib.loads(REMOTE)["server"]) == set(remote.KEYS)
+    # `oauth` excludes `bearer`: its own test below
+    assert set(tomllib.loads(REMOTE)["server"]) == set(remote.KEYS) - {"oauth"}
     assert set(tomllib.loads(REMOTE)["server"]["tls"]) == set(remote.TLS_KEYS)
     assert loaded.server.command is None
     assert loaded.server.remote == remote.RemoteSpec(
@@ -1584,11 +1585,31 @@ def test_remote_keys_load() -> None:
         ('url = "https://h/mcp"\n[server.tls]\npins = []', "a non-empty array of pins"),
         ('url = "https://h/mcp"\n[server.tls]\nclient_key = "keyring:x"', "keyring reference"),
         ('url = "https://h/mcp"\n[server.tls]\nverify = false', "verify"),
+        (
+            'bearer = "keyring:a/b"\n[server.oauth]',
+            "server.oauth: server.bearer and [server.oauth]",
+        ),
+        ('command = ["srv"]\n[server.oauth]', "server.oauth is for a remote"),
+        ("[server.oauth]\nredirect_port = -1", "server.oauth.redirect_port: expected a port"),
+        ("[server.oauth]\nclient_secret = 'x'", "server.oauth.client_secret: unknown key"),
     ],
 )
 def test_remote_keys_refused(server: str, message: str) -> None:
     error = fails(f"version = 1\n[server]\n{server}\n")
     assert message in error and error.startswith("p.toml:"), error
+
+
+def test_remote_oauth_loads() -> None:
+    loaded = parse(
+        'version = 1\n[server]\nurl = "https://mcp.example.com/mcp"\n[server.oauth]\n'
+        'scopes = ["read"]\nclient_id = "mcpwrap-desktop"\n'
+        'client_metadata_url = "https://example.com/mcpwrap.json"\nredirect_port = 8765\n'
+    )
+    assert loaded.server.remote is not None
+    assert loaded.server.remote.oauth == remote.OAuthSpec(
+        ("read",), "mcpwrap-desktop", "https://example.com/mcpwrap.json", 8765
+    )
+    assert set(remote.OAUTH_KEYS) == set(remote.OAuthSpec._fields)
 
 
 @pytest.mark.parametrize(

@@ -595,3 +595,22 @@ def test_a_remote_run_connects_to_the_servers_origin_only(
 
     verdict = origin_only("https://127.0.0.1:8443/mcp")(*to)
     assert verdict is None if why is None else why in (verdict or "")
+
+
+def test_with_oauth_the_egress_rule_admits_the_discovered_authorization_server() -> None:
+    from mcpwrap.relay.remote import egress_rule
+
+    class Provider:
+        def __init__(self) -> None:
+            self.found: list[str] = []
+
+        def endpoints(self) -> list[str]:
+            return self.found
+
+    provider = Provider()
+    admit = egress_rule("https://mcp.example.com/mcp", provider)
+    assert admit("mcp.example.com", 443) is None
+    assert admit("auth.example.com", 443) is not None  # not discovered yet
+    provider.found = ["https://auth.example.com/", "https://auth.example.com:8443/token"]
+    assert admit("auth.example.com", 443) is None and admit("auth.example.com", 8443) is None
+    assert "authorization server" in (admit("evil.example", 443) or "")

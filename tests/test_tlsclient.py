@@ -674,3 +674,15 @@ def test_a_connection_admit_refuses_is_never_opened_and_is_told() -> None:
         with pytest.raises(TimeoutError):
             listener.accept()  # nothing ever connected
         assert [(c.event, c.refused) for c in told] == [("egress", "not this one")]
+
+
+def test_pins_hold_for_the_pinned_origin_only(pki: PKI) -> None:
+    """`pinned` names the host and port the pins are for (the MCP server): another origin
+    (an authorization server) is verified by its CA and name only; the control pins this
+    very origin, and the same wrong pin refuses it."""
+    wrong = (spki_pin(pki.client.der),)
+    with Server(pki.server) as server:
+        elsewhere = settings(pki.ca.pem, pins=wrong)._replace(pinned=("mcp.example", 443))
+        assert get(server.url, elsewhere).status_code == 200
+        here = settings(pki.ca.pem, pins=wrong)._replace(pinned=("127.0.0.1", server.port))
+        assert "public key changed" in refused(server.url, here)

@@ -19,8 +19,9 @@ from mcpwrap.basics import hostnames
 from mcpwrap.basics.errors import UsageError
 
 TRANSPORTS = ("auto", "streamable-http", "sse")
-KEYS = ("url", "transport", "headers", "bearer", "tls")
+KEYS = ("url", "transport", "headers", "bearer", "tls", "oauth")
 TLS_KEYS = ("ca", "client_cert", "client_key", "pins")
+OAUTH_KEYS = ("scopes", "client_id", "client_metadata_url", "redirect_port")
 # Headers that carry credentials: from the keyring (`bearer`), never in a profile's text.
 _SECRET_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _KEYRING_REF = "keyring:SERVICE/USER"
@@ -41,12 +42,22 @@ class TlsSpec(NamedTuple):
 NO_TLS = TlsSpec()
 
 
+class OAuthSpec(NamedTuple):
+    """[server.oauth]: OAuth 2.1 as the MCP authorization spec says (identity/oauth.py)."""
+
+    scopes: tuple[str, ...] = ()  # (): the scopes the server asks for
+    client_id: str | None = None  # a pre-registered public client; None: CIMD or registration
+    client_metadata_url: str | None = None  # an https client ID metadata document
+    redirect_port: int = 0  # the loopback callback's port; 0: any free one
+
+
 class RemoteSpec(NamedTuple):
     url: str  # "" in a profile that leaves the URL to the command line
     transport: str = "auto"
     headers: Mapping[str, str] = MappingProxyType({})
     bearer: str | None = None  # "keyring:SERVICE/USER": sent as `Authorization: Bearer`
     tls: TlsSpec = NO_TLS
+    oauth: OAuthSpec | None = None  # None: no OAuth
 
 
 def is_url(text: str) -> bool:
@@ -120,6 +131,7 @@ def parse(data: Mapping[str, object], fail: Fail, tls: TlsSpec = NO_TLS) -> Remo
         headers=_headers(data.get("headers", {}), fail),
         bearer=_bearer(data.get("bearer"), fail),
         tls=tls,
+        oauth=_oauth(data, fail),
     )
 
 
@@ -171,6 +183,64 @@ def _bearer(value: object, fail: Fail) -> str | None:
     if not service or not user:
         fail(("bearer",), f'expected a keyring reference "{_KEYRING_REF}"')
     return value
+
+
+def _oauth(data: Mapping[str, object], fail: Fail) -> OAuthSpec | None:
+    if "oauth" not in data:
+        return None
+    table = data["oauth"]
+    if not isinstance(table, dict):
+        fail(("oauth",), "expected a table [server.oauth]")
+    if "bearer" in data:
+        fail(("oauth",), "server.bearer and [server.oauth] are both given: the server's token "
+             "comes from the keyring or from OAuth, not both; remove one of them")  # fmt: skip
+    for key in table:
+        if key not in OAUTH_KEYS:
+            fail(("oauth", key), "unknown key; expected one of " + ", ".join(OAUTH_KEYS))
+    scopes = table.get("scopes", [])
+    if not isinstance(scopes, list) or not all(_scope(s) for s in scopes):
+        fail(("oauth", "scopes"), 'expected an array of scope names, e.g. ["read", "write"]')
+    client_id = table.get("client_id")
+    if client_id is not None and (not isinstance(client_id, str) or not client_id.isprintable()
+                                  or not client_id.strip()):  # fmt: skip
+        fail(("oauth", "client_id"), "expected the client ID the authorization server issued")
+    document = table.get("client_metadata_url")
+    if document is not None and (problem := _metadata_url_problem(document)) is not None:
+        fail(("oauth", "client_metadata_url"), problem)
+    port = table.get("redirect_port", 0)
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        fail(("oauth", "redirect_port"), "expected a port number 1-65535, or 0 for any free one")
+    return OAuthSpec(tuple(scopes), client_id, document, port)
+
+
+def _scope(name: object) -> bool:
+    # RFC 6749 3.3: printable ASCII but space, double quote and backslash
+    return (
+        isinstance(name, str)
+        and bool(name)
+        and all("!" <= c <= "~" and c not in '"\\' for c in name)
+    )
+
+
+def _metadata_url_problem(url: object) -> str | None:
+    """A client ID metadata document's URL: https with a path (the MCP spec's rule)."""
+    from urllib.parse import urlsplit
+
+    if not isinstance(url, str) or not url.lower().startswith("https://"):
+        return (
+            "expected the https URL of a client ID metadata document, e.g. "
+            '"https://example.com/mcpwrap.json"'
+        )
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:
+        return f"{url!r} is not a valid URL ({exc})"
+    if not parts.hostname or parts.path in ("", "/") or parts.username or parts.fragment:
+        return (
+            f"{url!r}: a client ID metadata document's URL has a host and a path, and no "
+            "user or fragment"
+        )
+    return None
 
 
 def target(

@@ -74,6 +74,20 @@ def read_one(ref: str, where: str) -> str:
     return _get(_backend(), ref, where)
 
 
+def find(ref: str, where: str) -> str | None:
+    """The value of one "keyring:SERVICE/USER", or None if the keyring does not have it."""
+    service, user = parse_ref(ref)
+    try:
+        value = _backend().get_password(service, user)
+    except SecretError:
+        raise
+    except Exception as exc:  # any backend failure: its type and text, never a value
+        raise SecretError(
+            f"{where}: the keyring could not be read ({type(exc).__name__}: {exc}); {_WAYS_OUT}"
+        ) from exc
+    return None if value is None else str(value)
+
+
 def _get(backend: Any, ref: str, where: str) -> str:
     service, user = parse_ref(ref)
     try:

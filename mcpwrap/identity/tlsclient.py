@@ -61,6 +61,9 @@ class TlsSettings(NamedTuple):
     client_cert: str | None  # PEM certificate (chain) file for mTLS
     client_key: str | None  # "keyring:SERVICE/USER", or a file only its owner can read
     pins: tuple[str, ...]  # accepted SPKI pins "sha256/<base64>" (empty: no pinning)
+    # The (host, port) the pins are for; None: every connection. An authorization server
+    # on another host has a key of its own, verified by the CA and its name only.
+    pinned: tuple[str, int] | None = None
 
 
 def spki_pin(cert_der: bytes) -> str:
@@ -108,7 +111,10 @@ def http_client(
     each connection and each handshake, allowed or refused.
     """
     pins = _checked_pins(tls.pins)
-    transport = _Transport(_context(tls), pins, tls.client_cert is not None, admit, watch)
+    pinned = (tls.pinned[0].lower(), tls.pinned[1]) if tls.pinned is not None else None
+    transport = _Transport(
+        _context(tls), pins, tls.client_cert is not None, admit, watch, pinned=pinned
+    )
     return httpx2.AsyncClient(
         transport=transport,
         headers=headers,
@@ -400,9 +406,10 @@ class _PinningBackend(httpcore2.AsyncNetworkBackend):
         ours: bool,
         admit: Admit | None = None,
         watch: Watch | None = None,
+        pinned: tuple[str, int] | None = None,
     ) -> None:
         self._inner, self._pins, self._ours = httpcore2.AnyIOBackend(), pins, ours
-        self._admit, self._watch = admit, watch
+        self._admit, self._watch, self._pinned = admit, watch, pinned
 
     async def connect_tcp(
         self,
@@ -432,7 +439,8 @@ class _PinningBackend(httpcore2.AsyncNetworkBackend):
         def told(pin: str | None, refused: str | None) -> None:
             watch(Connection("tls", host, port, address, pin, refused))
 
-        return _PinningStream(inner, where, self._pins, self._ours, told)
+        pins = self._pins if self._pinned in (None, (host.lower(), port)) else ()
+        return _PinningStream(inner, where, pins, self._ours, told)
 
     async def connect_unix_socket(
         self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
@@ -453,6 +461,8 @@ class _Transport(httpx2.AsyncHTTPTransport):
         ours: bool,
         admit: Admit | None = None,
         watch: Watch | None = None,
+        *,
+        pinned: tuple[str, int] | None = None,
     ) -> None:
         super().__init__(verify=context, trust_env=False)
         # httpx2 offers no network_backend argument; its pool is replaced by one built
@@ -465,15 +475,16 @@ class _Transport(httpx2.AsyncHTTPTransport):
             max_connections=100,
             max_keepalive_connections=20,
             keepalive_expiry=5.0,
-            network_backend=_PinningBackend(pins, ours, admit, watch),
+            network_backend=_PinningBackend(pins, ours, admit, watch, pinned),
         )
-        self._pins, self._ours = pins, ours
+        self._pins, self._ours, self._pinned = pins, ours, pinned
 
     async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
         url = request.url
-        where = _where(url.host, url.port or (443 if url.scheme == "https" else 80))
+        port = url.port or (443 if url.scheme == "https" else 80)
+        where = _where(url.host, port)
         if url.scheme != "https":
-            if self._pins:
+            if self._pins and self._pinned in (None, (url.host.lower(), port)):
                 raise TlsRefused(
                     f"{where}: the lock pins this server's key, but the URL is {url.scheme}; "
                     "use its https URL"

@@ -59,40 +59,72 @@ _SEND_FAILED = -32603
 
 
 def _http_client(
-    spec: RemoteSpec, headers: Mapping[str, str], watch: Callable[[Any], None] | None = None
+    spec: RemoteSpec,
+    headers: Mapping[str, str],
+    watch: Callable[[Any], None] | None = None,
+    auth: httpx2.Auth | None = None,
 ) -> httpx2.AsyncClient:
     """The HTTP client of one connection (identity/tlsclient.py: verified TLS, nothing from
     the environment, no redirects: the SDK follows only those within the server's origin),
-    with the extra headers and the MCP timeouts (a response stream may stay silent long).
-    It connects to the server's origin only; `watch` is told of every connection."""
+    with the extra headers, the MCP timeouts (a response stream may stay silent long) and
+    the OAuth provider of [server.oauth] (identity/oauth.py), whose own requests
+    (discovery, registration, tokens) go through the same verified client. It connects to
+    the server's origin and, with OAuth, to its authorization server's only; `watch` is
+    told of every connection."""
     from mcpwrap.identity.tlsclient import TlsSettings, http_client
 
     t = spec.tls
-    tls = TlsSettings(ca_file=t.ca, client_cert=t.client_cert, client_key=t.client_key, pins=t.pins)
+    server = httpx2.URL(spec.url)
+    tls = TlsSettings(
+        ca_file=t.ca,
+        client_cert=t.client_cert,
+        client_key=t.client_key,
+        pins=t.pins,
+        # The pins are the MCP server's key: an authorization server elsewhere has its own.
+        pinned=(server.host, server.port or (443 if server.scheme == "https" else 80)),
+    )
     client = http_client(
         tls,
         headers=dict(headers),
         timeout=CONNECT_TIMEOUT,
-        admit=origin_only(spec.url),
+        admit=egress_rule(spec.url, auth),
         watch=watch,
     )
     client.timeout = httpx2.Timeout(CONNECT_TIMEOUT, read=READ_TIMEOUT)
+    if auth is not None:
+        client.auth = auth
     return client
 
 
-def origin_only(url: str) -> Callable[[str, int], str | None]:
-    """An egress rule: connections to `url`'s host and port only (the SDK keeps MCP
-    requests and their redirects on the origin; anything else is a bug or an attack)."""
-    origin = httpx2.URL(url)
-    host = origin.host.lower()
-    port = origin.port or (443 if origin.scheme == "https" else 80)
+def _host_port(url: str) -> tuple[str, int]:
+    parsed = httpx2.URL(url)
+    return parsed.host.lower(), parsed.port or (443 if parsed.scheme == "https" else 80)
+
+
+def egress_rule(url: str, auth: object = None) -> Callable[[str, int], str | None]:
+    """An egress rule: connections to `url`'s host and port (the SDK keeps MCP requests and
+    their redirects on the origin) and, when `auth` is the OAuth provider, to the
+    authorization server it discovered and that server's token and registration
+    endpoints; anything else is a bug or an attack, and is refused."""
+    host, port = _host_port(url)
+    endpoints = getattr(auth, "endpoints", None)
 
     def admit(to_host: str, to_port: int) -> str | None:
-        if to_host.lower() == host and to_port == port:
+        to = (to_host.lower(), to_port)
+        if to == (host, port):
             return None
-        return f"{to_host}:{to_port} is not the server's origin {host}:{port}"
+        known = [_host_port(u) for u in endpoints()] if callable(endpoints) else []
+        if to in known:
+            return None
+        also = " or its authorization server's" if callable(endpoints) else ""
+        return f"{to_host}:{to_port} is not the server's origin {host}:{port}{also}"
 
     return admit
+
+
+def origin_only(url: str) -> Callable[[str, int], str | None]:
+    """egress_rule without OAuth: the server's origin only."""
+    return egress_rule(url)
 
 
 def connection_record(connection: Any) -> dict[str, Any]:
@@ -145,6 +177,14 @@ class RemoteUpstream:
         self._headers = dict(spec.headers if headers is None else headers)
         self._max = max_message
         self._report = report or _to_stderr
+        self._auth: httpx2.Auth | None = None
+        if spec.oauth is not None:  # reads the keyring now: a keyring that fails stops here
+            from mcpwrap.config import paths
+            from mcpwrap.identity import oauth
+
+            self._auth = oauth.provider(
+                spec.url, spec.oauth, state_dir=paths.state_dir(), name=name, report=self._report
+            )
         self._inbox_in, self._inbox = anyio.create_memory_object_stream[bytes | Oversize](INBOX)
         # Until the transport is chosen ("auto"), every message sent, to send again over
         # HTTP+SSE if Streamable HTTP is refused.
@@ -302,7 +342,7 @@ class RemoteUpstream:
             def factory(
                 headers: dict[str, str] | None = None, timeout: Any = None, auth: Any = None
             ) -> httpx2.AsyncClient:
-                return _http_client(self._spec, self._headers, self._watch)
+                return _http_client(self._spec, self._headers, self._watch, self._auth)
 
             return sse_client(
                 self._spec.url,
@@ -324,7 +364,7 @@ class RemoteUpstream:
     async def _streamable(self) -> AsyncIterator[Any]:
         from mcp.client.streamable_http import streamable_http_client
 
-        async with _http_client(self._spec, self._headers, self._watch) as client:
+        async with _http_client(self._spec, self._headers, self._watch, self._auth) as client:
             if not self._decided:
                 client.event_hooks["response"] = [*client.event_hooks["response"], self._seen]
             async with streamable_http_client(
@@ -337,6 +377,8 @@ class RemoteUpstream:
         without a JSON-RPC body means the server speaks only HTTP+SSE."""
         if self._decided or response.request.method != "POST":
             return
+        if "text/event-stream" not in response.request.headers.get("accept", ""):
+            return  # not an MCP message: OAuth's own requests (registration, tokens)
         if response.status_code in _FALLBACK_STATUS:
             kind = response.headers.get("content-type", "").lower()
             if not kind.startswith("application/json"):
