@@ -15,8 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 from mcp.client import ClientSession
+from mcp.client.stdio import stdio_client
 from test_remote import attempt, mcpwrap, records, refused, session_run, start_server, stop, text_of
 from test_tlsclient import CA
 from wrapped import write_profile
@@ -134,3 +136,87 @@ async def test_mtls_the_profiles_client_certificate_opens_the_door(
             assert "certificate" in err.lower(), err
     finally:
         stop(remote)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("elicitation", ["deny", "allow"])
+async def test_a_remote_servers_requests_to_the_client_follow_the_profile(
+    everything: str, tmp_path: Path, elicitation: str
+) -> None:
+    """Server-to-client requests of a remote server go through the same policy as a local
+    one's: with elicitation denied the client's capability is withheld, so the server
+    offers no tool that asks the user; the control allows it and the server's request
+    reaches the client's callback."""
+    import mcp_types as types
+
+    profile = write_profile(
+        tmp_path, f'[policy]\ndefault = "allow"\nelicitation = "{elicitation}"\ntimeout = "20s"\n'
+    )
+    asked: list[str] = []
+
+    async def on_elicit(context: Any, params: Any) -> Any:
+        asked.append(params.message)
+        return types.ElicitResult(action="decline")
+
+    params = mcpwrap(profile, everything)
+    with (tmp_path / "err").open("w") as err, anyio.fail_after(40):
+        async with (
+            stdio_client(params, errlog=err) as (read, write),
+            ClientSession(read, write, elicitation_callback=on_elicit) as session,
+        ):
+            await session.initialize()
+            names = {t.name for t in (await session.list_tools()).tools}
+            if elicitation == "allow":
+                assert "trigger-elicitation-request" in names
+                await session.call_tool("trigger-elicitation-request", {})
+    if elicitation == "deny":
+        assert "trigger-elicitation-request" not in names and asked == []
+    else:
+        assert len(asked) == 1
+
+
+@pytest.mark.anyio
+async def test_a_redirect_to_another_origin_is_not_followed(tmp_path: Path) -> None:
+    """A server that answers with a redirect to another origin (here another port: a
+    different origin, as another host would be): mcpwrap does not follow it, the client
+    gets an error, and the other origin is never connected to. The control reaches that
+    other server directly, so the refusal is the redirect's, not a dead target."""
+    import http.server
+    import threading
+
+    target = start_server(tmp_path, "streamable-http")
+
+    class Redirect(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.send_response(307)
+            self.send_header("Location", target.url)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        do_GET = do_POST
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    redirector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+    threading.Thread(target=redirector.serve_forever, daemon=True).start()
+    here = f"http://127.0.0.1:{redirector.server_address[1]}/mcp"
+    try:
+        profile = write_profile(tmp_path, ECHO_ONLY)
+
+        async def body(session: ClientSession) -> Any:
+            await session.initialize()
+            return await session.call_tool("echo", {"text": "moved"})
+
+        with pytest.raises(Exception):  # noqa: B017 (the SDK's error for the refused redirect)
+            await session_run(mcpwrap(profile, here), tmp_path / "err", body)
+        assert target.seen() == []
+        egress = [r["endpoint"] for r in records(tmp_path) if r["event"] == "egress"]
+        assert egress and set(egress) == {here.split("/")[2]}  # never the other origin
+        # Control: the target itself answers.
+        (tmp_path / "audit.jsonl").unlink()
+        reply = await session_run(mcpwrap(profile, target.url), tmp_path / "err2", body)
+        assert text_of(reply) == "moved" and target.seen() == ["echo"]
+    finally:
+        redirector.shutdown()
+        stop(target)
