@@ -422,3 +422,37 @@ def test_remote_lock_round_trips_and_a_local_lock_is_written_as_before(tmp_path:
     ):
         with pytest.raises(LockError):
             pins.parse(broken, "r.lock")
+
+
+def test_doctor_reads_the_lock_and_checks_its_pin(tmp_path: Path) -> None:
+    """doctor on a locked remote profile: the lock's tools and key, and the TLS check made
+    with the lock's pin as `run` makes it; a server with a new key fails that check (the
+    control: the locked key passes). Without a lock it says so, and is not a failure."""
+    from wrapped import write_profile
+
+    ca = CA(tmp_path, "remote-ca")
+    issued, replaced = ca.issue("server"), ca.issue("replaced")
+    server = serve(tmp_path, issued)
+    try:
+        profile = write_profile(
+            tmp_path,
+            f'[server]\nurl = "{server.url}"\n' + TOOLS + f'\n[server.tls]\nca = "{ca.pem}"\n',
+        )
+        unlocked = cli(profile, "doctor")
+        assert unlocked.returncode == 0, unlocked.stdout
+        assert "ok   lock               none: its tools and key are not pinned" in unlocked.stdout
+        assert cli(profile, "lock").returncode == 0
+        locked = cli(profile, "doctor")
+        assert locked.returncode == 0, locked.stdout
+        assert f"3 tools and the key {pin_of(issued)}" in locked.stdout
+        assert "the pin matches" in locked.stdout
+    finally:
+        stop(server)
+    moved = serve(tmp_path, replaced, port=int(server.url.split(":")[2].split("/")[0]))
+    try:
+        changed = cli(profile, "doctor")
+        assert changed.returncode == 1, changed.stdout
+        assert "FAIL TLS" in changed.stdout and pin_of(replaced) in changed.stdout
+        assert "mcpwrap approve" in changed.stdout
+    finally:
+        stop(moved)

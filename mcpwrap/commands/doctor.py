@@ -65,10 +65,41 @@ def _remote_doctor(profile: Profile, out: TextIO) -> int:
     spec = profile.server.remote
     assert spec is not None
     out.write(f"\nprofile {paths.profile_arg(profile.source)} ({profile.source}):\n")
-    checks = remote_checks(spec)
+    lock, spki = _remote_lock(profile, spec)
+    if spki and not spec.tls.pins:  # `run` checks the lock's pins then: so does doctor
+        spec = spec._replace(tls=spec.tls._replace(pins=spki))
+    checks = [*remote_checks(spec), lock]
     _write_checks(checks, out)
     out.write(f"  last run: {_last_run(profile)}\n")
     return 0 if all(c.ok for c in checks) else 1
+
+
+def _remote_lock(profile: Profile, spec: Any) -> tuple[Check, tuple[str, ...]]:
+    """What the profile's lock pins for the remote server, and its key pins."""
+    from mcpwrap.basics.errors import LockError
+    from mcpwrap.supply import pins
+
+    path = paths.find_lock(profile.source, paths.served(profile))
+    name = paths.profile_arg(profile.source)
+    if not os.path.exists(path):
+        detail = f"none: its tools and key are not pinned (`mcpwrap lock --profile {name}`)"
+        return Check("lock", True, detail), ()
+    try:
+        lock = pins.load(path, name)
+    except LockError as exc:
+        return Check("lock", False, str(exc)), ()
+    if lock is None or lock.remote is None:
+        return Check("lock", False, f"{path} is the lock of a command, not of this URL"), ()
+    if spec.url and lock.remote.url != spec.url:
+        return Check(
+            "lock",
+            False,
+            f"{path} is for {lock.remote.url}, not {spec.url}: `run` refuses to connect",
+            f"mcpwrap lock --profile {name}",
+        ), ()
+    key = f"the key {', '.join(lock.remote.spki)}" if lock.remote.spki else "no key (plain http)"
+    detail = f"{path}: {len(lock.tools)} tools and {key}, for {lock.remote.url}"
+    return Check("lock", True, detail), tuple(lock.remote.spki)
 
 
 def remote_checks(spec: Any) -> list[Check]:
@@ -138,9 +169,11 @@ def _tls(spec: Any) -> Check:
         return Check(
             "TLS",
             False,
-            f"verified against {trust}, but the server's key pin is {pin}, and [server.tls] "
-            f"pins accepts only {', '.join(t.pins)}: `run` refuses to connect",
-            "if the operator replaced the key, put the new pin in [server.tls] pins",
+            f"verified against {trust}, but the server's key pin is {pin}, and only "
+            f"{', '.join(t.pins)} are accepted ([server.tls] pins, else the lock's): `run` "
+            "refuses to connect",
+            "if the operator replaced the key: `mcpwrap approve`, or the new pin in "
+            "[server.tls] pins where the profile names them",
         )
     mtls = ", our client certificate offered" if t.client_cert else ""
     pinned = ", the pin matches" if t.pins else ""
