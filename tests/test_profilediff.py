@@ -97,6 +97,49 @@ CASES: dict[str, Case] = {
         [],
         orderable=False,
     ),
+    # --- [server] of a remote server
+    "another remote server": Case(
+        '[server]\nurl = "https://a.example/mcp"\n',
+        '[server]\nurl = "https://b.example/mcp"\n',
+        ['server.url: changed from "https://a.example/mcp" to "https://b.example/mcp"'],
+        [],
+        orderable=False,
+    ),
+    "a remote server instead of none": Case(
+        "",
+        '[server]\nurl = "https://a.example/mcp"\n',
+        ['server.url: unset -> "https://a.example/mcp" (a remote server)'],
+        [],
+        orderable=False,
+    ),
+    "pins removed": Case(
+        '[server]\nurl = "https://a.example/mcp"\n[server.tls]\npins = ["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]\n',
+        '[server]\nurl = "https://a.example/mcp"\n',
+        ["server.tls.pins: removed: any key the CA vouches for is accepted"],
+        [],
+        orderable=False,
+    ),
+    "a backup pin added": Case(
+        '[server]\nurl = "https://a.example/mcp"\n[server.tls]\npins = ["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="]\n',
+        '[server]\nurl = "https://a.example/mcp"\n[server.tls]\npins = ["sha256/AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=", "sha256/BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB="]\n',
+        ['server.tls.pins: added "sha256/BBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBBB="'],
+        [],
+    ),
+    "another trust root": Case(
+        '[server]\nurl = "https://a.example/mcp"\n',
+        '[server]\nurl = "https://a.example/mcp"\n[server.tls]\nca = "/etc/ca.pem"\n',
+        ['server.tls.ca: changed from unset to "/etc/ca.pem"'],
+        [],
+        orderable=False,
+    ),
+    "another bearer, a header and the transport": Case(
+        '[server]\nurl = "https://a.example/mcp"\nbearer = "keyring:a/t"\n',
+        '[server]\nurl = "https://a.example/mcp"\nbearer = "keyring:b/t"\n'
+        'transport = "sse"\nheaders = { X-Team = "blue" }\n',
+        ['server.bearer: changed from "keyring:a/t" to "keyring:b/t"'],
+        ["server.transport: auto -> sse", "server.headers: added X-Team"],
+        orderable=False,
+    ),
     # --- [sandbox]
     "enforce off": Case(
         "[sandbox]\nenforce = true\n",

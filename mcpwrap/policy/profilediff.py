@@ -399,6 +399,39 @@ def _reference(name: str, old: str, new: str) -> str:
     return f"{name} ({_toml(old)} -> {_toml(new)})"  # "keyring:SERVICE/USER" names, no secret
 
 
+def _remote(key: str, old: Any, new: Any) -> Iterator[Change]:
+    """[server] url and its keys (config/remote.py RemoteSpec). Another server, another
+    credential, another trust root or fewer pins widen (the first two cannot be ordered);
+    headers, the transport and our own client certificate are noted, not grants."""
+    if old == new:
+        return
+    if old is None or new is None:
+        now = "a remote server" if new is not None else "a local command"
+        yield Change(
+            True, f"{key}.url: {_toml(old and old.url)} -> {_toml(new and new.url)} ({now})"
+        )
+        return
+    yield from _changed(f"{key}.url", old.url, new.url)
+    if old.transport != new.transport:
+        yield Change(False, f"{key}.transport: {old.transport} -> {new.transport}")
+    yield from (
+        c._replace(wider=False)
+        for c in _named(_reference)(f"{key}.headers", old.headers, new.headers)
+    )
+    yield from _changed(f"{key}.bearer", old.bearer, new.bearer)
+    yield from _changed(f"{key}.oauth", old.oauth, new.oauth)
+    tls = f"{key}.tls"
+    yield from _changed(f"{tls}.ca", old.tls.ca, new.tls.ca)
+    for field in ("client_cert", "client_key"):
+        before, after = getattr(old.tls, field), getattr(new.tls, field)
+        if before != after:
+            yield Change(False, f"{tls}.{field}: {_toml(before)} -> {_toml(after)}")
+    if old.tls.pins and not new.tls.pins:
+        yield Change(True, f"{tls}.pins: removed: any key the CA vouches for is accepted")
+    elif old.tls.pins or new.tls.pins:
+        yield from _members(_equal)(f"{tls}.pins", old.tls.pins, new.tls.pins)
+
+
 def _tenants(key: str, old: tuple[str, ...], new: tuple[str, ...]) -> Iterator[Change]:
     """An empty list serves every tenant: the widest."""
     if old and not new:
@@ -479,6 +512,7 @@ COMPARED: Mapping[type, Mapping[str, Compare]] = {
         "env": _value(_named(_name_only)),
         "passthrough": _value(_members(_equal)),
         "secrets": _value(_named(_reference)),
+        "remote": _value(lambda key, old, new: _remote(key.rsplit(".", 1)[0], old, new)),
     },
     SandboxSpec: {
         "enforce": _value(_ranked(True, False)),
