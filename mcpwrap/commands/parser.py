@@ -164,7 +164,8 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         help="relay a server's stdio under a profile",
         description="Start CMD as the MCP server and relay the client's stdio to it: tools/list is "
         "filtered and every tools/call is checked against the profile before the server sees it; "
-        "each decision is written to the audit log.",
+        "each decision is written to the audit log. With `-- https://HOST/PATH` (or [server] url), "
+        "relay a remote server instead: no jail, TLS verified ([server.tls]), the same checks.",
         epilog=_RUN_EXAMPLE,
         formatter_class=_RawHelp,
     )
@@ -187,8 +188,9 @@ def _add_run(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument(
         "server",
         nargs=argparse.REMAINDER,
-        metavar="-- CMD ...",
-        help="the server command, after `--` (or [server] command in the profile)",
+        metavar="-- CMD ... | URL",
+        help="the server command, after `--` (or [server] command in the profile); or a "
+        "remote server's URL (or [server] url)",
     )
 
 
