@@ -81,6 +81,14 @@ PLAIN_VALUES = [
 ]
 
 
+def test_a_long_key_padded_far_from_its_colon_is_still_a_key() -> None:
+    """Spaces between a long key and its colon, however many: the key must be read as
+    the full parse reads it, never as a placeholder standing for a value."""
+    line = b'{"' + b"k" * 2000 + b'"' + b" " * 5000 + b': "' + b"v" * 70_000 + b'"}'
+    msg, plain = jsontext.decode_plain(line)
+    assert plain and msg == json.loads(line) and list(msg) == ["k" * 2000]
+
+
 @pytest.mark.parametrize("value", PLAIN_VALUES, ids=range(len(PLAIN_VALUES)))
 def test_a_large_plain_line_reads_as_json_reads_it(value: object) -> None:
     for line in (_line(value), json.dumps(value).encode()):  # compact, and with spaces

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from typing import Any
 
 
@@ -67,6 +68,7 @@ def decode_plain(line: bytes) -> tuple[Any, bool]:
 _PLAIN_BYTES = bytes(b for b in range(0x20, 0x7F) if b != 0x5C)
 PLAIN_MIN = 64 * 1024  # below this, one json pass costs less than the detour
 _LONG = 1024  # strings longer than this are left out of the skeleton
+_COLON_NEXT = re.compile(rb" *:")
 # A plain line's strings cannot hold U+0000 (it would need an escape): the escaped NUL and
 # a number mark a left-out string.
 _PLACEHOLDER = b'"\\u0000%d"'
@@ -97,8 +99,10 @@ def _skeleton(line: bytes) -> tuple[bytes, list[tuple[int, int]]]:
 
 
 def _is_key(line: bytes, after: int) -> bool:
-    """Whether the string that ends before `after` is followed by a colon: a key."""
-    return line[after : after + 64].lstrip(b" \t\r\n")[:1] == b":"
+    """Whether the string that ends before `after` is followed by a colon: a key. Any
+    number of spaces may come between (a plain line has no other whitespace): a window
+    would let a key padded past it pass for a value, and be read as another key."""
+    return _COLON_NEXT.match(line, after) is not None
 
 
 def _restore(msg: Any, strings: list[str]) -> Any:
