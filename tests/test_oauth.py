@@ -445,3 +445,40 @@ def test_profile_oauth_table() -> None:
 def test_profile_oauth_table_errors(table: dict[str, Any], why: str) -> None:
     with pytest.raises(UsageError, match=why):
         _parse(table)
+
+
+def test_the_callback_takes_only_the_sign_in_it_started() -> None:
+    """Any process here, or a page the browser loads, can reach the callback's port: a
+    response with another state (an attacker's code, a forged error) is answered and
+    ignored, and the real one is still taken. Control: no state known, the first is."""
+    import http.client
+    import threading
+
+    def get(port: int, query: str) -> int:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("GET", f"{oauth.CALLBACK_PATH}?{query}")
+        status = conn.getresponse().status
+        conn.close()
+        return status
+
+    for expected, queries, statuses, code in (
+        (
+            "s3cr3t-state",
+            ("code=evil&state=guess", "code=good&state=s3cr3t-state"),
+            [400, 200],
+            "good",
+        ),
+        (None, ("code=evil&state=guess",), [200], "evil"),
+    ):
+        callback = oauth._Callback(0, expected)
+        port = callback._server.server_address[1]
+        got: list[dict[str, str]] = []
+
+        def wait(callback: oauth._Callback = callback, got: list[dict[str, str]] = got) -> None:
+            got.append(callback.wait(10))
+
+        waiter = threading.Thread(target=wait)
+        waiter.start()
+        assert [get(port, query) for query in queries] == statuses
+        waiter.join(10)
+        assert got[0]["code"] == code

@@ -27,6 +27,7 @@ Imported only for a remote server with [server.oauth]: `run` over stdio never lo
 from __future__ import annotations
 
 import contextlib
+import hmac
 import ipaddress
 import json
 import logging
@@ -277,9 +278,13 @@ def _loaded(ref: str) -> dict[str, Any] | None:
 
 
 class _Callback:
-    """A one-shot HTTP listener on 127.0.0.1 for the authorization response."""
+    """A one-shot HTTP listener on 127.0.0.1 for the authorization response. Only a
+    response that carries the `state` of the authorization URL counts: any process on this
+    machine, or a page the browser loads, can reach the port, and a response with another
+    state (a code of the attacker's account, or a forged error) is answered and ignored
+    while the real one is awaited."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, state: str | None = None) -> None:
         results: queue.Queue[dict[str, str]] = queue.Queue(1)
 
         class Handler(BaseHTTPRequestHandler):
@@ -289,6 +294,11 @@ class _Callback:
                     self._answer(404, "Not found.")
                     return
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+                if state is not None and not hmac.compare_digest(
+                    query.get("state", "").encode(), state.encode()
+                ):
+                    self._answer(400, "This is not the sign-in mcpwrap started.")
+                    return
                 if "error" in query:
                     self._answer(400, "Sign-in failed. You can close this tab.")
                 elif "code" in query:
@@ -379,7 +389,8 @@ class _SignIn:
                 f"gave is refused: {problem}. Nothing was opened or run; the server "
                 f"{context.server_url} or its authorization server may be hostile"
             )
-        self._callback = await anyio.to_thread.run_sync(_Callback, self._port)
+        state = parse_qs(urlsplit(url).query).get("state", [None])[0]
+        self._callback = await anyio.to_thread.run_sync(_Callback, self._port, state)
         self._report(
             f"mcpwrap: {self._name}: sign in to {context.server_url} in the browser; if none "
             f"opens, open this URL by hand:\n{url}"
