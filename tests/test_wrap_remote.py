@@ -249,7 +249,7 @@ def test_an_unsupported_mcp_remote_option_is_refused_by_name(world: dict[str, Pa
 def test_mcp_remote_arguments_are_read_as_mcp_remote_reads_them() -> None:
     argv = [
         *("pnpm", "dlx", "mcp-remote", "https://h.example/sse", "--transport", "sse-only"),
-        *("--header", "X-Team:${TEAM}", "--header=X-Env: prod", "--allow-http"),
+        *("--header", "X-Team:blue", "--header=X-Env: prod", "--allow-http"),
     ]
     assert remoteentry.runs_mcp_remote(argv)
     found = remoteentry.from_mcp_remote(argv, {"TEAM": "blue"})
@@ -269,6 +269,11 @@ def test_mcp_remote_arguments_are_read_as_mcp_remote_reads_them() -> None:
         (["https://h.example/mcp", "--header", "Authorization: Basic eA=="], "not a bearer"),
         (["http://192.0.2.1/mcp", "--allow-http"], "plain http to 192.0.2.1"),
         (["https://h.example/mcp", "--transport", "ws"], "--transport 'ws'"),
+        # Credentials by another name, and values from the environment, would be written
+        # into the profile's plain text: refused (the control: X-Team: blue, above).
+        (["https://h.example/mcp", "--header", "X-API-Key: k3y"], "looks like a credential"),
+        (["https://h.example/mcp", "--header", "x-auth-token:${T}"], "looks like a credential"),
+        (["https://h.example/mcp", "--header", "X-Team:${TEAM}"], "from the environment"),
     ],
 )
 def test_what_mcpwrap_cannot_carry_over_is_refused(argv: list[str], said: str) -> None:
@@ -285,6 +290,9 @@ def test_url_entries_of_each_client() -> None:
     assert (found.transport, dict(found.headers)) == ("sse", {"X-A": "1"})
     cursor = {"url": "https://h.example/mcp", "headers": {"Authorization": "Bearer ${env:T}"}}
     assert remoteentry.from_url_entry(cursor, same).secret == "Authorization"
+    keyed = {"url": "https://h.example/mcp", "headers": {"api-key": "${env:API_KEY}"}}
+    with pytest.raises(remoteentry.Refused, match="looks like a credential"):
+        remoteentry.from_url_entry(keyed, same)
     with pytest.raises(remoteentry.Refused, match="OAuth"):
         remoteentry.from_url_entry({"url": "https://h.example/mcp", "auth": {}}, same)
 

@@ -189,6 +189,7 @@ def _split_headers(
     secret: str | None = None
     for name, raw in pairs:
         if name.lower() not in SECRET_HEADERS:
+            _not_a_credential(name, raw)
             headers[name] = expand(raw)
             continue
         if name.lower() != "authorization":
@@ -203,6 +204,36 @@ def _split_headers(
             )
         secret = name
     return headers, secret
+
+
+# Header names that carry credentials whatever they are called (X-API-Key, X-Auth-Token,
+# api-key, ...): their values must not be written into a profile, which is committed.
+_CREDENTIAL_WORDS = (
+    "key", "token", "secret", "auth", "session", "passw", "signature", "credential", "cookie"
+)  # fmt: skip
+
+
+def _not_a_credential(name: str, raw: str) -> None:
+    """Refuse a header that [server] headers would write into the profile's text although
+    it looks like a credential, or takes its value from the environment (where the
+    client's secrets live): mcpwrap sends a credential only as a bearer from the keyring."""
+    lowered = name.lower()
+    word = next((w for w in _CREDENTIAL_WORDS if w in lowered), None)
+    if word is not None:
+        raise Refused(
+            f"it sends a {name} header, which looks like a credential ({word!r} in its "
+            "name); a profile's [server] headers are plain text, committed with the "
+            'project. mcpwrap sends a credential only as "Authorization: Bearer TOKEN", '
+            "with the token from the keyring"
+        )
+    if "${" in raw:
+        raise Refused(
+            f"its {name} header takes its value from the environment ({raw!r}), where a "
+            "client keeps secrets; a profile's [server] headers are plain text, committed "
+            "with the project. If the value is no secret, write it in the profile's "
+            '[server] headers yourself; a credential goes only as "Authorization: Bearer '
+            'TOKEN", with the token from the keyring'
+        )
 
 
 def _is_bearer(raw: str, expand: Callable[[str], str]) -> bool:
