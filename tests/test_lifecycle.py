@@ -264,6 +264,40 @@ def test_an_adopted_daemon_is_reaped_when_another_thread_takes_the_sigchld() -> 
     assert done.stdout.strip() == "zombies []", done.stdout + done.stderr
 
 
+REAPED_WHEN_PROC_MISSES_IT = """
+import os, subprocess, time
+from mcpwrap.sandbox import reaper as module
+from mcpwrap.sandbox.proctree import children
+
+reaper = module.Reaper()
+module.children = lambda pid: []  # /proc's lists may miss a child: here they miss all
+server = subprocess.Popen(["sh", "-c", "sleep 0.2 & exit 0"])  # the sleep is orphaned
+reaper.watch(server)
+server.wait()
+deadline = time.monotonic() + 5
+while time.monotonic() < deadline:
+    zombies = [p for p in children(os.getpid()) if p != server.pid]
+    if not zombies:
+        break
+    time.sleep(0.05)
+print("zombies", zombies)
+"""
+
+
+def test_an_adopted_daemon_is_reaped_even_when_proc_does_not_list_it() -> None:
+    """The kernel does not promise that /proc/PID/task/TID/children lists every child of a
+    running process, and a missed one gets no second SIGCHLD: the reaper asks waitid as
+    well. Here the lists miss everything, and the daemon is still collected."""
+    done = subprocess.run(
+        [sys.executable, "-c", REAPED_WHEN_PROC_MISSES_IT],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    assert done.stdout.strip() == "zombies []", done.stdout + done.stderr
+
+
 def test_sigterm_stops_the_server_and_exits_143(tmp_path: Path) -> None:
     with Wrapped(write_profile(tmp_path, PROFILE), RAW_SERVER) as w:
         w.initialize()

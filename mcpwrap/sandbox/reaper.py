@@ -88,6 +88,18 @@ class Reaper:
             if pid != leader and not _alive(pid):
                 with contextlib.suppress(ChildProcessError):
                     os.waitpid(pid, os.WNOHANG)
+        # /proc's children lists can miss a child (the kernel says so, for children that
+        # are not stopped), and no second SIGCHLD comes for it: ask the kernel too, peeking
+        # (WNOWAIT) so that the leader is left to subprocess, which stops the peeking.
+        while True:
+            try:
+                found = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if found is None or found.si_pid in (leader, *self._before):
+                return
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(found.si_pid, os.WNOHANG)
 
     def _adopted(self) -> list[int]:
         return [p for p in children(self._own) if p not in self._before]
