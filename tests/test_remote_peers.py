@@ -19,18 +19,22 @@ import anyio
 import pytest
 from mcp.client import ClientSession
 from mcp.client.stdio import stdio_client
-from test_remote import attempt, mcpwrap, records, refused, session_run, start_server, stop, text_of
+from test_remote import (
+    _free_port,
+    attempt,
+    mcpwrap,
+    records,
+    refused,
+    session_run,
+    start_server,
+    stop,
+    text_of,
+)
 from test_tlsclient import CA
 from wrapped import write_profile
 
 REPO = Path(__file__).resolve().parent.parent
 EVERYTHING = REPO / "tests" / "node" / "node_modules" / ".bin" / "mcp-server-everything"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

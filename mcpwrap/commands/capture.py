@@ -18,6 +18,7 @@ import selectors
 import sys
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -97,7 +98,7 @@ def capture_remote(upstream: Any, timeout: float) -> Definitions:
         session.close()
 
 
-class _Exchange:
+class _Exchange(ABC):
     """The requests a lock needs, over some way to send and read a message."""
 
     def __init__(self, timeout: float) -> None:
@@ -148,14 +149,17 @@ class _Exchange:
                 error = {"code": -32601, "message": "mcpwrap lock answers no requests"}
                 self._send({"jsonrpc": "2.0", "id": msg["id"], "error": error})
 
+    @abstractmethod
     def _send(self, msg: dict[str, Any]) -> None:
-        raise NotImplementedError
+        """Send one message to the server."""
 
+    @abstractmethod
     def _read(self) -> dict[str, Any]:
-        raise NotImplementedError
+        """The next message from the server (an object; {} for one that is not)."""
 
+    @abstractmethod
     def _fail(self, what: str) -> LockError:
-        raise NotImplementedError
+        """The error to raise for `what`, in this end's words."""
 
 
 class _Session(_Exchange):

@@ -37,7 +37,6 @@ class InitOptions(NamedTuple):
 
 
 def init(options: InitOptions) -> int:
-    from mcpwrap.commands.lock import LockOptions, lock
     from mcpwrap.config.discovery import project_of
 
     if not options.name or not all(c.isalnum() or c in "-_." for c in options.name):
@@ -65,9 +64,23 @@ def init(options: InitOptions) -> int:
     path = os.path.join(project, ".mcpwrap", f"{options.name}.toml")
     if os.path.exists(path) and not options.force:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
+    tools = _written_and_locked(path, options, project)
+    print(f"{path}: {len(tools)} tools, each with a guessed class; review them, then commit it")
+    return 0
+
+
+def _written_and_locked(
+    path: str, options: InitOptions, project: str | None, remote: RemoteSpec | None = None
+) -> list[dict[str, Any]]:
+    """Write the profile without tools, lock it (which reads the server's tools, in the
+    jail or over its verified connection), and write it again with the tools the lock
+    pinned; a failure puts the profile and the lock back as they were."""
+    from mcpwrap.commands.lock import LockOptions, lock
+    from mcpwrap.supply import pins
+
     lock_file = paths.lock_path(path)
     with _undone_on_failure(path, lock_file):
-        _write(path, render(options.name, options.command, []))  # the jail tools are read in
+        _write(path, render(options.name, options.command, [], remote=remote))
         lock(
             LockOptions(
                 profile=path,
@@ -78,14 +91,11 @@ def init(options: InitOptions) -> int:
                 project=project,
             )
         )
-        from mcpwrap.supply import pins
-
         locked = pins.load(lock_file)
         assert locked is not None
         tools = [json.loads(pin.definition) for _, pin in sorted(locked.tools.items())]
-        _write(path, render(options.name, options.command, tools))
-    print(f"{path}: {len(tools)} tools, each with a guessed class; review them, then commit it")
-    return 0
+        _write(path, render(options.name, options.command, tools, remote=remote))
+    return tools
 
 
 def _remote_place(options: InitOptions) -> str:
@@ -126,8 +136,6 @@ def _init_remote(options: InitOptions, *, stub: bool = False) -> int:
     """A remote server: connect as `run` would, list its tools, write the profile with
     [server] url, and lock it (no jail to start it in).
     `stub`: the profile there names the server, and is written again with its tools."""
-    from mcpwrap.commands import remotetools
-
     url = options.command[0]
     problem = url_problem(url)
     if problem is not None:
@@ -136,23 +144,7 @@ def _init_remote(options: InitOptions, *, stub: bool = False) -> int:
     path = _remote_place(options)
     if os.path.exists(path) and not options.force and not stub:
         raise UsageError(f"{path} exists: edit it, or run again with --force to replace it")
-    tools = remotetools.list_tools(spec, f"init {options.name}", options.timeout)
-    from mcpwrap.commands.lock import LockOptions, lock
-
-    lock_file = paths.lock_path(path)
-    with _undone_on_failure(path, lock_file):
-        _write(path, render(options.name, options.command, tools, remote=spec))
-        # Pinned as a local server is: its tools, its instructions and its key.
-        lock(
-            LockOptions(
-                profile=path,
-                command=(),
-                approve=False,
-                yes=True,
-                timeout=options.timeout,
-                project=options.project,
-            )
-        )
+    tools = _written_and_locked(path, options, options.project, remote=spec)
     print(
         f"{path}: {len(tools)} tools of {url}, each with a guessed class, and its lock (the "
         "tools, the instructions and the server's key); review them, then commit both"

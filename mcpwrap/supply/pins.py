@@ -162,7 +162,6 @@ def parse(doc: Mapping[str, Any], path: str, profile_arg: str | None = None) -> 
         artifacts = from_data(doc["artifacts"], source=path, symbolic=True)
     except ArtifactError as exc:
         raise LockError(str(exc)) from exc
-    tools = _table(doc, "tools", path) if "tools" in doc else {}
     return Lock(
         path=path,
         command=_words(server, "command", path),
@@ -172,14 +171,8 @@ def parse(doc: Mapping[str, Any], path: str, profile_arg: str | None = None) -> 
         profile_digest=_text(doc, "profile_digest", path),
         install=_install(_table(doc, "install", path), path) if "install" in doc else None,
         artifacts=artifacts,
-        instructions=(
-            _pin(_table(doc, "instructions", path), "instructions", path, text=True)
-            if "instructions" in doc
-            else None
-        ),
-        tools={
-            name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
-        },
+        instructions=_instructions(doc, path),
+        tools=_tool_pins(doc, path),
     )
 
 
@@ -199,7 +192,6 @@ def _parse_remote(doc: Mapping[str, Any], path: str) -> Lock:
     for pin in spki:
         if (problem := pin_problem(pin)) is not None:
             raise LockError(f"{path}: remote.spki: {pin!r}: {problem}")
-    tools = _table(doc, "tools", path) if "tools" in doc else {}
     return Lock(
         path=path,
         command=(url,),
@@ -209,16 +201,24 @@ def _parse_remote(doc: Mapping[str, Any], path: str) -> Lock:
         profile_digest=_text(doc, "profile_digest", path),
         install=None,
         artifacts=Artifacts((), ()),
-        instructions=(
-            _pin(_table(doc, "instructions", path), "instructions", path, text=True)
-            if "instructions" in doc
-            else None
-        ),
-        tools={
-            name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
-        },
+        instructions=_instructions(doc, path),
+        tools=_tool_pins(doc, path),
         remote=RemoteLock(url, tuple(spki)),
     )
+
+
+def _instructions(doc: Mapping[str, Any], path: str) -> ToolPin | None:
+    if "instructions" not in doc:
+        return None
+    return _pin(_table(doc, "instructions", path), "instructions", path, text=True)
+
+
+def _tool_pins(doc: Mapping[str, Any], path: str) -> dict[str, ToolPin]:
+    """[tools.NAME]: the pin of each tool definition (local and remote locks alike)."""
+    tools = _table(doc, "tools", path) if "tools" in doc else {}
+    return {
+        name: _pin(_table(tools, name, path, "tools."), f"tools.{name}", path) for name in tools
+    }
 
 
 def _check_version(doc: Mapping[str, Any], path: str, profile_arg: str | None) -> None:
